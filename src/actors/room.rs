@@ -1,0 +1,587 @@
+//! The room actor: one per board on this instance, alive while it has sessions.
+//!
+//! It holds the board's local sessions, fans every event out to them (serialized once, the
+//! same bytes for all), throttles cursors, times out typing, acks durable events in `seq`
+//! order, and answers a joining session with its snapshot or resume before anything else.
+//!
+//! Delivery never blocks on a slow session: frames go with `try_send` into the session's
+//! bounded mailbox. When it is full, a cursor frame is kept aside (only the newest per user)
+//! and retried; any other frame marks the session *lagged*: it is told once, gets nothing more,
+//! and closes with 4009 so that its client resumes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde_json::json;
+
+use crate::actors::presence::{Arrive, Arrived, Depart, Presence};
+use crate::actors::registry::Registry;
+use crate::broker::{Broker, Catchup, GetCatchup, Publish, Subscribe, Unsubscribe};
+use crate::event::{BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
+use crate::limits::{Offer, Throttle};
+use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
+
+/// How long a `typing.start` holds before the server sends `typing.stop` itself.
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often cursor frames kept aside for full mailboxes are retried.
+const SLOW_RETRY: Duration = Duration::from_millis(50);
+
+static NEXT_ROOM_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a room sends a session.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// A frame to write.
+    Frame(ByteString),
+    /// The session's mailbox overflowed and it missed events: close with 4009.
+    Lagged,
+    /// Close with this code and reason (kicks, failures).
+    Close(u16, String),
+}
+
+/// Where a frame sits in the board's orders, so a joining session's backlog can drop what its
+/// snapshot already holds.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    /// A presence change with this revision.
+    Rev(u64),
+    /// A durable event with this seq.
+    Seq(u64),
+    /// Ephemeral: always delivered.
+    None,
+}
+
+/// A local session of the board.
+struct Member {
+    /// Its user.
+    user_id: String,
+    /// Its mailbox.
+    out: Recipient<Outbound>,
+    /// Frames held while its snapshot is being made; `None` once live.
+    backlog: Option<Vec<(Order, ByteString)>>,
+    /// It overflowed and is being closed; nothing more is sent.
+    lagged: bool,
+    /// Presence changes up to this revision are in its snapshot: not sent again.
+    rev_floor: u64,
+    /// Durable events up to this seq are in its snapshot or replay: not sent again.
+    seq_floor: u64,
+}
+
+/// Per-user cursor state.
+#[derive(Default)]
+struct Cursor {
+    /// Limits deliveries to one per 50 ms, keeping the newest.
+    throttle: Throttle<(SessionId, Option<Point>)>,
+    /// Last known position, for snapshots.
+    last: Option<Point>,
+    /// A flush of the throttle is scheduled.
+    flush_scheduled: bool,
+}
+
+/// A user typing in a cell.
+struct Typing {
+    /// The session that started it, which is not told of the stop; `None` when remote.
+    origin: Option<SessionId>,
+    /// The timer that sends `typing.stop` after [`TYPING_TIMEOUT`].
+    timer: SpawnHandle,
+}
+
+/// The room actor. See the module documentation.
+pub struct Room {
+    /// The board.
+    key: BoardKey,
+    /// Distinguishes this room from a later one of the same board.
+    id: u64,
+    /// Where the room is found; told when the room empties.
+    registry: Arc<Registry>,
+    /// Presence of every board.
+    presence: Addr<Presence>,
+    /// The door to the shared world.
+    broker: Addr<Broker>,
+    /// Local sessions.
+    members: HashMap<SessionId, Member>,
+    /// Joins this room has handled, compared with the registry's count before stopping.
+    joins_seen: u64,
+    /// Cursor state per user.
+    cursors: HashMap<String, Cursor>,
+    /// Who types, per user.
+    typing: HashMap<String, Typing>,
+    /// Cursor frames kept aside for full mailboxes: per session, the newest per user.
+    slow_cursors: HashMap<SessionId, HashMap<String, ByteString>>,
+    /// A retry of `slow_cursors` is scheduled.
+    retry_scheduled: bool,
+    /// The last durable seq delivered, once one was seen.
+    last_seq: Option<u64>,
+    /// Frames a joining session may hold before it counts as slow.
+    backlog_bound: usize,
+}
+
+impl Room {
+    /// A room for `key`.
+    pub fn new(
+        key: BoardKey,
+        registry: Arc<Registry>,
+        presence: Addr<Presence>,
+        broker: Addr<Broker>,
+        backlog_bound: usize,
+    ) -> Self {
+        Room {
+            key,
+            id: NEXT_ROOM_ID.fetch_add(1, Ordering::Relaxed),
+            registry,
+            presence,
+            broker,
+            members: HashMap::new(),
+            joins_seen: 0,
+            cursors: HashMap::new(),
+            typing: HashMap::new(),
+            slow_cursors: HashMap::new(),
+            retry_scheduled: false,
+            last_seq: None,
+            backlog_bound,
+        }
+    }
+
+    /// This room's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends `frame` to one member; `cursor_of` names the user when it is a droppable cursor
+    /// frame.
+    fn send(&mut self, sid: SessionId, frame: ByteString, order: Order, cursor_of: Option<&str>, ctx: &mut Context<Self>) {
+        let Some(member) = self.members.get_mut(&sid) else {
+            return;
+        };
+        let seen = match order {
+            Order::Rev(rev) => rev <= member.rev_floor,
+            Order::Seq(seq) => seq <= member.seq_floor,
+            Order::None => false,
+        };
+        if member.lagged || seen {
+            return;
+        }
+        if let Some(backlog) = &mut member.backlog {
+            backlog.push((order, frame));
+            if backlog.len() > self.backlog_bound {
+                member.lagged = true;
+                member.out.do_send(Outbound::Lagged);
+            }
+            return;
+        }
+        match member.out.try_send(Outbound::Frame(frame)) {
+            Ok(()) => {}
+            Err(SendError::Full(Outbound::Frame(frame))) => match cursor_of {
+                Some(user) => {
+                    self.slow_cursors
+                        .entry(sid)
+                        .or_default()
+                        .insert(user.to_string(), frame);
+                    self.schedule_retry(ctx);
+                }
+                None => {
+                    member.lagged = true;
+                    member.out.do_send(Outbound::Lagged);
+                    self.slow_cursors.remove(&sid);
+                }
+            },
+            // Closed: the session is gone and its Leave is on the way.
+            Err(_) => {}
+        }
+    }
+
+    /// Sends `frame` to every member but `except`.
+    fn fan_out(&mut self, frame: &ByteString, order: Order, except: Option<SessionId>, cursor_of: Option<&str>, ctx: &mut Context<Self>) {
+        let targets: Vec<SessionId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|sid| Some(*sid) != except)
+            .collect();
+        for sid in targets {
+            self.send(sid, frame.clone(), order, cursor_of, ctx);
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        if self.retry_scheduled {
+            return;
+        }
+        self.retry_scheduled = true;
+        ctx.run_later(SLOW_RETRY, |room, ctx| {
+            room.retry_scheduled = false;
+            let pending = std::mem::take(&mut room.slow_cursors);
+            for (sid, frames) in pending {
+                for (user, frame) in frames {
+                    room.send(sid, frame, Order::None, Some(&user), ctx);
+                }
+            }
+        });
+    }
+
+    /// Delivers a cursor move locally and to other instances.
+    fn emit_cursor(&mut self, user_id: &str, origin: SessionId, position: Option<Point>, ctx: &mut Context<Self>) {
+        let frame = encode("cursor.move", &json!({"userId": user_id, "position": position}), None);
+        self.fan_out(&frame, Order::None, Some(origin), Some(user_id), ctx);
+        self.publish(BoardEvent::Cursor {
+            user_id: user_id.to_string(),
+            position,
+            origin,
+        });
+    }
+
+    fn publish(&self, event: BoardEvent) {
+        self.broker.do_send(Publish {
+            board: self.key.clone(),
+            event,
+            delivered_locally: true,
+        });
+    }
+
+    fn flush_cursor(&mut self, user_id: String, ctx: &mut Context<Self>) {
+        let Some(cursor) = self.cursors.get_mut(&user_id) else {
+            return;
+        };
+        cursor.flush_scheduled = false;
+        if let Some((origin, position)) = cursor.throttle.flush(Instant::now()) {
+            self.emit_cursor(&user_id, origin, position, ctx);
+        }
+    }
+
+    fn typing_started(&mut self, user_id: &str, item_id: &str, column_id: &str, origin: Option<SessionId>, ctx: &mut Context<Self>) {
+        if let Some(old) = self.typing.remove(user_id) {
+            ctx.cancel_future(old.timer);
+        }
+        let user = user_id.to_string();
+        let timer = ctx.run_later(TYPING_TIMEOUT, move |room, ctx| {
+            if let Some(typing) = room.typing.remove(&user) {
+                let frame = encode("typing.stop", &json!({"userId": user}), None);
+                room.fan_out(&frame, Order::None, typing.origin, None, ctx);
+            }
+        });
+        self.typing.insert(user_id.to_string(), Typing { origin, timer });
+        let frame = encode(
+            "typing.start",
+            &json!({"userId": user_id, "itemId": item_id, "columnId": column_id}),
+            None,
+        );
+        self.fan_out(&frame, Order::None, origin, None, ctx);
+    }
+
+    /// Ends a user's typing, if any, telling everyone but `except`.
+    fn typing_stopped(&mut self, user_id: &str, except: Option<SessionId>, ctx: &mut Context<Self>) {
+        if let Some(typing) = self.typing.remove(user_id) {
+            ctx.cancel_future(typing.timer);
+            let frame = encode("typing.stop", &json!({"userId": user_id}), None);
+            self.fan_out(&frame, Order::None, except, None, ctx);
+        }
+    }
+
+    /// Sends the joining session its first frame, then what it held back meanwhile.
+    fn finish_join(&mut self, sid: SessionId, arrived: Arrived, catchup: Catchup, ctx: &mut Context<Self>) {
+        let Some(member) = self.members.get_mut(&sid) else {
+            return;
+        };
+        let users: Vec<PresenceEntry<'_>> = arrived
+            .users
+            .iter()
+            .map(|user: &PresentUser| PresenceEntry {
+                user,
+                cursor: self.cursors.get(&user.user_id).and_then(|c| c.last),
+            })
+            .collect();
+        let me = json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
+        let seq = catchup.seq();
+        let mut first = vec![];
+        match catchup {
+            Catchup::Snapshot { seq, items, values, resync } => first.push(encode(
+                "board.snapshot",
+                &json!({"boardId": self.key.board, "seq": seq, "self": me, "users": users,
+                        "items": items, "values": values, "resync": resync}),
+                None,
+            )),
+            Catchup::Replay { from, to, frames } => {
+                first.push(encode(
+                    "board.resumed",
+                    &json!({"boardId": self.key.board, "self": me, "users": users,
+                            "fromSeq": from, "toSeq": to}),
+                    None,
+                ));
+                first.extend(frames);
+            }
+        }
+        let backlog = member.backlog.take().unwrap_or_default();
+        member.rev_floor = arrived.rev;
+        member.seq_floor = seq;
+        let frames: Vec<(Order, ByteString)> =
+            first.into_iter().map(|f| (Order::None, f)).chain(backlog).collect();
+        for (order, frame) in frames {
+            self.send(sid, frame, order, None, ctx);
+        }
+    }
+
+    fn on_event(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
+        match event {
+            BoardEvent::Joined { rev, user } => {
+                let frame = encode(
+                    "presence.join",
+                    &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
+                    None,
+                );
+                self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
+            }
+            BoardEvent::Left { rev, user_id } => {
+                self.typing_stopped(&user_id, None, ctx);
+                self.cursors.remove(&user_id);
+                let frame = encode("presence.leave", &json!({"userId": user_id}), None);
+                self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
+            }
+            BoardEvent::StatusChanged { rev, user_id, status, origin } => {
+                let frame = encode("presence.update", &json!({"userId": user_id, "status": status}), None);
+                self.fan_out(&frame, Order::Rev(rev), Some(origin), None, ctx);
+            }
+            BoardEvent::Cursor { user_id, position, origin } => {
+                self.cursors.entry(user_id.clone()).or_default().last = position;
+                let frame = encode("cursor.move", &json!({"userId": user_id, "position": position}), None);
+                self.fan_out(&frame, Order::None, Some(origin), Some(&user_id), ctx);
+            }
+            BoardEvent::TypingStarted { user_id, item_id, column_id, .. } => {
+                self.typing_started(&user_id, &item_id, &column_id, None, ctx);
+            }
+            BoardEvent::TypingStopped { user_id, .. } => self.typing_stopped(&user_id, None, ctx),
+            BoardEvent::Durable { seq, frame, ack } => {
+                if self.last_seq.is_some_and(|last| seq <= last) {
+                    return;
+                }
+                if let Some(last) = self.last_seq.filter(|last| seq > last + 1) {
+                    log::warn!("{}: events {}..{} not seen before {seq}", self.key, last + 1, seq - 1);
+                }
+                self.last_seq = Some(seq);
+                let Some(ack) = ack else {
+                    self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
+                    return;
+                };
+                self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
+                let mut payload = json!({"id": ack.id, "seq": seq});
+                if let Some(version) = ack.version {
+                    payload["version"] = json!(version);
+                }
+                // Never filtered: an op sent before the snapshot arrived is in the snapshot,
+                // and its sender still needs the ack.
+                self.send(ack.session, encode("ack", &payload, None), Order::None, None, ctx);
+            }
+            BoardEvent::Broadcast { frame } => self.fan_out(&frame, Order::None, None, None, ctx),
+            BoardEvent::Kick { user_id } => {
+                for member in self.members.values().filter(|m| m.user_id == user_id) {
+                    member
+                        .out
+                        .do_send(Outbound::Close(close::KICKED, "removed from the board".into()));
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(0); // 0: unbounded; sessions are rate limited instead
+        self.broker.do_send(Subscribe {
+            board: self.key.clone(),
+            room_id: self.id,
+            room: ctx.address().recipient(),
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.broker.do_send(Unsubscribe {
+            board: self.key.clone(),
+            room_id: self.id,
+        });
+    }
+}
+
+/// A session asks to join; sent by the registry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// The session.
+    pub session: SessionId,
+    /// Its user.
+    pub user_id: String,
+    /// Name and avatar.
+    pub info: UserInfo,
+    /// Its mailbox.
+    pub out: Recipient<Outbound>,
+    /// The last seq its client saw, when it resumes.
+    pub last_seq: Option<u64>,
+}
+
+impl Handler<Join> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) {
+        self.joins_seen += 1;
+        let sid = msg.session;
+        self.members.insert(
+            sid,
+            Member {
+                user_id: msg.user_id.clone(),
+                out: msg.out,
+                backlog: Some(Vec::new()),
+                lagged: false,
+                rev_floor: 0,
+                seq_floor: 0,
+            },
+        );
+        // Both requests are queued now, before any later Depart of this session.
+        let arrived = self.presence.send(Arrive {
+            board: self.key.clone(),
+            session: sid,
+            user_id: msg.user_id,
+            info: msg.info,
+        });
+        let catchup = self.broker.send(GetCatchup {
+            board: self.key.clone(),
+            last_seq: msg.last_seq,
+        });
+        let work = async move { (arrived.await, catchup.await) };
+        ctx.spawn(work.into_actor(self).map(move |result, room, ctx| match result {
+            (Ok(arrived), Ok(Ok(catchup))) => room.finish_join(sid, arrived, catchup, ctx),
+            (_, Ok(Err(err))) => {
+                if let Some(member) = room.members.get(&sid) {
+                    member.out.do_send(Outbound::Frame(err.to_frame()));
+                    member.out.do_send(Outbound::Close(close::RESTARTING, "backend unavailable".into()));
+                }
+            }
+            _ => {
+                if let Some(member) = room.members.get(&sid) {
+                    let err = FrameError::new(None, ErrorCode::Internal, "join failed");
+                    member.out.do_send(Outbound::Frame(err.to_frame()));
+                    member.out.do_send(Outbound::Close(close::RESTARTING, "join failed".into()));
+                }
+            }
+        }));
+    }
+}
+
+/// A session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The session.
+    pub session: SessionId,
+}
+
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        let Some(member) = self.members.remove(&msg.session) else {
+            return;
+        };
+        self.slow_cursors.remove(&msg.session);
+        self.presence.do_send(Depart {
+            board: self.key.clone(),
+            session: msg.session,
+            user_id: member.user_id,
+        });
+        if self.members.is_empty() && self.registry.release(&self.key, self.id, self.joins_seen) {
+            ctx.stop();
+        }
+    }
+}
+
+/// A local session moved its cursor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MoveCursor {
+    /// The session.
+    pub session: SessionId,
+    /// The new position, or `None` when the cursor left the canvas.
+    pub position: Option<Point>,
+}
+
+impl Handler<MoveCursor> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: MoveCursor, ctx: &mut Self::Context) {
+        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
+            return;
+        };
+        let cursor = self.cursors.entry(user_id.clone()).or_default();
+        cursor.last = msg.position;
+        match cursor.throttle.offer((msg.session, msg.position), Instant::now()) {
+            Offer::Send((origin, position)) => self.emit_cursor(&user_id, origin, position, ctx),
+            Offer::HeldUntil(due) => {
+                if !cursor.flush_scheduled {
+                    cursor.flush_scheduled = true;
+                    let wait = due.saturating_duration_since(Instant::now());
+                    ctx.run_later(wait, move |room, ctx| room.flush_cursor(user_id, ctx));
+                }
+            }
+        }
+    }
+}
+
+/// A local session started or stopped typing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTyping {
+    /// The session.
+    pub session: SessionId,
+    /// The cell (item, column) for `typing.start`; `None` for `typing.stop`.
+    pub cell: Option<(String, String)>,
+}
+
+impl Handler<SetTyping> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTyping, ctx: &mut Self::Context) {
+        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
+            return;
+        };
+        let origin = msg.session;
+        match msg.cell {
+            Some((item_id, column_id)) => {
+                self.typing_started(&user_id, &item_id, &column_id, Some(origin), ctx);
+                self.publish(BoardEvent::TypingStarted { user_id, item_id, column_id, origin });
+            }
+            None => {
+                self.typing_stopped(&user_id, Some(origin), ctx);
+                self.publish(BoardEvent::TypingStopped { user_id, origin });
+            }
+        }
+    }
+}
+
+impl Handler<BoardEvent> for Room {
+    type Result = ();
+
+    fn handle(&mut self, event: BoardEvent, ctx: &mut Self::Context) {
+        self.on_event(event, ctx);
+    }
+}
+
+/// The instance is shutting down: close every session with 1012.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
+
+impl Handler<CloseAll> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _: &mut Self::Context) {
+        for member in self.members.values() {
+            member
+                .out
+                .do_send(Outbound::Close(close::RESTARTING, "instance shutting down".into()));
+        }
+    }
+}

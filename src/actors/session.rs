@@ -1,0 +1,344 @@
+//! The session actor: one per WebSocket.
+//!
+//! It decodes and validates every frame, applies the rate limit, forwards typed commands to
+//! its room (ephemeral), the presence actor (status) or the broker (durable), writes what the
+//! room sends it, and runs the heartbeat and the token-expiry timer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use serde_json::json;
+
+use crate::actors::presence::SetStatus;
+use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
+use crate::auth::{Identity, Role};
+use crate::broker::Append;
+use crate::event::{BoardKey, SessionId, UserInfo};
+use crate::limits::{AbuseWindow, TokenBucket};
+use crate::protocol::{
+    close, encode, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode,
+    FrameError,
+};
+use crate::startup::AppState;
+
+/// Everything a session needs from the instance, shared by all sessions.
+pub type Shared = Arc<AppState>;
+
+/// The session actor. See the module documentation.
+pub struct Session {
+    /// This session's id, shown to its client in `self.sessionId`.
+    id: SessionId,
+    /// The board it joined.
+    key: BoardKey,
+    /// Who it speaks for; replaced by `auth.refresh`.
+    identity: Identity,
+    /// The resume point its client asked for.
+    last_seq: Option<u64>,
+    /// Instance-wide actors and settings.
+    shared: Shared,
+    /// The board's room, known from `started` on.
+    room: Option<Addr<Room>>,
+    /// When the client last sent anything, pongs included.
+    last_seen: Instant,
+    /// When the server last pinged.
+    last_ping: Instant,
+    /// The per-session rate limit.
+    bucket: TokenBucket,
+    /// Sustained-abuse detector.
+    abuse: AbuseWindow,
+    /// The timer that closes the session at the token's expiry.
+    expiry: Option<SpawnHandle>,
+    /// A fragmented text message being reassembled; `None` between messages.
+    fragments: Option<Vec<u8>>,
+    /// A fragmented binary message is being skipped.
+    binary_fragments: bool,
+}
+
+impl Session {
+    /// A session of `identity` on `key`.
+    pub fn new(key: BoardKey, identity: Identity, last_seq: Option<u64>, shared: Shared) -> Self {
+        let now = Instant::now();
+        let config = &shared.config;
+        Session {
+            id: SessionId::random(),
+            key,
+            identity,
+            last_seq,
+            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
+            abuse: AbuseWindow::new(config.rate_per_sec, now),
+            shared,
+            room: None,
+            last_seen: now,
+            last_ping: now,
+            expiry: None,
+            fragments: None,
+            binary_fragments: false,
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn error(&self, err: FrameError, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.text(err.to_frame());
+    }
+
+    /// Closes the session with 4001 when the token expires.
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let wait = Duration::from_millis(self.identity.exp.saturating_mul(1000).saturating_sub(now_ms));
+        self.expiry = Some(ctx.run_later(wait, |session, ctx| {
+            session.close(close::TOKEN_EXPIRED, "token expired", ctx);
+        }));
+    }
+
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let config = &self.shared.config;
+        let tick = config
+            .heartbeat_interval
+            .min(config.client_timeout / 4)
+            .max(Duration::from_millis(10));
+        ctx.run_interval(tick, |session, ctx| {
+            let now = Instant::now();
+            let config = &session.shared.config;
+            if now.duration_since(session.last_seen) >= config.client_timeout {
+                log::debug!("session {} timed out", session.id);
+                session.close(close::NORMAL, "client timeout", ctx);
+            } else if now.duration_since(session.last_ping) >= config.heartbeat_interval {
+                session.last_ping = now;
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    /// Counts a frame against the limits; false when the session was closed for abuse.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.abuse.record(Instant::now()) {
+            self.close(close::RATE_ABUSE, "rate abuse", ctx);
+            return false;
+        }
+        true
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.admit(ctx) {
+            return;
+        }
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.bucket.try_take(Instant::now());
+                return self.error(err, ctx);
+            }
+        };
+        if !self.bucket.try_take(Instant::now()) {
+            if !is_cursor_move(&frame) {
+                self.error(
+                    FrameError::new(frame.id, ErrorCode::RateLimited, "too many frames"),
+                    ctx,
+                );
+            }
+            return;
+        }
+        self.dispatch(frame, ctx);
+    }
+
+    fn dispatch(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let ClientFrame { id, message } = frame;
+        let Some(room) = self.room.clone() else {
+            return;
+        };
+        match message {
+            ClientMessage::CursorMove(position) => room.do_send(MoveCursor {
+                session: self.id,
+                position,
+            }),
+            ClientMessage::TypingStart { item_id, column_id } => room.do_send(SetTyping {
+                session: self.id,
+                cell: Some((item_id, column_id)),
+            }),
+            ClientMessage::TypingStop => room.do_send(SetTyping {
+                session: self.id,
+                cell: None,
+            }),
+            ClientMessage::PresenceUpdate(status) => self.shared.presence.do_send(SetStatus {
+                board: self.key.clone(),
+                user_id: self.identity.user_id.clone(),
+                status,
+                origin: self.id,
+            }),
+            ClientMessage::Ping(payload) => ctx.text(encode("pong", &payload, None)),
+            ClientMessage::AuthRefresh(token) => self.refresh(id, &token, ctx),
+            ClientMessage::Durable(op) => {
+                if self.identity.role != Role::Editor {
+                    return self.error(
+                        FrameError::new(id, ErrorCode::Forbidden, "viewers cannot change the board"),
+                        ctx,
+                    );
+                }
+                let append = self.shared.broker.send(Append {
+                    board: self.key.clone(),
+                    op,
+                    user_id: self.identity.user_id.clone(),
+                    ack: Some((self.id, id.clone())),
+                });
+                ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
+                    let err = match result {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(err)) => err,
+                        Err(_) => FrameError::new(None, ErrorCode::Unavailable, "broker unavailable"),
+                    };
+                    session.error(FrameError { id, ..err }, ctx);
+                }));
+            }
+        }
+    }
+
+    fn refresh(&mut self, id: Option<String>, token: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let accepted = self.shared.verifier.verify(token).ok().filter(|new| {
+            new.user_id == self.identity.user_id
+                && new.tenant == self.identity.tenant
+                && new.role != Role::Server
+                && new.may_join(&self.key.board)
+        });
+        match accepted {
+            Some(identity) => {
+                self.identity = identity;
+                self.schedule_expiry(ctx);
+                ctx.text(encode("ack", &json!({ "id": id }), None));
+            }
+            None => self.error(
+                FrameError::new(id, ErrorCode::Forbidden, "the token is not valid for this session"),
+                ctx,
+            ),
+        }
+    }
+
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let max = self.shared.config.max_message_bytes;
+        let (bytes, last) = match item {
+            actix_http::ws::Item::FirstText(b) => {
+                self.fragments = Some(Vec::new());
+                (b, false)
+            }
+            actix_http::ws::Item::FirstBinary(_) => {
+                self.binary_fragments = true;
+                return;
+            }
+            actix_http::ws::Item::Continue(b) => (b, false),
+            actix_http::ws::Item::Last(b) => (b, true),
+        };
+        if self.binary_fragments {
+            if last {
+                self.binary_fragments = false;
+                self.binary(ctx);
+            }
+            return;
+        }
+        let Some(buf) = self.fragments.as_mut() else {
+            return self.error(FrameError::bad_request(None, "continuation without a first frame"), ctx);
+        };
+        buf.extend_from_slice(&bytes);
+        if buf.len() > max {
+            return self.close(close::TOO_BIG, "message too big", ctx);
+        }
+        if last {
+            let buf = self.fragments.take().unwrap_or_default();
+            match String::from_utf8(buf) {
+                Ok(text) => self.on_text(&text, ctx),
+                Err(_) => self.error(FrameError::bad_request(None, "text is not UTF-8"), ctx),
+            }
+        }
+    }
+
+    fn binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.admit(ctx) {
+            self.bucket.try_take(Instant::now());
+            self.error(FrameError::bad_request(None, "binary frames are not supported"), ctx);
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.shared.config.session_queue);
+        let room = self.shared.registry.join(
+            &self.key,
+            Join {
+                session: self.id,
+                user_id: self.identity.user_id.clone(),
+                info: UserInfo {
+                    name: self.identity.name.clone(),
+                    avatar: self.identity.avatar.clone(),
+                },
+                out: ctx.address().recipient(),
+                last_seq: self.last_seq,
+            },
+        );
+        self.room = Some(room);
+        self.heartbeat(ctx);
+        self.schedule_expiry(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(room) = &self.room {
+            room.do_send(Leave { session: self.id });
+        }
+    }
+}
+
+impl Handler<Outbound> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        match msg {
+            Outbound::Frame(frame) => ctx.text(frame),
+            Outbound::Lagged => self.close(close::TOO_SLOW, "too slow", ctx),
+            Outbound::Close(code, reason) => self.close(code, &reason, ctx),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(bytes)) => {
+                if self.admit(ctx) {
+                    ctx.pong(&bytes);
+                }
+            }
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => self.close(close::TOO_BIG, "message too big", ctx),
+            Err(err) => {
+                log::debug!("session {}: protocol error: {err}", self.id);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

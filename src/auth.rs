@@ -1,0 +1,236 @@
+//! Tokens: what a JWT must hold, and the [`Identity`] a verified one gives.
+//!
+//! Verification happens before the WebSocket upgrade and again on `auth.refresh`, so both
+//! share [`Verifier::verify`].
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::JwtKey;
+
+/// Largest clock skew tolerated on `exp`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// What a token lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sends every kind of event.
+    #[default]
+    Editor,
+    /// Sends ephemeral events only.
+    Viewer,
+    /// Backends: the HTTP API only.
+    Server,
+}
+
+/// The claims boardcast reads from a token; others are ignored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Display name shown in presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Avatar URL shown in presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Isolation boundary; boards of different tenants never meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// When present, the only boards this token may join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boards: Option<Vec<String>>,
+    /// The holder's role; editor when absent.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// A verified token, as the rest of the service sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// The tenant, `"default"` when the token names none.
+    pub tenant: String,
+    /// Display name, if any.
+    pub name: Option<String>,
+    /// Avatar URL, if any.
+    pub avatar: Option<String>,
+    /// The boards the token is limited to, if it is.
+    pub boards: Option<Vec<String>>,
+    /// What the holder may do.
+    pub role: Role,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Identity {
+    /// Whether the token allows joining `board`.
+    pub fn may_join(&self, board: &str) -> bool {
+        self.boards
+            .as_ref()
+            .is_none_or(|boards| boards.iter().any(|b| b == board))
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No token came with the request.
+    #[error("a token is required")]
+    Missing,
+    /// The token did not verify: signature, algorithm, expiry or claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Verifies tokens with the instance's one key and one algorithm.
+#[derive(Clone)]
+pub struct Verifier {
+    /// The key tokens must be signed with.
+    key: DecodingKey,
+    /// Algorithm, leeway and required claims.
+    validation: Validation,
+    /// Dev mode signs its own tokens with this key.
+    dev_signer: Option<EncodingKey>,
+}
+
+impl Verifier {
+    /// Builds the verifier for the configured key.
+    pub fn new(jwt: &JwtKey) -> Result<Verifier, AuthError> {
+        let (key, algorithm, dev_signer) = match jwt {
+            JwtKey::Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256, None),
+            JwtKey::Dev(secret) => (
+                DecodingKey::from_secret(secret),
+                Algorithm::HS256,
+                Some(EncodingKey::from_secret(secret)),
+            ),
+            JwtKey::PublicKey { algorithm, pem } => {
+                let key = match algorithm {
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+                    _ => DecodingKey::from_rsa_pem(pem),
+                }
+                .map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
+                (key, *algorithm, None)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Verifier {
+            key,
+            validation,
+            dev_signer,
+        })
+    }
+
+    /// Checks signature, algorithm, expiry and claims, and returns who the token speaks for.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty sub".into()));
+        }
+        Ok(Identity {
+            user_id: claims.sub,
+            tenant: claims.tenant.unwrap_or_else(|| "default".into()),
+            name: claims.name,
+            avatar: claims.avatar,
+            boards: claims.boards,
+            role: claims.role,
+            exp: claims.exp,
+        })
+    }
+
+    /// Signs `claims` with the dev key; `None` unless the instance is in dev mode.
+    pub fn sign_dev(&self, claims: &Claims) -> Option<String> {
+        let key = self.dev_signer.as_ref()?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key).ok()
+    }
+}
+
+/// Seconds since the epoch, as JWT `exp` counts them.
+pub fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, exp: u64) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp,
+            name: Some("Ada".into()),
+            avatar: None,
+            tenant: None,
+            boards: None,
+            role: Role::Editor,
+        }
+    }
+
+    fn sign(secret: &[u8], claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(secret))
+            .expect("signing works")
+    }
+
+    #[test]
+    fn a_signed_token_decodes_to_an_identity() {
+        let verifier = Verifier::new(&JwtKey::Secret(b"0123456789abcdef".to_vec())).expect("key");
+        let token = sign(b"0123456789abcdef", &claims("u1", now_secs() + 60));
+        let identity = verifier.verify(&token).expect("valid token");
+        assert_eq!(identity.user_id, "u1");
+        assert_eq!(identity.tenant, "default");
+        assert_eq!(identity.role, Role::Editor);
+    }
+
+    #[test]
+    fn a_wrong_secret_or_expired_token_is_refused() {
+        let verifier = Verifier::new(&JwtKey::Secret(b"0123456789abcdef".to_vec())).expect("key");
+        let other = sign(b"another secret!!", &claims("u1", now_secs() + 60));
+        assert!(verifier.verify(&other).is_err());
+        let expired = sign(b"0123456789abcdef", &claims("u1", now_secs() - 30));
+        assert!(verifier.verify(&expired).is_err());
+    }
+
+    #[test]
+    fn the_none_algorithm_is_refused() {
+        let verifier = Verifier::new(&JwtKey::Secret(b"0123456789abcdef".to_vec())).expect("key");
+        // {"alg":"none","typ":"JWT"} . {"sub":"u1","exp":9999999999} . (no signature)
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
+        assert!(verifier.verify(token).is_err());
+    }
+
+    #[test]
+    fn dev_mode_signs_tokens_it_accepts() {
+        let verifier = Verifier::new(&JwtKey::Dev(b"dev secret of 32 bytes..........".to_vec()))
+            .expect("key");
+        let token = verifier
+            .sign_dev(&claims("u2", now_secs() + 60))
+            .expect("dev mode signs");
+        assert_eq!(verifier.verify(&token).expect("valid").user_id, "u2");
+    }
+
+    #[test]
+    fn a_boards_claim_limits_joining() {
+        let mut identity = Identity {
+            user_id: "u".into(),
+            tenant: "t".into(),
+            name: None,
+            avatar: None,
+            boards: Some(vec!["a".into()]),
+            role: Role::Editor,
+            exp: 0,
+        };
+        assert!(identity.may_join("a"));
+        assert!(!identity.may_join("b"));
+        identity.boards = None;
+        assert!(identity.may_join("b"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The embedded backend: board state, sequence numbers and replay logs in this process's
+//! memory, kept for the life of the process.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytestring::ByteString;
+use serde_json::Value;
+
+use crate::board::{Applied, BoardState, DurableOp};
+use crate::broker::Catchup;
+use crate::event::BoardKey;
+use crate::protocol::{encode, FrameError};
+
+/// One board's durable data.
+#[derive(Default)]
+struct StoredBoard {
+    /// Items and values.
+    state: BoardState,
+    /// The last seq given out.
+    seq: u64,
+    /// The last `replay_events` event frames, oldest first, with their seqs.
+    log: VecDeque<(u64, ByteString)>,
+}
+
+/// Durable data of every board, in memory.
+pub struct MemoryStore {
+    /// Boards by key; created on first use.
+    boards: HashMap<BoardKey, StoredBoard>,
+    /// Events kept per board for resume.
+    replay_events: usize,
+    /// Items allowed per board.
+    max_items: usize,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(replay_events: usize, max_items: usize) -> Self {
+        MemoryStore {
+            boards: HashMap::new(),
+            replay_events,
+            max_items,
+        }
+    }
+
+    /// Applies `op`, and on success sequences and logs the event.
+    pub fn append(
+        &mut self,
+        board: &BoardKey,
+        op: DurableOp,
+        user_id: &str,
+    ) -> Result<(u64, Applied, ByteString), FrameError> {
+        let stored = self.boards.entry(board.clone()).or_default();
+        let applied = stored.state.apply(op, user_id, self.max_items)?;
+        let (seq, frame) = log_event(stored, self.replay_events, applied.kind, &applied.payload);
+        Ok((seq, applied, frame))
+    }
+
+    /// Sequences and logs an event that does not touch the state.
+    pub fn append_custom(&mut self, board: &BoardKey, kind: &str, payload: &Value) -> (u64, ByteString) {
+        let stored = self.boards.entry(board.clone()).or_default();
+        log_event(stored, self.replay_events, kind, payload)
+    }
+
+    /// A snapshot, or the retained events after `last_seq`.
+    pub fn catchup(&self, board: &BoardKey, last_seq: Option<u64>) -> Catchup {
+        let empty = StoredBoard::default();
+        let stored = self.boards.get(board).unwrap_or(&empty);
+        if let Some(n) = last_seq {
+            let oldest = stored.log.front().map_or(stored.seq + 1, |(seq, _)| *seq);
+            if n <= stored.seq && n + 1 >= oldest {
+                let frames = stored
+                    .log
+                    .iter()
+                    .filter(|(seq, _)| *seq > n)
+                    .map(|(_, frame)| frame.clone())
+                    .collect();
+                return Catchup::Replay {
+                    from: n + 1,
+                    to: stored.seq,
+                    frames,
+                };
+            }
+        }
+        Catchup::Snapshot {
+            seq: stored.seq,
+            items: stored.state.items(),
+            values: stored.state.values(),
+            resync: last_seq.is_some(),
+        }
+    }
+}
+
+fn log_event(stored: &mut StoredBoard, keep: usize, kind: &str, payload: &Value) -> (u64, ByteString) {
+    stored.seq += 1;
+    let frame = encode(kind, payload, Some(stored.seq));
+    stored.log.push_back((stored.seq, frame.clone()));
+    while stored.log.len() > keep {
+        stored.log.pop_front();
+    }
+    (stored.seq, frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn board() -> BoardKey {
+        BoardKey::new("t", "b")
+    }
+
+    fn set(store: &mut MemoryStore, n: u64) {
+        store.append_custom(&board(), "x.y", &json!({ "n": n }));
+    }
+
+    #[test]
+    fn a_resume_within_the_log_replays_exactly_the_missing_events() {
+        let mut store = MemoryStore::new(3, 10);
+        (1..=5).for_each(|n| set(&mut store, n));
+        match store.catchup(&board(), Some(2)) {
+            Catchup::Replay { from, to, frames } => {
+                assert_eq!((from, to, frames.len()), (3, 5, 3));
+                assert!(frames[0].contains("\"seq\":3"));
+            }
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resume_at_the_head_replays_nothing() {
+        let mut store = MemoryStore::new(3, 10);
+        (1..=5).for_each(|n| set(&mut store, n));
+        assert_eq!(
+            store.catchup(&board(), Some(5)),
+            Catchup::Replay { from: 6, to: 5, frames: vec![] }
+        );
+        assert_eq!(
+            MemoryStore::new(3, 10).catchup(&board(), Some(0)),
+            Catchup::Replay { from: 1, to: 0, frames: vec![] }
+        );
+    }
+
+    #[test]
+    fn a_resume_too_old_or_ahead_is_a_resync_snapshot() {
+        let mut store = MemoryStore::new(3, 10);
+        (1..=5).for_each(|n| set(&mut store, n));
+        for last in [1, 6] {
+            match store.catchup(&board(), Some(last)) {
+                Catchup::Snapshot { seq, resync, .. } => assert_eq!((seq, resync), (5, true)),
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Configuration from the environment.
+//!
+//! Every setting has a default that runs, so `cargo run` needs no setup. A bad value stops
+//! start-up with a [`ConfigError`] that names the variable and what it expected.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A setting that could not be read: which variable, what it held, what it should hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// The value it held.
+    pub value: String,
+    /// A description of the accepted values.
+    pub expected: &'static str,
+}
+
+/// How the instance verifies tokens.
+#[derive(Clone, Debug)]
+pub enum JwtKey {
+    /// HS256 with a shared secret from `JWT_SECRET`.
+    Secret(Vec<u8>),
+    /// Dev mode: a random secret made at start-up, with `/dev/token` enabled.
+    Dev(Vec<u8>),
+    /// RS256 or ES256 with a PEM public key from `JWT_PUBLIC_KEY`.
+    PublicKey {
+        /// `RS256` or `ES256`: the only algorithm accepted.
+        algorithm: jsonwebtoken::Algorithm,
+        /// The PEM text of the public key.
+        pem: Vec<u8>,
+    },
+}
+
+impl JwtKey {
+    /// Whether this instance issues dev tokens.
+    pub fn is_dev(&self) -> bool {
+        matches!(self, JwtKey::Dev(_))
+    }
+}
+
+/// Every setting of an instance, read once at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (`BIND`); port 0 picks a free port (tests).
+    pub bind: SocketAddr,
+    /// `REDIS_URL`; `None` runs the embedded single-instance broker.
+    pub redis_url: Option<String>,
+    /// Token verification key (`JWT_SECRET`, `JWT_PUBLIC_KEY`, `JWT_ALGORITHM`).
+    pub jwt: JwtKey,
+    /// `ALLOWED_ORIGINS`: when set, a WebSocket `Origin` must be one of these.
+    pub allowed_origins: Option<HashSet<String>>,
+    /// `REPLAY_EVENTS`: durable events retained per board for resume.
+    pub replay_events: usize,
+    /// `MAX_MESSAGE_BYTES`: largest accepted frame or request body.
+    pub max_message_bytes: usize,
+    /// `HEARTBEAT_INTERVAL`: how often the server pings each session.
+    pub heartbeat_interval: Duration,
+    /// `CLIENT_TIMEOUT`: a session silent for this long is ended.
+    pub client_timeout: Duration,
+    /// `RATE_LIMIT`: frames per second a session may send on average.
+    pub rate_per_sec: f64,
+    /// `RATE_BURST`: frames a session may send at once.
+    pub rate_burst: f64,
+    /// `SESSION_QUEUE`: outbound messages queued for one session before it counts as slow.
+    pub session_queue: usize,
+    /// `MAX_ITEMS`: items one board may hold.
+    pub max_items: usize,
+    /// `DEMO`: serve the demo board at `/`.
+    pub demo: bool,
+    /// `WORKERS`: HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            jwt: JwtKey::Dev(random_secret()),
+            allowed_origins: None,
+            replay_events: 10_000,
+            max_message_bytes: 65_536,
+            heartbeat_interval: Duration::from_secs(25),
+            client_timeout: Duration::from_secs(60),
+            rate_per_sec: 50.0,
+            rate_burst: 100.0,
+            session_queue: 256,
+            max_items: 10_000,
+            demo: true,
+            workers: 0,
+        }
+    }
+}
+
+fn random_secret() -> Vec<u8> {
+    let mut secret = vec![0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut secret[..]);
+    secret
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Config::default();
+        if let Some(v) = get("BIND") {
+            config.bind = v.trim().parse().map_err(|_| ConfigError {
+                var: "BIND",
+                value: v.clone(),
+                expected: "an address and port such as 127.0.0.1:8080",
+            })?;
+        }
+        config.redis_url = get("REDIS_URL");
+        if let Some(url) = &config.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return Err(ConfigError {
+                    var: "REDIS_URL",
+                    value: url.clone(),
+                    expected: "a URL starting with redis:// or rediss://",
+                });
+            }
+        }
+        config.jwt = jwt_from(&get)?;
+        if let Some(v) = get("ALLOWED_ORIGINS") {
+            let origins: HashSet<String> = v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+            config.allowed_origins = Some(origins);
+        }
+        if let Some(v) = get("REPLAY_EVENTS") {
+            config.replay_events = positive(&v, "REPLAY_EVENTS")?;
+        }
+        if let Some(v) = get("MAX_MESSAGE_BYTES") {
+            config.max_message_bytes = positive(&v, "MAX_MESSAGE_BYTES")?;
+        }
+        if let Some(v) = get("HEARTBEAT_INTERVAL") {
+            config.heartbeat_interval = duration(&v, "HEARTBEAT_INTERVAL")?;
+        }
+        if let Some(v) = get("CLIENT_TIMEOUT") {
+            config.client_timeout = duration(&v, "CLIENT_TIMEOUT")?;
+        }
+        if let Some(v) = get("RATE_LIMIT") {
+            config.rate_per_sec = positive::<u32>(&v, "RATE_LIMIT")? as f64;
+        }
+        if let Some(v) = get("RATE_BURST") {
+            config.rate_burst = positive::<u32>(&v, "RATE_BURST")? as f64;
+        }
+        if let Some(v) = get("SESSION_QUEUE") {
+            config.session_queue = positive(&v, "SESSION_QUEUE")?;
+        }
+        if let Some(v) = get("MAX_ITEMS") {
+            config.max_items = positive(&v, "MAX_ITEMS")?;
+        }
+        if let Some(v) = get("DEMO") {
+            config.demo = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => true,
+                "off" | "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError {
+                        var: "DEMO",
+                        value: v,
+                        expected: "on or off",
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("WORKERS") {
+            config.workers = v.trim().parse().map_err(|_| ConfigError {
+                var: "WORKERS",
+                value: v.clone(),
+                expected: "a whole number (0: one per core)",
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+fn jwt_from(get: &impl Fn(&str) -> Option<String>) -> Result<JwtKey, ConfigError> {
+    if let Some(path) = get("JWT_PUBLIC_KEY") {
+        let alg = get("JWT_ALGORITHM").unwrap_or_else(|| "RS256".into());
+        let algorithm = match alg.trim() {
+            "RS256" => jsonwebtoken::Algorithm::RS256,
+            "ES256" => jsonwebtoken::Algorithm::ES256,
+            _ => {
+                return Err(ConfigError {
+                    var: "JWT_ALGORITHM",
+                    value: alg,
+                    expected: "RS256 or ES256 (with JWT_PUBLIC_KEY)",
+                })
+            }
+        };
+        let pem = std::fs::read(path.trim()).map_err(|_| ConfigError {
+            var: "JWT_PUBLIC_KEY",
+            value: path.clone(),
+            expected: "the path of a readable PEM public key file",
+        })?;
+        return Ok(JwtKey::PublicKey { algorithm, pem });
+    }
+    match get("JWT_SECRET") {
+        Some(secret) if secret.len() < 16 => Err(ConfigError {
+            var: "JWT_SECRET",
+            value: "(hidden)".into(),
+            expected: "a secret of at least 16 bytes",
+        }),
+        Some(secret) => Ok(JwtKey::Secret(secret.into_bytes())),
+        None => Ok(JwtKey::Dev(random_secret())),
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    v: &str,
+    var: &'static str,
+) -> Result<T, ConfigError> {
+    match v.trim().parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(ConfigError {
+            var,
+            value: v.to_string(),
+            expected: "a whole number above 0",
+        }),
+    }
+}
+
+/// Parses `25`, `25s`, `1.5s` or `500ms`; a bare number is seconds.
+fn duration(v: &str, var: &'static str) -> Result<Duration, ConfigError> {
+    let t = v.trim();
+    let (number, scale) = if let Some(ms) = t.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = t.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale < 1.0e6 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(ConfigError {
+            var,
+            value: v.to_string(),
+            expected: "a duration above 0 such as 25, 25s or 500ms",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |name| {
+            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_run_in_dev_mode() {
+        let config = with(&[]).expect("defaults are valid");
+        assert!(config.jwt.is_dev());
+        assert_eq!(config.bind.port(), 8080);
+        assert_eq!(config.replay_events, 10_000);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        let config = with(&[("HEARTBEAT_INTERVAL", "500ms"), ("CLIENT_TIMEOUT", "1.5s")])
+            .expect("valid durations");
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.client_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = with(&[("MAX_MESSAGE_BYTES", "lots")]).expect_err("not a number");
+        assert_eq!(err.var, "MAX_MESSAGE_BYTES");
+        assert!(err.to_string().contains("MAX_MESSAGE_BYTES"));
+        let err = with(&[("CLIENT_TIMEOUT", "-3")]).expect_err("negative");
+        assert_eq!(err.var, "CLIENT_TIMEOUT");
+    }
+
+    #[test]
+    fn a_secret_turns_dev_mode_off() {
+        let config = with(&[("JWT_SECRET", "0123456789abcdef0123")]).expect("valid");
+        assert!(!config.jwt.is_dev());
+    }
+
+    #[test]
+    fn origins_are_a_comma_separated_list() {
+        let config = with(&[("ALLOWED_ORIGINS", "https://a.example, https://b.example/")])
+            .expect("valid");
+        let origins = config.allowed_origins.expect("set");
+        assert!(origins.contains("https://a.example"));
+        assert!(origins.contains("https://b.example"));
+    }
+}

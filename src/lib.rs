@@ -1,0 +1,35 @@
+//! boardcast: a realtime board service. Browser tabs join board rooms over a WebSocket and see
+//! each other's presence, cursors and typing, and every change to the board's items, live.
+//!
+//! # Layout
+//!
+//! The modules follow the data path of a frame:
+//!
+//! ```text
+//! browser tab ──ws──► Session ──► Room (one per board per instance) ──► Broker ──► memory
+//!                        ▲            │   ▲                                │
+//!                        └── frames ──┘   └──────── board events ──────────┘
+//!                                     Presence (colors, join/leave transitions)
+//! ```
+//!
+//! - [`config`]: settings from the environment.
+//! - [`startup`]: the [`startup::Application`]: actors, routes, the bound server.
+//! - [`http`]: the WebSocket upgrade and its checks, health, dev tokens, assets.
+//! - [`auth`]: tokens and the identity they give.
+//! - [`protocol`]: client frames in, server frames out, error and close codes.
+//! - [`actors`]: the session, room, registry and presence.
+//! - [`broker`]: the interface to the shared world and its embedded backend.
+//! - [`board`]: the durable state of a board and its rules.
+//! - [`event`]: what travels between actors (and instances).
+//! - [`limits`]: rate limits and the cursor throttle.
+
+pub mod actors;
+pub mod auth;
+pub mod board;
+pub mod broker;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod limits;
+pub mod protocol;
+pub mod startup;

@@ -1,0 +1,178 @@
+//! The [`Application`]: built from a [`Config`], bound to its port, actors started. Tests run
+//! this very server on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::{Extensions, Server};
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::presence::Presence;
+use crate::actors::registry::Registry;
+use crate::auth::{AuthError, Verifier};
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::http;
+
+/// How long a dead peer's connection may hold unacknowledged data before the kernel drops it.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle time before TCP keepalive probes start.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// What every request handler and session shares.
+pub struct AppState {
+    /// The settings.
+    pub config: Config,
+    /// Verifies tokens.
+    pub verifier: Verifier,
+    /// Finds rooms.
+    pub registry: Arc<Registry>,
+    /// Presence of every board.
+    pub presence: Addr<Presence>,
+    /// The door to the shared world.
+    pub broker: Addr<Broker>,
+}
+
+impl AppState {
+    /// Whether the backend answers (always, in embedded mode).
+    pub fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    /// The JWT key is unusable.
+    #[error("JWT key: {0}")]
+    Key(#[from] AuthError),
+}
+
+/// A bound, not yet running, server with its actors.
+pub struct Application {
+    /// The port actually bound (useful with port 0).
+    port: u16,
+    /// The HTTP server.
+    server: Server,
+    /// Shared state, kept for shutdown.
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Starts the actors and binds the server. Must run inside an actix system.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let verifier = Verifier::new(&config.jwt)?;
+        if config.jwt.is_dev() {
+            log::warn!("JWT_SECRET is not set: dev mode, a random secret, and /dev/token is open");
+        }
+        let broker = Broker::embedded(config.replay_events, config.max_items).start();
+        let presence = Presence::new(broker.clone()).start();
+        let registry = Registry::new(presence.clone(), broker.clone(), config.session_queue * 4);
+        let listener = TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?;
+        let port = listener.local_addr().map_err(|e| StartupError::Bind(config.bind, e))?.port();
+        let workers = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.workers
+        };
+        let body_limit = config.max_message_bytes;
+        let state = web::Data::new(AppState {
+            config,
+            verifier,
+            registry,
+            presence,
+            broker,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .route("/ws/{board}", web::get().to(http::ws::connect))
+                .route("/healthz", web::get().to(http::health::healthz))
+                .route("/readyz", web::get().to(http::health::readyz))
+                .route("/dev/token", web::get().to(http::dev::token))
+                .route("/", web::get().to(http::assets::index))
+        })
+        .workers(workers)
+        .on_connect(tune_socket)
+        .disable_signals()
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(([0, 0, 0, 0], port).into(), e))?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM, then closes every session with 1012 and stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let state = self.state.clone();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            log::info!("shutting down: closing sessions with 1012");
+            state.registry.close_all();
+            actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+
+    /// Serves until stopped; for tests, which end with their runtime.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Keepalive and a user timeout on every accepted socket, so a vanished peer is noticed even
+/// while its session is not being polled.
+fn tune_socket(conn: &dyn std::any::Any, _: &mut Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let sock = socket2::SockRef::from(tcp);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE)
+            .with_interval(Duration::from_secs(10));
+        if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+            log::debug!("cannot set TCP keepalive: {e}");
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+            log::debug!("cannot set TCP user timeout: {e}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Shared test support: the real server on port 0, tokens, and a WebSocket client that waits
+//! for conditions with timeouts.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use boardcast::auth::{now_secs, Claims, Role};
+use boardcast::config::{Config, JwtKey};
+use boardcast::startup::Application;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &[u8] = b"test-secret-0123456789abcdef";
+/// How long any single expectation may wait.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server.
+pub struct TestApp {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Settings for tests: a known secret, port 0, one worker.
+pub fn test_config() -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().expect("address"),
+        jwt: JwtKey::Secret(SECRET.to_vec()),
+        workers: 1,
+        ..Config::default()
+    }
+}
+
+/// Starts the real server with `config`.
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    let app = Application::build(config).await.expect("the server starts");
+    let port = app.port();
+    actix_web::rt::spawn(app.run());
+    TestApp { port }
+}
+
+/// Starts the real server with the test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config()).await
+}
+
+/// Claims for `sub`, valid for an hour.
+pub fn claims(sub: &str) -> Claims {
+    Claims {
+        sub: sub.into(),
+        exp: now_secs() + 3600,
+        name: Some(format!("{sub} name")),
+        avatar: None,
+        tenant: None,
+        boards: None,
+        role: Role::Editor,
+    }
+}
+
+/// Signs `claims` with the test secret.
+pub fn sign(claims: &Claims) -> String {
+    sign_value(&serde_json::to_value(claims).expect("claims serialize"))
+}
+
+/// Signs any JSON claims with the test secret.
+pub fn sign_value(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("signing works")
+}
+
+/// A token for `sub`, valid for an hour.
+pub fn token(sub: &str) -> String {
+    sign(&claims(sub))
+}
+
+impl TestApp {
+    /// The WebSocket URL of `board` with `token`.
+    pub fn ws_url(&self, board: &str, token: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws/{board}?token={token}", self.port)
+    }
+
+    /// The HTTP URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Connects `user` to `board` and reads its first frame (the snapshot).
+    pub async fn join(&self, board: &str, user: &str) -> (TestClient, Value) {
+        self.join_with(board, &token(user)).await
+    }
+
+    /// Connects with `token` and reads the first frame.
+    pub async fn join_with(&self, board: &str, token: &str) -> (TestClient, Value) {
+        let mut client = TestClient::connect(&self.ws_url(board, token)).await;
+        let first = client.next_frame().await;
+        (client, first)
+    }
+
+    /// The HTTP status an upgrade request to `url` gets (101 when it succeeds).
+    pub async fn upgrade_status(&self, request: impl tungstenite::client::IntoClientRequest + Unpin) -> u16 {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => 101,
+            Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("unexpected upgrade error: {e}"),
+        }
+    }
+}
+
+/// A real WebSocket client.
+pub struct TestClient {
+    /// The socket.
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl TestClient {
+    /// Connects to `url`, panicking if the upgrade fails.
+    pub async fn connect(url: &str) -> TestClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("the upgrade succeeds");
+        TestClient { ws }
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send works");
+    }
+
+    /// Sends `{"type": kind, "payload": payload}`.
+    pub async fn send_type(&mut self, kind: &str, payload: Value) {
+        self.send(json!({"type": kind, "payload": payload})).await;
+    }
+
+    /// The next text frame as JSON; panics on close or after [`WAIT`].
+    pub async fn next_frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping cursor moves and typing of others; panics on
+    /// any other frame type, so nothing unexpected slips by.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            let t = frame["type"].as_str().unwrap_or_default();
+            assert!(
+                t == "cursor.move" || t.starts_with("typing."),
+                "expected {kind}, got {frame}"
+            );
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (1006 when the socket just ended).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a close in time");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return 1006,
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Section 1 (connecting) and section 2 (frames) of the protocol, and the snapshot.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+#[actix_web::test]
+async fn a_valid_token_gets_a_snapshot_first() {
+    let app = spawn_app().await;
+    let (_c, snapshot) = app.join("b1", "ann").await;
+    assert_eq!(snapshot["type"], "board.snapshot");
+    let p = &snapshot["payload"];
+    assert_eq!(p["boardId"], "b1");
+    assert_eq!(p["seq"], 0);
+    assert_eq!(p["self"]["userId"], "ann");
+    assert!(p["self"]["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(p["self"]["color"], "#e6194b");
+    assert_eq!(
+        p["users"],
+        json!([{"userId":"ann","user":{"name":"ann name","avatar":null},"color":"#e6194b","cursor":null,"status":"active"}])
+    );
+    assert_eq!(p["items"], json!([]));
+    assert_eq!(p["values"], json!([]));
+    assert_eq!(p["resync"], false);
+}
+
+#[actix_web::test]
+async fn a_malformed_board_id_is_400() {
+    let app = spawn_app().await;
+    let t = token("ann");
+    for board in ["has.dot", "sp%20ace", &"x".repeat(65)] {
+        assert_eq!(app.upgrade_status(app.ws_url(board, &t)).await, 400, "{board}");
+    }
+    assert_eq!(app.upgrade_status(app.ws_url(&"x".repeat(64), &t)).await, 101);
+}
+
+#[actix_web::test]
+async fn missing_or_bad_tokens_are_401() {
+    let app = spawn_app().await;
+    let mut expired = claims("ann");
+    expired.exp = boardcast::auth::now_secs() - 30;
+    let other_secret = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims("ann"),
+        &jsonwebtoken::EncodingKey::from_secret(b"some other secret 123"),
+    )
+    .expect("sign");
+    let hs384 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &claims("ann"),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign");
+    // {"alg":"none"} with valid claims and no signature.
+    let none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        base64url(&json!({"sub":"ann","exp": boardcast::auth::now_secs() + 60}).to_string())
+    );
+    let no_sub = sign_value(&json!({"exp": boardcast::auth::now_secs() + 60}));
+    let no_exp = sign_value(&json!({"sub": "ann"}));
+    for (what, t) in [
+        ("empty", String::new()),
+        ("garbage", "not-a-jwt".to_string()),
+        ("expired", sign(&expired)),
+        ("wrong secret", other_secret),
+        ("other algorithm", hs384),
+        ("alg none", none),
+        ("no sub", no_sub),
+        ("no exp", no_exp),
+    ] {
+        assert_eq!(app.upgrade_status(app.ws_url("b", &t)).await, 401, "{what}");
+    }
+    let bare = format!("ws://127.0.0.1:{}/ws/b", app.port);
+    assert_eq!(app.upgrade_status(bare).await, 401, "no token at all");
+}
+
+#[actix_web::test]
+async fn expiry_within_the_leeway_is_accepted() {
+    let app = spawn_app().await;
+    let mut c = claims("ann");
+    c.exp = boardcast::auth::now_secs() - 2;
+    // Accepted, then closed at once with 4001 since its exp has passed.
+    let mut client = TestClient::connect(&app.ws_url("b", &sign(&c))).await;
+    assert_eq!(client.expect_close().await, 4001);
+}
+
+#[actix_web::test]
+async fn a_bearer_header_works_like_the_query() {
+    let app = spawn_app().await;
+    let mut request = format!("ws://127.0.0.1:{}/ws/b", app.port)
+        .into_client_request()
+        .expect("request");
+    let value = HeaderValue::from_str(&format!("Bearer {}", token("ann"))).expect("header");
+    request.headers_mut().insert("Authorization", value);
+    assert_eq!(app.upgrade_status(request).await, 101);
+}
+
+#[actix_web::test]
+async fn boards_claim_and_server_role_are_403() {
+    let app = spawn_app().await;
+    let mut limited = claims("ann");
+    limited.boards = Some(vec!["allowed".into()]);
+    let limited = sign(&limited);
+    assert_eq!(app.upgrade_status(app.ws_url("other", &limited)).await, 403);
+    assert_eq!(app.upgrade_status(app.ws_url("allowed", &limited)).await, 101);
+    let mut server = claims("backend");
+    server.role = boardcast::auth::Role::Server;
+    assert_eq!(app.upgrade_status(app.ws_url("b", &sign(&server))).await, 403);
+}
+
+#[actix_web::test]
+async fn a_foreign_origin_is_403_when_origins_are_set() {
+    let mut config = test_config();
+    config.allowed_origins = Some(["https://app.example.com".to_string()].into());
+    let app = spawn_app_with(config).await;
+    let with_origin = |origin: &str| {
+        let mut request = app.ws_url("b", &token("ann")).into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", HeaderValue::from_str(origin).expect("header"));
+        request
+    };
+    assert_eq!(app.upgrade_status(with_origin("https://evil.example.com")).await, 403);
+    assert_eq!(app.upgrade_status(with_origin("https://app.example.com")).await, 101);
+    // No Origin header (a non-browser client) is allowed.
+    assert_eq!(app.upgrade_status(app.ws_url("b", &token("ann"))).await, 101);
+}
+
+#[actix_web::test]
+async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
+    let app = spawn_app().await;
+    let (mut c, _) = app.join("b", "ann").await;
+    let long_id = "i".repeat(65);
+    let cases = [
+        ("invalid JSON", "{not json".to_string(), None),
+        ("unknown type", json!({"type":"no.such","id":"1"}).to_string(), Some("1")),
+        ("wrong shape", json!({"type":"cursor.move","payload":{"position":{"x":"a","y":1}},"id":"2"}).to_string(), Some("2")),
+        ("non-finite number", r#"{"type":"cursor.move","payload":{"position":{"x":1e999,"y":1}},"id":"3"}"#.to_string(), None),
+        ("id too long", json!({"type":"ping","id": long_id}).to_string(), None),
+        ("payload not an object", json!({"type":"ping","payload":"x","id":"4"}).to_string(), Some("4")),
+    ];
+    for (what, text, id) in cases {
+        c.send_text(&text).await;
+        let frame = c.next_frame().await;
+        assert_eq!(frame["type"], "error", "{what}");
+        assert_eq!(frame["payload"]["code"], "bad_request", "{what}");
+        if let Some(id) = id {
+            assert_eq!(frame["payload"]["id"], id, "{what}");
+        }
+    }
+    c.ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send binary");
+    let frame = c.next_frame().await;
+    assert_eq!(frame["payload"]["code"], "bad_request", "binary");
+    // Still open: a ping is answered with its payload.
+    c.send(json!({"type":"ping","payload":{"n":1}})).await;
+    let pong = c.next_frame().await;
+    assert_eq!(pong, json!({"type":"pong","payload":{"n":1}}));
+}
+
+#[actix_web::test]
+async fn dev_tokens_exist_only_in_dev_mode() {
+    let app = spawn_app().await;
+    let response = reqwest::get(app.url("/dev/token?user=ann")).await.expect("request");
+    assert_eq!(response.status(), 404);
+
+    let mut config = test_config();
+    config.jwt = boardcast::config::JwtKey::Dev(b"a random dev secret of 32 bytes!".to_vec());
+    let dev = spawn_app_with(config).await;
+    let body: serde_json::Value = reqwest::get(dev.url("/dev/token?user=ann&name=Ann"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let token = body["token"].as_str().expect("a token");
+    let (_c, snapshot) = dev.join_with("b", token).await;
+    assert_eq!(snapshot["payload"]["users"][0]["user"]["name"], "Ann");
+}
+
+#[actix_web::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    assert_eq!(reqwest::get(app.url("/healthz")).await.expect("get").status(), 200);
+    assert_eq!(reqwest::get(app.url("/readyz")).await.expect("get").status(), 200);
+}
+
+fn base64url(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
