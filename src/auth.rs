@@ -176,8 +176,12 @@ mod tests {
     }
 
     fn sign(secret: &[u8], claims: &Claims) -> String {
-        jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(secret))
-            .expect("signing works")
+        jsonwebtoken::encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("signing works")
     }
 
     #[test]
@@ -209,8 +213,8 @@ mod tests {
 
     #[test]
     fn dev_mode_signs_tokens_it_accepts() {
-        let verifier = Verifier::new(&JwtKey::Dev(b"dev secret of 32 bytes..........".to_vec()))
-            .expect("key");
+        let verifier =
+            Verifier::new(&JwtKey::Dev(b"dev secret of 32 bytes..........".to_vec())).expect("key");
         let token = verifier
             .sign_dev(&claims("u2", now_secs() + 60))
             .expect("dev mode signs");

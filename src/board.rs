@@ -61,7 +61,10 @@ pub enum DurableOp {
 
 impl DurableOp {
     /// Decodes the payload of a durable type; `Ok(None)` when `kind` is not durable.
-    pub fn decode(kind: &str, mut payload: Map<String, Value>) -> Result<Option<DurableOp>, String> {
+    pub fn decode(
+        kind: &str,
+        mut payload: Map<String, Value>,
+    ) -> Result<Option<DurableOp>, String> {
         let expected = |payload: &mut Map<String, Value>| match payload.remove("expectedVersion") {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -266,7 +269,10 @@ impl BoardState {
                 if !self.items.contains_key(&item_id) {
                     return Err(not_found(&item_id));
                 }
-                let held = self.values.get(&item_id).and_then(|cells| cells.get(&column_id));
+                let held = self
+                    .values
+                    .get(&item_id)
+                    .and_then(|cells| cells.get(&column_id));
                 let current = held.map_or(0, |c| c.version);
                 if let Some(expected) = expected_version {
                     if expected != current {
@@ -303,7 +309,10 @@ impl BoardState {
         item_id: &str,
         expected_version: Option<u64>,
     ) -> Result<&mut Map<String, Value>, FrameError> {
-        let item = self.items.get_mut(item_id).ok_or_else(|| not_found(item_id))?;
+        let item = self
+            .items
+            .get_mut(item_id)
+            .ok_or_else(|| not_found(item_id))?;
         let current = version_of(item);
         match expected_version {
             Some(expected) if expected != current => Err(conflict(
@@ -352,7 +361,8 @@ impl BoardState {
                 }
             }
             "value.set" => {
-                if let (Some(id), Some(column), Some(v)) = (text("itemId"), text("columnId"), version)
+                if let (Some(id), Some(column), Some(v)) =
+                    (text("itemId"), text("columnId"), version)
                 {
                     let value = payload.get("value").cloned().unwrap_or(Value::Null);
                     self.values
@@ -369,7 +379,10 @@ impl BoardState {
     pub fn items(&self) -> Vec<Value> {
         let mut items: Vec<_> = self.items.iter().collect();
         items.sort_by(|a, b| a.0.cmp(b.0));
-        items.into_iter().map(|(_, i)| Value::Object(i.clone())).collect()
+        items
+            .into_iter()
+            .map(|(_, i)| Value::Object(i.clone()))
+            .collect()
     }
 
     /// Values for a snapshot, ordered by item then column.
@@ -387,7 +400,10 @@ impl BoardState {
 }
 
 fn item_id_of(item: &Map<String, Value>) -> String {
-    item.get("id").and_then(Value::as_str).unwrap_or_default().to_string()
+    item.get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn version_of(item: &Map<String, Value>) -> u64 {
@@ -419,8 +435,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn op(kind: &str, payload: Value) -> DurableOp {
-        let Value::Object(map) = payload else { panic!("object") };
-        DurableOp::decode(kind, map).expect("valid").expect("durable")
+        let Value::Object(map) = payload else {
+            panic!("object")
+        };
+        DurableOp::decode(kind, map)
+            .expect("valid")
+            .expect("durable")
     }
 
     fn create(id: &str) -> DurableOp {
@@ -433,7 +453,10 @@ mod tests {
         let applied = board.apply(create("a"), "u", 10).expect("created");
         assert_eq!(applied.payload["item"]["version"], 1);
         assert_eq!(applied.payload["userId"], "u");
-        assert_eq!(board.items(), vec![json!({"id":"a","title":"t","version":1})]);
+        assert_eq!(
+            board.items(),
+            vec![json!({"id":"a","title":"t","version":1})]
+        );
     }
 
     #[test]
@@ -450,10 +473,20 @@ mod tests {
         let mut board = BoardState::default();
         board.apply(create("a"), "u", 10).expect("created");
         let applied = board
-            .apply(op("item.updated", json!({"itemId":"a","changes":{"color":"red"}})), "u", 10)
+            .apply(
+                op(
+                    "item.updated",
+                    json!({"itemId":"a","changes":{"color":"red"}}),
+                ),
+                "u",
+                10,
+            )
             .expect("updated");
         assert_eq!(applied.version, Some(2));
-        assert_eq!(board.items()[0], json!({"id":"a","title":"t","color":"red","version":2}));
+        assert_eq!(
+            board.items()[0],
+            json!({"id":"a","title":"t","color":"red","version":2})
+        );
     }
 
     #[test]
@@ -462,7 +495,14 @@ mod tests {
         board.apply(create("a"), "u", 10).expect("created");
         let before = board.clone();
         let err = board
-            .apply(op("item.moved", json!({"itemId":"a","groupId":"g","position":1,"expectedVersion":7})), "u", 10)
+            .apply(
+                op(
+                    "item.moved",
+                    json!({"itemId":"a","groupId":"g","position":1,"expectedVersion":7}),
+                ),
+                "u",
+                10,
+            )
             .expect_err("stale");
         assert_eq!(err.code, ErrorCode::Conflict);
         assert_eq!(board, before);
@@ -476,7 +516,10 @@ mod tests {
             op("item.deleted", json!({"itemId":"x"})),
             op("value.set", json!({"itemId":"x","columnId":"c","value":1})),
         ] {
-            assert_eq!(board.apply(o, "u", 10).expect_err("unknown").code, ErrorCode::NotFound);
+            assert_eq!(
+                board.apply(o, "u", 10).expect_err("unknown").code,
+                ErrorCode::NotFound
+            );
         }
     }
 
@@ -485,12 +528,27 @@ mod tests {
         let mut board = BoardState::default();
         board.apply(create("a"), "u", 10).expect("created");
         let set = |v: i64, expected: Option<u64>| {
-            op("value.set", json!({"itemId":"a","columnId":"c","value":v,"expectedVersion":expected}))
+            op(
+                "value.set",
+                json!({"itemId":"a","columnId":"c","value":v,"expectedVersion":expected}),
+            )
         };
-        assert_eq!(board.apply(set(1, Some(0)), "u", 10).expect("first").version, Some(1));
-        assert_eq!(board.apply(set(2, None), "u", 10).expect("second").version, Some(2));
+        assert_eq!(
+            board
+                .apply(set(1, Some(0)), "u", 10)
+                .expect("first")
+                .version,
+            Some(1)
+        );
+        assert_eq!(
+            board.apply(set(2, None), "u", 10).expect("second").version,
+            Some(2)
+        );
         let err = board.apply(set(3, Some(1)), "u", 10).expect_err("stale");
-        assert_eq!(err.current.expect("current"), json!({"itemId":"a","columnId":"c","value":2,"version":2}));
+        assert_eq!(
+            err.current.expect("current"),
+            json!({"itemId":"a","columnId":"c","value":2,"version":2})
+        );
     }
 
     #[test]
@@ -498,9 +556,15 @@ mod tests {
         let mut board = BoardState::default();
         board.apply(create("a"), "u", 10).expect("created");
         board
-            .apply(op("value.set", json!({"itemId":"a","columnId":"c","value":1})), "u", 10)
+            .apply(
+                op("value.set", json!({"itemId":"a","columnId":"c","value":1})),
+                "u",
+                10,
+            )
             .expect("set");
-        let applied = board.apply(op("item.deleted", json!({"itemId":"a"})), "u", 10).expect("deleted");
+        let applied = board
+            .apply(op("item.deleted", json!({"itemId":"a"})), "u", 10)
+            .expect("deleted");
         assert_eq!(applied.version, None);
         assert!(board.items().is_empty() && board.values().is_empty());
     }
@@ -509,17 +573,26 @@ mod tests {
     fn the_item_bound_answers_too_large() {
         let mut board = BoardState::default();
         board.apply(create("a"), "u", 1).expect("created");
-        assert_eq!(board.apply(create("b"), "u", 1).expect_err("full").code, ErrorCode::TooLarge);
+        assert_eq!(
+            board.apply(create("b"), "u", 1).expect_err("full").code,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
     fn bad_payloads_are_refused() {
         let decode = |kind: &str, v: Value| {
-            let Value::Object(map) = v else { panic!("object") };
+            let Value::Object(map) = v else {
+                panic!("object")
+            };
             DurableOp::decode(kind, map)
         };
         assert!(decode("item.created", json!({"item":{"id":3}})).is_err());
-        assert!(decode("item.updated", json!({"itemId":"a","changes":{"version":3}})).is_err());
+        assert!(decode(
+            "item.updated",
+            json!({"itemId":"a","changes":{"version":3}})
+        )
+        .is_err());
         assert!(decode("value.set", json!({"itemId":"a","columnId":"c"})).is_err());
         assert!(decode("item.deleted", json!({"itemId":"a","expectedVersion":-1})).is_err());
         assert_eq!(decode("other.type", json!({})), Ok(None));
@@ -530,7 +603,7 @@ mod tests {
         let column = prop::sample::select(vec!["x", "y"]);
         let expected = prop::option::of(0u64..4);
         prop_oneof![
-            id.clone().prop_map(|id| create(id)),
+            id.clone().prop_map(create),
             (id.clone(), 0i64..5, expected.clone()).prop_map(|(id, n, e)| op(
                 "item.updated",
                 json!({"itemId": id, "changes": {"n": n}, "expectedVersion": e})
@@ -539,8 +612,10 @@ mod tests {
                 "item.moved",
                 json!({"itemId": id, "groupId": "g", "position": p, "expectedVersion": e})
             )),
-            (id.clone(), expected.clone())
-                .prop_map(|(id, e)| op("item.deleted", json!({"itemId": id, "expectedVersion": e}))),
+            (id.clone(), expected.clone()).prop_map(|(id, e)| op(
+                "item.deleted",
+                json!({"itemId": id, "expectedVersion": e})
+            )),
             (id, column, 0i64..5, expected).prop_map(|(id, c, v, e)| op(
                 "value.set",
                 json!({"itemId": id, "columnId": c, "value": v, "expectedVersion": e})

@@ -243,7 +243,9 @@ fn duration(v: &str, var: &'static str) -> Result<Duration, ConfigError> {
         (t, 1.0)
     };
     match number.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * scale < 1.0e6 => Ok(Duration::from_secs_f64(n * scale)),
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale < 1.0e6 => {
+            Ok(Duration::from_secs_f64(n * scale))
+        }
         _ => Err(ConfigError {
             var,
             value: v.to_string(),
@@ -257,10 +259,15 @@ mod tests {
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(move |name| {
-            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         })
     }
 
@@ -298,8 +305,8 @@ mod tests {
 
     #[test]
     fn origins_are_a_comma_separated_list() {
-        let config = with(&[("ALLOWED_ORIGINS", "https://a.example, https://b.example/")])
-            .expect("valid");
+        let config =
+            with(&[("ALLOWED_ORIGINS", "https://a.example, https://b.example/")]).expect("valid");
         let origins = config.allowed_origins.expect("set");
         assert!(origins.contains("https://a.example"));
         assert!(origins.contains("https://b.example"));

@@ -137,7 +137,9 @@ impl<T> Throttle<T> {
 
     /// Takes the held move when its time has come.
     pub fn flush(&mut self, now: Instant) -> Option<T> {
-        let due = self.last_sent.is_none_or(|last| now.saturating_duration_since(last) >= CURSOR_INTERVAL);
+        let due = self
+            .last_sent
+            .is_none_or(|last| now.saturating_duration_since(last) >= CURSOR_INTERVAL);
         if due {
             let value = self.pending.take()?;
             self.last_sent = Some(now);
@@ -195,13 +197,22 @@ mod tests {
         let mut throttle = Throttle::default();
         assert_eq!(throttle.offer(1, t0), Offer::Send(1));
         let due = t0 + CURSOR_INTERVAL;
-        assert_eq!(throttle.offer(2, t0 + Duration::from_millis(10)), Offer::HeldUntil(due));
-        assert_eq!(throttle.offer(3, t0 + Duration::from_millis(20)), Offer::HeldUntil(due));
+        assert_eq!(
+            throttle.offer(2, t0 + Duration::from_millis(10)),
+            Offer::HeldUntil(due)
+        );
+        assert_eq!(
+            throttle.offer(3, t0 + Duration::from_millis(20)),
+            Offer::HeldUntil(due)
+        );
         assert_eq!(throttle.flush(t0 + Duration::from_millis(30)), None);
         assert_eq!(throttle.flush(due), Some(3));
         assert!(!throttle.has_pending());
         // The next move right after a flush waits for the interval again.
-        assert!(matches!(throttle.offer(4, due + Duration::from_millis(1)), Offer::HeldUntil(_)));
+        assert!(matches!(
+            throttle.offer(4, due + Duration::from_millis(1)),
+            Offer::HeldUntil(_)
+        ));
         assert_eq!(throttle.offer(5, due + CURSOR_INTERVAL), Offer::Send(5));
     }
 }

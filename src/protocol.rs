@@ -178,7 +178,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(s),
         Some(Value::String(_)) => {
-            return Err(FrameError::bad_request(None, "id is longer than 64 characters"))
+            return Err(FrameError::bad_request(
+                None,
+                "id is longer than 64 characters",
+            ))
         }
         Some(_) => return Err(FrameError::bad_request(None, "id must be a string")),
     };
@@ -282,8 +285,9 @@ mod tests {
 
     #[test]
     fn a_cursor_move_decodes_with_its_id() {
-        let frame = parse(r#"{"type":"cursor.move","payload":{"position":{"x":1,"y":2.5}},"id":"a"}"#)
-            .expect("valid");
+        let frame =
+            parse(r#"{"type":"cursor.move","payload":{"position":{"x":1,"y":2.5}},"id":"a"}"#)
+                .expect("valid");
         assert_eq!(frame.id.as_deref(), Some("a"));
         assert_eq!(
             frame.message,
@@ -300,7 +304,10 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let frame = parse(r#"{"type":"ping","payload":{"a":1},"extra":true}"#).expect("valid");
-        assert_eq!(frame.message, ClientMessage::Ping(serde_json::json!({"a":1})));
+        assert_eq!(
+            frame.message,
+            ClientMessage::Ping(serde_json::json!({"a":1}))
+        );
     }
 
     #[test]
@@ -321,7 +328,10 @@ mod tests {
 
     #[test]
     fn invalid_json_and_long_ids_are_bad_requests() {
-        assert_eq!(parse("{nope").expect_err("json").code, ErrorCode::BadRequest);
+        assert_eq!(
+            parse("{nope").expect_err("json").code,
+            ErrorCode::BadRequest
+        );
         let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "i".repeat(65));
         assert_eq!(parse(&long).expect_err("id").code, ErrorCode::BadRequest);
         let ok = format!(r#"{{"type":"ping","id":"{}"}}"#, "i".repeat(64));
@@ -345,7 +355,8 @@ mod tests {
 
     #[test]
     fn errors_encode_with_their_id() {
-        let frame = FrameError::new(Some("7".into()), ErrorCode::RateLimited, "slow down").to_frame();
+        let frame =
+            FrameError::new(Some("7".into()), ErrorCode::RateLimited, "slow down").to_frame();
         let v: Value = serde_json::from_str(&frame).expect("json");
         assert_eq!(v["type"], "error");
         assert_eq!(v["payload"]["id"], "7");

@@ -73,8 +73,12 @@ impl Application {
         let broker = Broker::embedded(config.replay_events, config.max_items).start();
         let presence = Presence::new(broker.clone()).start();
         let registry = Registry::new(presence.clone(), broker.clone(), config.session_queue * 4);
-        let listener = TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?;
-        let port = listener.local_addr().map_err(|e| StartupError::Bind(config.bind, e))?.port();
+        let listener =
+            TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(config.bind, e))?
+            .port();
         let workers = if config.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {

@@ -17,7 +17,9 @@ async fn a_valid_token_gets_a_snapshot_first() {
     assert_eq!(p["boardId"], "b1");
     assert_eq!(p["seq"], 0);
     assert_eq!(p["self"]["userId"], "ann");
-    assert!(p["self"]["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(p["self"]["sessionId"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     assert_eq!(p["self"]["color"], "#e6194b");
     assert_eq!(
         p["users"],
@@ -33,9 +35,16 @@ async fn a_malformed_board_id_is_400() {
     let app = spawn_app().await;
     let t = token("ann");
     for board in ["has.dot", "sp%20ace", &"x".repeat(65)] {
-        assert_eq!(app.upgrade_status(app.ws_url(board, &t)).await, 400, "{board}");
+        assert_eq!(
+            app.upgrade_status(app.ws_url(board, &t)).await,
+            400,
+            "{board}"
+        );
     }
-    assert_eq!(app.upgrade_status(app.ws_url(&"x".repeat(64), &t)).await, 101);
+    assert_eq!(
+        app.upgrade_status(app.ws_url(&"x".repeat(64), &t)).await,
+        101
+    );
 }
 
 #[actix_web::test]
@@ -106,10 +115,16 @@ async fn boards_claim_and_server_role_are_403() {
     limited.boards = Some(vec!["allowed".into()]);
     let limited = sign(&limited);
     assert_eq!(app.upgrade_status(app.ws_url("other", &limited)).await, 403);
-    assert_eq!(app.upgrade_status(app.ws_url("allowed", &limited)).await, 101);
+    assert_eq!(
+        app.upgrade_status(app.ws_url("allowed", &limited)).await,
+        101
+    );
     let mut server = claims("backend");
     server.role = boardcast::auth::Role::Server;
-    assert_eq!(app.upgrade_status(app.ws_url("b", &sign(&server))).await, 403);
+    assert_eq!(
+        app.upgrade_status(app.ws_url("b", &sign(&server))).await,
+        403
+    );
 }
 
 #[actix_web::test]
@@ -118,16 +133,30 @@ async fn a_foreign_origin_is_403_when_origins_are_set() {
     config.allowed_origins = Some(["https://app.example.com".to_string()].into());
     let app = spawn_app_with(config).await;
     let with_origin = |origin: &str| {
-        let mut request = app.ws_url("b", &token("ann")).into_client_request().expect("request");
+        let mut request = app
+            .ws_url("b", &token("ann"))
+            .into_client_request()
+            .expect("request");
         request
             .headers_mut()
             .insert("Origin", HeaderValue::from_str(origin).expect("header"));
         request
     };
-    assert_eq!(app.upgrade_status(with_origin("https://evil.example.com")).await, 403);
-    assert_eq!(app.upgrade_status(with_origin("https://app.example.com")).await, 101);
+    assert_eq!(
+        app.upgrade_status(with_origin("https://evil.example.com"))
+            .await,
+        403
+    );
+    assert_eq!(
+        app.upgrade_status(with_origin("https://app.example.com"))
+            .await,
+        101
+    );
     // No Origin header (a non-browser client) is allowed.
-    assert_eq!(app.upgrade_status(app.ws_url("b", &token("ann"))).await, 101);
+    assert_eq!(
+        app.upgrade_status(app.ws_url("b", &token("ann"))).await,
+        101
+    );
 }
 
 #[actix_web::test]
@@ -137,11 +166,33 @@ async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
     let long_id = "i".repeat(65);
     let cases = [
         ("invalid JSON", "{not json".to_string(), None),
-        ("unknown type", json!({"type":"no.such","id":"1"}).to_string(), Some("1")),
-        ("wrong shape", json!({"type":"cursor.move","payload":{"position":{"x":"a","y":1}},"id":"2"}).to_string(), Some("2")),
-        ("non-finite number", r#"{"type":"cursor.move","payload":{"position":{"x":1e999,"y":1}},"id":"3"}"#.to_string(), None),
-        ("id too long", json!({"type":"ping","id": long_id}).to_string(), None),
-        ("payload not an object", json!({"type":"ping","payload":"x","id":"4"}).to_string(), Some("4")),
+        (
+            "unknown type",
+            json!({"type":"no.such","id":"1"}).to_string(),
+            Some("1"),
+        ),
+        (
+            "wrong shape",
+            json!({"type":"cursor.move","payload":{"position":{"x":"a","y":1}},"id":"2"})
+                .to_string(),
+            Some("2"),
+        ),
+        (
+            "non-finite number",
+            r#"{"type":"cursor.move","payload":{"position":{"x":1e999,"y":1}},"id":"3"}"#
+                .to_string(),
+            None,
+        ),
+        (
+            "id too long",
+            json!({"type":"ping","id": long_id}).to_string(),
+            None,
+        ),
+        (
+            "payload not an object",
+            json!({"type":"ping","payload":"x","id":"4"}).to_string(),
+            Some("4"),
+        ),
     ];
     for (what, text, id) in cases {
         c.send_text(&text).await;
@@ -152,10 +203,11 @@ async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
             assert_eq!(frame["payload"]["id"], id, "{what}");
         }
     }
-    c.ws
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
-        .await
-        .expect("send binary");
+    c.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1u8, 2, 3,
+    ]))
+    .await
+    .expect("send binary");
     let frame = c.next_frame().await;
     assert_eq!(frame["payload"]["code"], "bad_request", "binary");
     // Still open: a ping is answered with its payload.
@@ -167,7 +219,9 @@ async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
 #[actix_web::test]
 async fn dev_tokens_exist_only_in_dev_mode() {
     let app = spawn_app().await;
-    let response = reqwest::get(app.url("/dev/token?user=ann")).await.expect("request");
+    let response = reqwest::get(app.url("/dev/token?user=ann"))
+        .await
+        .expect("request");
     assert_eq!(response.status(), 404);
 
     let mut config = test_config();
@@ -187,8 +241,20 @@ async fn dev_tokens_exist_only_in_dev_mode() {
 #[actix_web::test]
 async fn health_and_readiness_answer() {
     let app = spawn_app().await;
-    assert_eq!(reqwest::get(app.url("/healthz")).await.expect("get").status(), 200);
-    assert_eq!(reqwest::get(app.url("/readyz")).await.expect("get").status(), 200);
+    assert_eq!(
+        reqwest::get(app.url("/healthz"))
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(app.url("/readyz"))
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
 }
 
 fn base64url(text: &str) -> String {
@@ -196,7 +262,10 @@ fn base64url(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }

@@ -200,11 +200,11 @@ impl Handler<Arrive> for Presence {
     type Result = Arrived;
 
     fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Arrived {
-        let arrival = self
-            .boards
-            .entry(msg.board.clone())
-            .or_default()
-            .arrive(msg.session, &msg.user_id, msg.info);
+        let arrival = self.boards.entry(msg.board.clone()).or_default().arrive(
+            msg.session,
+            &msg.user_id,
+            msg.info,
+        );
         if let Some(user) = arrival.joined {
             self.publish(&msg.board, |rev| BoardEvent::Joined { rev, user });
         }

@@ -51,7 +51,9 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<BoardKey, Entry>> {
         // A panic while holding the lock cannot leave the map half-changed: every change is a
         // single insert, remove or increment.
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `join` to the board's room, starting the room if needed; returns the room.

@@ -154,7 +154,14 @@ impl Room {
 
     /// Sends `frame` to one member; `cursor_of` names the user when it is a droppable cursor
     /// frame.
-    fn send(&mut self, sid: SessionId, frame: ByteString, order: Order, cursor_of: Option<&str>, ctx: &mut Context<Self>) {
+    fn send(
+        &mut self,
+        sid: SessionId,
+        frame: ByteString,
+        order: Order,
+        cursor_of: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(member) = self.members.get_mut(&sid) else {
             return;
         };
@@ -196,7 +203,14 @@ impl Room {
     }
 
     /// Sends `frame` to every member but `except`.
-    fn fan_out(&mut self, frame: &ByteString, order: Order, except: Option<SessionId>, cursor_of: Option<&str>, ctx: &mut Context<Self>) {
+    fn fan_out(
+        &mut self,
+        frame: &ByteString,
+        order: Order,
+        except: Option<SessionId>,
+        cursor_of: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) {
         let targets: Vec<SessionId> = self
             .members
             .keys()
@@ -225,8 +239,18 @@ impl Room {
     }
 
     /// Delivers a cursor move locally and to other instances.
-    fn emit_cursor(&mut self, user_id: &str, origin: SessionId, position: Option<Point>, ctx: &mut Context<Self>) {
-        let frame = encode("cursor.move", &json!({"userId": user_id, "position": position}), None);
+    fn emit_cursor(
+        &mut self,
+        user_id: &str,
+        origin: SessionId,
+        position: Option<Point>,
+        ctx: &mut Context<Self>,
+    ) {
+        let frame = encode(
+            "cursor.move",
+            &json!({"userId": user_id, "position": position}),
+            None,
+        );
         self.fan_out(&frame, Order::None, Some(origin), Some(user_id), ctx);
         self.publish(BoardEvent::Cursor {
             user_id: user_id.to_string(),
@@ -253,7 +277,14 @@ impl Room {
         }
     }
 
-    fn typing_started(&mut self, user_id: &str, item_id: &str, column_id: &str, origin: Option<SessionId>, ctx: &mut Context<Self>) {
+    fn typing_started(
+        &mut self,
+        user_id: &str,
+        item_id: &str,
+        column_id: &str,
+        origin: Option<SessionId>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(old) = self.typing.remove(user_id) {
             ctx.cancel_future(old.timer);
         }
@@ -264,7 +295,8 @@ impl Room {
                 room.fan_out(&frame, Order::None, typing.origin, None, ctx);
             }
         });
-        self.typing.insert(user_id.to_string(), Typing { origin, timer });
+        self.typing
+            .insert(user_id.to_string(), Typing { origin, timer });
         let frame = encode(
             "typing.start",
             &json!({"userId": user_id, "itemId": item_id, "columnId": column_id}),
@@ -274,7 +306,12 @@ impl Room {
     }
 
     /// Ends a user's typing, if any, telling everyone but `except`.
-    fn typing_stopped(&mut self, user_id: &str, except: Option<SessionId>, ctx: &mut Context<Self>) {
+    fn typing_stopped(
+        &mut self,
+        user_id: &str,
+        except: Option<SessionId>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(typing) = self.typing.remove(user_id) {
             ctx.cancel_future(typing.timer);
             let frame = encode("typing.stop", &json!({"userId": user_id}), None);
@@ -283,7 +320,13 @@ impl Room {
     }
 
     /// Sends the joining session its first frame, then what it held back meanwhile.
-    fn finish_join(&mut self, sid: SessionId, arrived: Arrived, catchup: Catchup, ctx: &mut Context<Self>) {
+    fn finish_join(
+        &mut self,
+        sid: SessionId,
+        arrived: Arrived,
+        catchup: Catchup,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(member) = self.members.get_mut(&sid) else {
             return;
         };
@@ -295,11 +338,17 @@ impl Room {
                 cursor: self.cursors.get(&user.user_id).and_then(|c| c.last),
             })
             .collect();
-        let me = json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
+        let me =
+            json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
         let seq = catchup.seq();
         let mut first = vec![];
         match catchup {
-            Catchup::Snapshot { seq, items, values, resync } => first.push(encode(
+            Catchup::Snapshot {
+                seq,
+                items,
+                values,
+                resync,
+            } => first.push(encode(
                 "board.snapshot",
                 &json!({"boardId": self.key.board, "seq": seq, "self": me, "users": users,
                         "items": items, "values": values, "resync": resync}),
@@ -318,8 +367,11 @@ impl Room {
         let backlog = member.backlog.take().unwrap_or_default();
         member.rev_floor = arrived.rev;
         member.seq_floor = seq;
-        let frames: Vec<(Order, ByteString)> =
-            first.into_iter().map(|f| (Order::None, f)).chain(backlog).collect();
+        let frames: Vec<(Order, ByteString)> = first
+            .into_iter()
+            .map(|f| (Order::None, f))
+            .chain(backlog)
+            .collect();
         for (order, frame) in frames {
             self.send(sid, frame, order, None, ctx);
         }
@@ -341,16 +393,38 @@ impl Room {
                 let frame = encode("presence.leave", &json!({"userId": user_id}), None);
                 self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
             }
-            BoardEvent::StatusChanged { rev, user_id, status, origin } => {
-                let frame = encode("presence.update", &json!({"userId": user_id, "status": status}), None);
+            BoardEvent::StatusChanged {
+                rev,
+                user_id,
+                status,
+                origin,
+            } => {
+                let frame = encode(
+                    "presence.update",
+                    &json!({"userId": user_id, "status": status}),
+                    None,
+                );
                 self.fan_out(&frame, Order::Rev(rev), Some(origin), None, ctx);
             }
-            BoardEvent::Cursor { user_id, position, origin } => {
+            BoardEvent::Cursor {
+                user_id,
+                position,
+                origin,
+            } => {
                 self.cursors.entry(user_id.clone()).or_default().last = position;
-                let frame = encode("cursor.move", &json!({"userId": user_id, "position": position}), None);
+                let frame = encode(
+                    "cursor.move",
+                    &json!({"userId": user_id, "position": position}),
+                    None,
+                );
                 self.fan_out(&frame, Order::None, Some(origin), Some(&user_id), ctx);
             }
-            BoardEvent::TypingStarted { user_id, item_id, column_id, .. } => {
+            BoardEvent::TypingStarted {
+                user_id,
+                item_id,
+                column_id,
+                ..
+            } => {
                 self.typing_started(&user_id, &item_id, &column_id, None, ctx);
             }
             BoardEvent::TypingStopped { user_id, .. } => self.typing_stopped(&user_id, None, ctx),
@@ -359,7 +433,12 @@ impl Room {
                     return;
                 }
                 if let Some(last) = self.last_seq.filter(|last| seq > last + 1) {
-                    log::warn!("{}: events {}..{} not seen before {seq}", self.key, last + 1, seq - 1);
+                    log::warn!(
+                        "{}: events {}..{} not seen before {seq}",
+                        self.key,
+                        last + 1,
+                        seq - 1
+                    );
                 }
                 self.last_seq = Some(seq);
                 let Some(ack) = ack else {
@@ -373,14 +452,21 @@ impl Room {
                 }
                 // Never filtered: an op sent before the snapshot arrived is in the snapshot,
                 // and its sender still needs the ack.
-                self.send(ack.session, encode("ack", &payload, None), Order::None, None, ctx);
+                self.send(
+                    ack.session,
+                    encode("ack", &payload, None),
+                    Order::None,
+                    None,
+                    ctx,
+                );
             }
             BoardEvent::Broadcast { frame } => self.fan_out(&frame, Order::None, None, None, ctx),
             BoardEvent::Kick { user_id } => {
                 for member in self.members.values().filter(|m| m.user_id == user_id) {
-                    member
-                        .out
-                        .do_send(Outbound::Close(close::KICKED, "removed from the board".into()));
+                    member.out.do_send(Outbound::Close(
+                        close::KICKED,
+                        "removed from the board".into(),
+                    ));
                 }
             }
         }
@@ -452,22 +538,30 @@ impl Handler<Join> for Room {
             last_seq: msg.last_seq,
         });
         let work = async move { (arrived.await, catchup.await) };
-        ctx.spawn(work.into_actor(self).map(move |result, room, ctx| match result {
-            (Ok(arrived), Ok(Ok(catchup))) => room.finish_join(sid, arrived, catchup, ctx),
-            (_, Ok(Err(err))) => {
-                if let Some(member) = room.members.get(&sid) {
-                    member.out.do_send(Outbound::Frame(err.to_frame()));
-                    member.out.do_send(Outbound::Close(close::RESTARTING, "backend unavailable".into()));
-                }
-            }
-            _ => {
-                if let Some(member) = room.members.get(&sid) {
-                    let err = FrameError::new(None, ErrorCode::Internal, "join failed");
-                    member.out.do_send(Outbound::Frame(err.to_frame()));
-                    member.out.do_send(Outbound::Close(close::RESTARTING, "join failed".into()));
-                }
-            }
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |result, room, ctx| match result {
+                    (Ok(arrived), Ok(Ok(catchup))) => room.finish_join(sid, arrived, catchup, ctx),
+                    (_, Ok(Err(err))) => {
+                        if let Some(member) = room.members.get(&sid) {
+                            member.out.do_send(Outbound::Frame(err.to_frame()));
+                            member.out.do_send(Outbound::Close(
+                                close::RESTARTING,
+                                "backend unavailable".into(),
+                            ));
+                        }
+                    }
+                    _ => {
+                        if let Some(member) = room.members.get(&sid) {
+                            let err = FrameError::new(None, ErrorCode::Internal, "join failed");
+                            member.out.do_send(Outbound::Frame(err.to_frame()));
+                            member
+                                .out
+                                .do_send(Outbound::Close(close::RESTARTING, "join failed".into()));
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -517,7 +611,10 @@ impl Handler<MoveCursor> for Room {
         };
         let cursor = self.cursors.entry(user_id.clone()).or_default();
         cursor.last = msg.position;
-        match cursor.throttle.offer((msg.session, msg.position), Instant::now()) {
+        match cursor
+            .throttle
+            .offer((msg.session, msg.position), Instant::now())
+        {
             Offer::Send((origin, position)) => self.emit_cursor(&user_id, origin, position, ctx),
             Offer::HeldUntil(due) => {
                 if !cursor.flush_scheduled {
@@ -551,7 +648,12 @@ impl Handler<SetTyping> for Room {
         match msg.cell {
             Some((item_id, column_id)) => {
                 self.typing_started(&user_id, &item_id, &column_id, Some(origin), ctx);
-                self.publish(BoardEvent::TypingStarted { user_id, item_id, column_id, origin });
+                self.publish(BoardEvent::TypingStarted {
+                    user_id,
+                    item_id,
+                    column_id,
+                    origin,
+                });
             }
             None => {
                 self.typing_stopped(&user_id, Some(origin), ctx);
@@ -579,9 +681,10 @@ impl Handler<CloseAll> for Room {
 
     fn handle(&mut self, _: CloseAll, _: &mut Self::Context) {
         for member in self.members.values() {
-            member
-                .out
-                .do_send(Outbound::Close(close::RESTARTING, "instance shutting down".into()));
+            member.out.do_send(Outbound::Close(
+                close::RESTARTING,
+                "instance shutting down".into(),
+            ));
         }
     }
 }

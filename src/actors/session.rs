@@ -98,7 +98,12 @@ impl Session {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let wait = Duration::from_millis(self.identity.exp.saturating_mul(1000).saturating_sub(now_ms));
+        let wait = Duration::from_millis(
+            self.identity
+                .exp
+                .saturating_mul(1000)
+                .saturating_sub(now_ms),
+        );
         self.expiry = Some(ctx.run_later(wait, |session, ctx| {
             session.close(close::TOKEN_EXPIRED, "token expired", ctx);
         }));
@@ -184,7 +189,11 @@ impl Session {
             ClientMessage::Durable(op) => {
                 if self.identity.role != Role::Editor {
                     return self.error(
-                        FrameError::new(id, ErrorCode::Forbidden, "viewers cannot change the board"),
+                        FrameError::new(
+                            id,
+                            ErrorCode::Forbidden,
+                            "viewers cannot change the board",
+                        ),
                         ctx,
                     );
                 }
@@ -198,7 +207,9 @@ impl Session {
                     let err = match result {
                         Ok(Ok(_)) => return,
                         Ok(Err(err)) => err,
-                        Err(_) => FrameError::new(None, ErrorCode::Unavailable, "broker unavailable"),
+                        Err(_) => {
+                            FrameError::new(None, ErrorCode::Unavailable, "broker unavailable")
+                        }
                     };
                     session.error(FrameError { id, ..err }, ctx);
                 }));
@@ -220,7 +231,11 @@ impl Session {
                 ctx.text(encode("ack", &json!({ "id": id }), None));
             }
             None => self.error(
-                FrameError::new(id, ErrorCode::Forbidden, "the token is not valid for this session"),
+                FrameError::new(
+                    id,
+                    ErrorCode::Forbidden,
+                    "the token is not valid for this session",
+                ),
                 ctx,
             ),
         }
@@ -248,7 +263,10 @@ impl Session {
             return;
         }
         let Some(buf) = self.fragments.as_mut() else {
-            return self.error(FrameError::bad_request(None, "continuation without a first frame"), ctx);
+            return self.error(
+                FrameError::bad_request(None, "continuation without a first frame"),
+                ctx,
+            );
         };
         buf.extend_from_slice(&bytes);
         if buf.len() > max {
@@ -266,7 +284,10 @@ impl Session {
     fn binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.admit(ctx) {
             self.bucket.try_take(Instant::now());
-            self.error(FrameError::bad_request(None, "binary frames are not supported"), ctx);
+            self.error(
+                FrameError::bad_request(None, "binary frames are not supported"),
+                ctx,
+            );
         }
     }
 }

@@ -56,7 +56,12 @@ impl MemoryStore {
     }
 
     /// Sequences and logs an event that does not touch the state.
-    pub fn append_custom(&mut self, board: &BoardKey, kind: &str, payload: &Value) -> (u64, ByteString) {
+    pub fn append_custom(
+        &mut self,
+        board: &BoardKey,
+        kind: &str,
+        payload: &Value,
+    ) -> (u64, ByteString) {
         let stored = self.boards.entry(board.clone()).or_default();
         log_event(stored, self.replay_events, kind, payload)
     }
@@ -90,7 +95,12 @@ impl MemoryStore {
     }
 }
 
-fn log_event(stored: &mut StoredBoard, keep: usize, kind: &str, payload: &Value) -> (u64, ByteString) {
+fn log_event(
+    stored: &mut StoredBoard,
+    keep: usize,
+    kind: &str,
+    payload: &Value,
+) -> (u64, ByteString) {
     stored.seq += 1;
     let frame = encode(kind, payload, Some(stored.seq));
     stored.log.push_back((stored.seq, frame.clone()));
@@ -132,11 +142,19 @@ mod tests {
         (1..=5).for_each(|n| set(&mut store, n));
         assert_eq!(
             store.catchup(&board(), Some(5)),
-            Catchup::Replay { from: 6, to: 5, frames: vec![] }
+            Catchup::Replay {
+                from: 6,
+                to: 5,
+                frames: vec![]
+            }
         );
         assert_eq!(
             MemoryStore::new(3, 10).catchup(&board(), Some(0)),
-            Catchup::Replay { from: 1, to: 0, frames: vec![] }
+            Catchup::Replay {
+                from: 1,
+                to: 0,
+                frames: vec![]
+            }
         );
     }
 

@@ -86,7 +86,11 @@ impl Handler<Unsubscribe> for Broker {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        if self.rooms.get(&msg.board).is_some_and(|(id, _)| *id == msg.room_id) {
+        if self
+            .rooms
+            .get(&msg.board)
+            .is_some_and(|(id, _)| *id == msg.room_id)
+        {
             self.rooms.remove(&msg.board);
         }
     }
@@ -172,8 +176,17 @@ impl Handler<AppendCustom> for Broker {
     type Result = Result<u64, FrameError>;
 
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
-        let (seq, frame) = self.store.append_custom(&msg.board, &msg.kind, &msg.payload);
-        self.deliver(&msg.board, BoardEvent::Durable { seq, frame, ack: None });
+        let (seq, frame) = self
+            .store
+            .append_custom(&msg.board, &msg.kind, &msg.payload);
+        self.deliver(
+            &msg.board,
+            BoardEvent::Durable {
+                seq,
+                frame,
+                ack: None,
+            },
+        );
         Ok(seq)
     }
 }

@@ -27,13 +27,20 @@ pub struct DevTokenQuery {
 }
 
 /// Signs a token with the dev secret; 404 outside dev mode.
-pub async fn token(query: web::Query<DevTokenQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn token(
+    query: web::Query<DevTokenQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if !state.config.jwt.is_dev() {
-        return Err(ApiError::NotFound("dev tokens are off: JWT_SECRET is set".into()));
+        return Err(ApiError::NotFound(
+            "dev tokens are off: JWT_SECRET is set".into(),
+        ));
     }
     let user = query.user.clone().unwrap_or_default();
     if user.is_empty() || user.chars().count() > 64 {
-        return Err(ApiError::BadRequest("user must be 1 to 64 characters".into()));
+        return Err(ApiError::BadRequest(
+            "user must be 1 to 64 characters".into(),
+        ));
     }
     let exp = now_secs() + query.ttl.unwrap_or(DEFAULT_TTL_SECS).clamp(1, 86_400);
     let claims = Claims {

@@ -24,7 +24,11 @@ pub fn bearer_or_query(req: &HttpRequest, query_token: Option<&str>) -> Option<S
 }
 
 /// Verifies the request's token, mapping failures to 401.
-pub fn authenticate(state: &AppState, req: &HttpRequest, query_token: Option<&str>) -> Result<Identity, ApiError> {
+pub fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    query_token: Option<&str>,
+) -> Result<Identity, ApiError> {
     let token = bearer_or_query(req, query_token).ok_or(AuthError::Missing);
     token
         .and_then(|t| state.verifier.verify(&t))
@@ -50,16 +54,24 @@ pub async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     let board = board.into_inner();
     if !valid_board_id(&board) {
-        return Err(ApiError::BadRequest("board must be 1-64 characters of A-Z a-z 0-9 _ -".into()));
+        return Err(ApiError::BadRequest(
+            "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+        ));
     }
     let identity = authenticate(&state, &req, query.token.as_deref())?;
     if identity.role == Role::Server {
-        return Err(ApiError::Forbidden("server tokens are for the HTTP API".into()));
+        return Err(ApiError::Forbidden(
+            "server tokens are for the HTTP API".into(),
+        ));
     }
     if !identity.may_join(&board) {
-        return Err(ApiError::Forbidden("the token does not allow this board".into()));
+        return Err(ApiError::Forbidden(
+            "the token does not allow this board".into(),
+        ));
     }
-    if let (Some(allowed), Some(origin)) = (&state.config.allowed_origins, req.headers().get("origin")) {
+    if let (Some(allowed), Some(origin)) =
+        (&state.config.allowed_origins, req.headers().get("origin"))
+    {
         let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
         if !allowed.contains(origin) {
             return Err(ApiError::Forbidden("origin not allowed".into()));

@@ -105,7 +105,10 @@ impl TestApp {
     }
 
     /// The HTTP status an upgrade request to `url` gets (101 when it succeeds).
-    pub async fn upgrade_status(&self, request: impl tungstenite::client::IntoClientRequest + Unpin) -> u16 {
+    pub async fn upgrade_status(
+        &self,
+        request: impl tungstenite::client::IntoClientRequest + Unpin,
+    ) -> u16 {
         match tokio_tungstenite::connect_async(request).await {
             Ok(_) => 101,
             Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
