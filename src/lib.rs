@@ -22,6 +22,7 @@
 //! - [`board`]: the durable state of a board and its rules.
 //! - [`event`]: what travels between actors (and instances).
 //! - [`limits`]: rate limits and the cursor throttle.
+//! - [`metrics`]: counters for `/metrics`.
 
 pub mod actors;
 pub mod auth;
@@ -31,5 +32,6 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod startup;

@@ -98,6 +98,20 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .route("/ws/{board}", web::get().to(http::ws::connect))
+                .route(
+                    "/api/boards/{board}/events",
+                    web::post().to(http::api::board_event),
+                )
+                .route(
+                    "/api/boards/{board}/presence",
+                    web::get().to(http::api::presence),
+                )
+                .route("/api/boards/{board}/kick", web::post().to(http::api::kick))
+                .route(
+                    "/api/users/{user}/events",
+                    web::post().to(http::api::user_event),
+                )
+                .route("/metrics", web::get().to(http::api::metrics))
                 .route("/healthz", web::get().to(http::health::healthz))
                 .route("/readyz", web::get().to(http::health::readyz))
                 .route("/dev/token", web::get().to(http::dev::token))

@@ -688,3 +688,21 @@ impl Handler<CloseAll> for Room {
         }
     }
 }
+
+/// The last known cursor of every user the room has seen move (the HTTP presence listing).
+#[derive(Message)]
+#[rtype(result = "HashMap<String, Option<Point>>")]
+pub struct GetCursors;
+
+impl Handler<GetCursors> for Room {
+    type Result = MessageResult<GetCursors>;
+
+    fn handle(&mut self, _: GetCursors, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.cursors
+                .iter()
+                .map(|(user, cursor)| (user.clone(), cursor.last))
+                .collect(),
+        )
+    }
+}

@@ -14,9 +14,10 @@ use serde_json::json;
 use crate::actors::presence::SetStatus;
 use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
 use crate::auth::{Identity, Role};
-use crate::broker::Append;
+use crate::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::event::{BoardKey, SessionId, UserInfo};
 use crate::limits::{AbuseWindow, TokenBucket};
+use crate::metrics;
 use crate::protocol::{
     close, encode, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode,
     FrameError,
@@ -79,6 +80,7 @@ impl Session {
     }
 
     fn close(&mut self, code: u16, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        metrics::closed_with(code);
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(code),
             description: Some(reason.to_string()),
@@ -138,6 +140,7 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        metrics::FRAMES_RECEIVED.inc();
         if !self.admit(ctx) {
             return;
         }
@@ -149,6 +152,7 @@ impl Session {
             }
         };
         if !self.bucket.try_take(Instant::now()) {
+            metrics::RATE_LIMITED.inc();
             if !is_cursor_move(&frame) {
                 self.error(
                     FrameError::new(frame.id, ErrorCode::RateLimited, "too many frames"),
@@ -311,6 +315,13 @@ impl Actor for Session {
             },
         );
         self.room = Some(room);
+        self.shared.broker.do_send(SubscribeUser {
+            tenant: self.identity.tenant.clone(),
+            user_id: self.identity.user_id.clone(),
+            session: self.id,
+            out: ctx.address().recipient(),
+        });
+        metrics::SESSIONS_OPENED.inc();
         self.heartbeat(ctx);
         self.schedule_expiry(ctx);
     }
@@ -319,6 +330,12 @@ impl Actor for Session {
         if let Some(room) = &self.room {
             room.do_send(Leave { session: self.id });
         }
+        self.shared.broker.do_send(UnsubscribeUser {
+            tenant: self.identity.tenant.clone(),
+            user_id: self.identity.user_id.clone(),
+            session: self.id,
+        });
+        metrics::SESSIONS_CLOSED.inc();
     }
 }
 

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::Value;
 
+use crate::actors::room::Outbound;
 use crate::board::DurableOp;
 use crate::event::{AckTo, BoardEvent, BoardKey, SessionId};
 use crate::protocol::FrameError;
@@ -25,6 +26,8 @@ pub struct Broker {
     store: MemoryStore,
     /// This instance's room per board, with the room's id so a stale unsubscribe is ignored.
     rooms: HashMap<BoardKey, (u64, Recipient<BoardEvent>)>,
+    /// This instance's sessions per (tenant, user), for user events.
+    users: HashMap<(String, String), HashMap<SessionId, Recipient<Outbound>>>,
 }
 
 impl Broker {
@@ -33,6 +36,7 @@ impl Broker {
         Broker {
             store: MemoryStore::new(replay_events, max_items),
             rooms: HashMap::new(),
+            users: HashMap::new(),
         }
     }
 
@@ -147,6 +151,7 @@ impl Handler<Append> for Broker {
 
     fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
         let (seq, applied, frame) = self.store.append(&msg.board, msg.op, &msg.user_id)?;
+        crate::metrics::DURABLE_EVENTS.inc();
         let ack = msg.ack.map(|(session, id)| AckTo {
             session,
             id,
@@ -179,6 +184,7 @@ impl Handler<AppendCustom> for Broker {
         let (seq, frame) = self
             .store
             .append_custom(&msg.board, &msg.kind, &msg.payload);
+        crate::metrics::DURABLE_EVENTS.inc();
         self.deliver(
             &msg.board,
             BoardEvent::Durable {
@@ -241,5 +247,84 @@ impl Handler<GetCatchup> for Broker {
 
     fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
         Ok(self.store.catchup(&msg.board, msg.last_seq))
+    }
+}
+
+/// A session starts listening for events sent to its user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The session.
+    pub session: SessionId,
+    /// Its mailbox.
+    pub out: Recipient<Outbound>,
+}
+
+impl Handler<SubscribeUser> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeUser, _: &mut Self::Context) {
+        self.users
+            .entry((msg.tenant, msg.user_id))
+            .or_default()
+            .insert(msg.session, msg.out);
+    }
+}
+
+/// A session stops listening for its user's events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The session.
+    pub session: SessionId,
+}
+
+impl Handler<UnsubscribeUser> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnsubscribeUser, _: &mut Self::Context) {
+        let key = (msg.tenant, msg.user_id);
+        if let Some(sessions) = self.users.get_mut(&key) {
+            sessions.remove(&msg.session);
+            if sessions.is_empty() {
+                self.users.remove(&key);
+            }
+        }
+    }
+}
+
+/// A frame for every session of a user, on any board.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The encoded frame.
+    pub frame: ByteString,
+}
+
+impl Handler<PublishUser> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) {
+        let Some(sessions) = self.users.get(&(msg.tenant, msg.user_id)) else {
+            return;
+        };
+        for out in sessions.values() {
+            if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(msg.frame.clone())) {
+                // A session too slow to take it must not silently miss it.
+                out.do_send(Outbound::Lagged);
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! HTTP surfaces: the WebSocket upgrade, health, dev tokens and static assets, and the one
+//! HTTP surfaces: the WebSocket upgrade, the backend API, health, metrics, dev tokens and static
+//! assets, and the one
 //! error type they answer with.
 
+pub mod api;
 pub mod assets;
 pub mod dev;
 pub mod health;

@@ -198,3 +198,60 @@ impl TestClient {
         }
     }
 }
+
+/// A token with role `server` for the HTTP API.
+pub fn server_token() -> String {
+    let mut c = claims("backend");
+    c.role = Role::Server;
+    sign(&c)
+}
+
+impl TestApp {
+    /// POSTs JSON to `path` with `token`; returns status and body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = reqwest::Client::new().post(self.url(path)).json(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `path` with `token`; returns status and body.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(self.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl TestClient {
+    /// Sends a durable operation with `id` and returns the answer to it (ack or error),
+    /// skipping anything else.
+    pub async fn request(&mut self, kind: &str, payload: Value, id: &str) -> Value {
+        self.send(json!({"type": kind, "payload": payload, "id": id}))
+            .await;
+        loop {
+            let frame = self.next_frame().await;
+            if (frame["type"] == "ack" || frame["type"] == "error") && frame["payload"]["id"] == id
+            {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame carrying a `seq` (durable events; acks count via their payload).
+    pub async fn next_sequenced(&mut self) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame.get("seq").is_some() {
+                return frame;
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The HTTP API for backends (`/api/*`): board events, user events, presence and kicks.
+//!
+//! Every route takes a bearer JWT with role `server` and acts within its tenant.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::actors::presence::ListPresence;
+use crate::actors::room::GetCursors;
+use crate::auth::{Identity, Role};
+use crate::board::DurableOp;
+use crate::broker::{Append, AppendCustom, Publish, PublishUser};
+use crate::event::{valid_board_id, BoardEvent, BoardKey, PresenceEntry};
+use crate::http::ws::authenticate;
+use crate::http::ApiError;
+use crate::protocol::encode;
+use crate::startup::AppState;
+
+/// Prefixes and names a backend may not use: they belong to the protocol itself.
+const RESERVED_PREFIXES: [&str; 5] = ["presence.", "cursor.", "typing.", "board.", "auth."];
+const RESERVED_NAMES: [&str; 3] = ["ack", "error", "pong"];
+
+/// The author of events sent through the API.
+pub const SERVER_USER: &str = "server";
+
+/// Whether `kind` matches `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`.
+pub fn valid_type_name(kind: &str) -> bool {
+    let mut parts = 0;
+    for part in kind.split('.') {
+        let mut bytes = part.bytes();
+        let starts_with_letter = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+        if !starts_with_letter
+            || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return false;
+        }
+        parts += 1;
+    }
+    parts >= 2
+}
+
+fn check_type(kind: &str) -> Result<(), ApiError> {
+    if !valid_type_name(kind) {
+        return Err(ApiError::BadRequest(format!(
+            "{kind:?} is not a dotted lower-case type name"
+        )));
+    }
+    if RESERVED_NAMES.contains(&kind) || RESERVED_PREFIXES.iter().any(|p| kind.starts_with(p)) {
+        return Err(ApiError::BadRequest(format!(
+            "{kind:?} is reserved for the protocol"
+        )));
+    }
+    Ok(())
+}
+
+/// The caller, who must hold a `server` token.
+fn server(state: &AppState, req: &HttpRequest) -> Result<Identity, ApiError> {
+    let identity = authenticate(state, req, None)?;
+    if identity.role != Role::Server {
+        return Err(ApiError::Forbidden(
+            "the HTTP API needs a token with role server".into(),
+        ));
+    }
+    Ok(identity)
+}
+
+fn board_key(identity: &Identity, board: &str) -> Result<BoardKey, ApiError> {
+    if !valid_board_id(board) {
+        return Err(ApiError::BadRequest(
+            "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+        ));
+    }
+    Ok(BoardKey::new(identity.tenant.clone(), board))
+}
+
+/// Reads a JSON body of at most `MAX_MESSAGE_BYTES`.
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    state: &AppState,
+    mut payload: web::Payload,
+) -> Result<T, ApiError> {
+    let limit = state.config.max_message_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(format!(
+                "the body is over {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn mailbox_error<E>(_: E) -> ApiError {
+    ApiError::Unavailable("the broker is not answering".into())
+}
+
+/// Body of an event request.
+#[derive(Deserialize)]
+pub struct EventBody {
+    /// The event's type.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Its payload; an object.
+    #[serde(default)]
+    payload: Option<Value>,
+    /// Deliver without sequencing or storing (custom types only).
+    #[serde(default)]
+    ephemeral: bool,
+}
+
+fn payload_object(payload: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    match payload {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) => Err(ApiError::BadRequest("payload must be an object".into())),
+    }
+}
+
+/// `POST /api/boards/{board}/events`.
+pub async fn board_event(
+    req: HttpRequest,
+    board: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let key = board_key(&identity, &board)?;
+    let body: EventBody = json_body(&state, body).await?;
+    check_type(&body.kind)?;
+    let payload = payload_object(body.payload)?;
+    if body.kind.starts_with("item.") || body.kind == "value.set" {
+        if body.ephemeral {
+            return Err(ApiError::BadRequest(format!(
+                "{} is always durable",
+                body.kind
+            )));
+        }
+        let op = DurableOp::decode(&body.kind, payload)
+            .map_err(ApiError::BadRequest)?
+            .ok_or_else(|| ApiError::BadRequest(format!("unknown board event {}", body.kind)))?;
+        let appended = state
+            .broker
+            .send(Append {
+                board: key,
+                op,
+                user_id: SERVER_USER.into(),
+                ack: None,
+            })
+            .await
+            .map_err(mailbox_error)??;
+        return Ok(HttpResponse::Accepted().json(json!({"seq": appended.seq})));
+    }
+    let mut payload = payload;
+    payload.insert("userId".into(), json!(SERVER_USER));
+    let payload = Value::Object(payload);
+    if body.ephemeral {
+        state.broker.do_send(Publish {
+            board: key,
+            event: BoardEvent::Broadcast {
+                frame: encode(&body.kind, &payload, None),
+            },
+            delivered_locally: false,
+        });
+        return Ok(HttpResponse::Accepted().json(json!({})));
+    }
+    let seq = state
+        .broker
+        .send(AppendCustom {
+            board: key,
+            kind: body.kind,
+            payload,
+        })
+        .await
+        .map_err(mailbox_error)??;
+    Ok(HttpResponse::Accepted().json(json!({ "seq": seq })))
+}
+
+/// `POST /api/users/{user}/events`.
+pub async fn user_event(
+    req: HttpRequest,
+    user: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let user = user.into_inner();
+    if user.is_empty() || user.chars().count() > 256 {
+        return Err(ApiError::BadRequest(
+            "user must be 1 to 256 characters".into(),
+        ));
+    }
+    let body: EventBody = json_body(&state, body).await?;
+    check_type(&body.kind)?;
+    let payload = Value::Object(payload_object(body.payload)?);
+    state.broker.do_send(PublishUser {
+        tenant: identity.tenant,
+        user_id: user,
+        frame: encode(&body.kind, &payload, None),
+    });
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+/// `GET /api/boards/{board}/presence`.
+pub async fn presence(
+    req: HttpRequest,
+    board: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let key = board_key(&identity, &board)?;
+    let cursors = match state.registry.get(&key) {
+        Some(room) => room.send(GetCursors).await.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let users = state
+        .presence
+        .send(ListPresence { board: key })
+        .await
+        .map_err(mailbox_error)?;
+    let entries: Vec<PresenceEntry<'_>> = users
+        .iter()
+        .map(|user| PresenceEntry {
+            user,
+            cursor: cursors.get(&user.user_id).copied().flatten(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "users": entries })))
+}
+
+/// Body of a kick.
+#[derive(Deserialize)]
+pub struct KickBody {
+    /// The user to remove from the board.
+    #[serde(rename = "userId")]
+    user_id: String,
+}
+
+/// `POST /api/boards/{board}/kick`.
+pub async fn kick(
+    req: HttpRequest,
+    board: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let key = board_key(&identity, &board)?;
+    let body: KickBody = json_body(&state, body).await?;
+    state.broker.do_send(Publish {
+        board: key,
+        event: BoardEvent::Kick {
+            user_id: body.user_id,
+        },
+        delivered_locally: false,
+    });
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render(state.registry.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_dotted_lower_case() {
+        for ok in ["a.b", "order.shipped", "x1.y_2.z"] {
+            assert!(valid_type_name(ok), "{ok}");
+        }
+        for bad in [
+            "ab", "A.b", "a..b", "a.b.", ".a.b", "1a.b", "a.B", "a-b.c", "",
+        ] {
+            assert!(!valid_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn protocol_types_are_reserved() {
+        for reserved in [
+            "presence.join",
+            "cursor.move",
+            "typing.x",
+            "board.snapshot",
+            "auth.refresh",
+        ] {
+            assert!(check_type(reserved).is_err(), "{reserved}");
+        }
+        assert!(check_type("order.shipped").is_ok());
+    }
+}

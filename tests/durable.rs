@@ -1,0 +1,339 @@
+//! Section 6 of the protocol (durable events) and section 3's resume.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[actix_web::test]
+async fn every_durable_event_type_reaches_the_others_with_its_seq() {
+    let app = spawn_app().await;
+    let (mut bob, _) = app.join("b", "bob").await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let ack = ann
+        .request("item.created", json!({"item":{"id":"i1","title":"T"}}), "1")
+        .await;
+    assert_eq!(
+        ack,
+        json!({"type":"ack","payload":{"id":"1","seq":1,"version":1}})
+    );
+    assert_eq!(
+        bob.next_sequenced().await,
+        json!({"type":"item.created","payload":{"item":{"id":"i1","title":"T","version":1},"userId":"ann"},"seq":1})
+    );
+    let ack = ann
+        .request(
+            "item.updated",
+            json!({"itemId":"i1","changes":{"title":"U"}}),
+            "2",
+        )
+        .await;
+    assert_eq!(ack["payload"], json!({"id":"2","seq":2,"version":2}));
+    assert_eq!(
+        bob.next_sequenced().await,
+        json!({"type":"item.updated","payload":{"itemId":"i1","changes":{"title":"U"},"version":2,"userId":"ann"},"seq":2})
+    );
+    ann.request(
+        "item.moved",
+        json!({"itemId":"i1","groupId":"g2","position":3,"expectedVersion":2}),
+        "3",
+    )
+    .await;
+    assert_eq!(
+        bob.next_sequenced().await,
+        json!({"type":"item.moved","payload":{"itemId":"i1","groupId":"g2","position":3,"version":3,"userId":"ann"},"seq":3})
+    );
+    let ack = ann
+        .request(
+            "value.set",
+            json!({"itemId":"i1","columnId":"c","value":{"v":1}}),
+            "4",
+        )
+        .await;
+    assert_eq!(ack["payload"], json!({"id":"4","seq":4,"version":1}));
+    assert_eq!(
+        bob.next_sequenced().await,
+        json!({"type":"value.set","payload":{"itemId":"i1","columnId":"c","value":{"v":1},"version":1,"userId":"ann"},"seq":4})
+    );
+    let ack = ann
+        .request("item.deleted", json!({"itemId":"i1"}), "5")
+        .await;
+    assert_eq!(
+        ack["payload"],
+        json!({"id":"5","seq":5}),
+        "no version for deletions"
+    );
+    assert_eq!(
+        bob.next_sequenced().await,
+        json!({"type":"item.deleted","payload":{"itemId":"i1","userId":"ann"},"seq":5})
+    );
+}
+
+#[actix_web::test]
+async fn the_sender_gets_an_ack_and_its_other_tab_the_event() {
+    let app = spawn_app().await;
+    let (mut t1, _) = app.join("b", "ann").await;
+    let (mut t2, _) = app.join("b", "ann").await;
+    t1.send(json!({"type":"item.created","payload":{"item":{"id":"x"}},"id":"a"}))
+        .await;
+    assert_eq!(t1.next_frame().await["type"], "ack");
+    assert_eq!(t2.next_sequenced().await["type"], "item.created");
+    // t1 never sees its own event: its next frame answers its ping.
+    t1.send_type("ping", json!({})).await;
+    assert_eq!(t1.next_frame().await["type"], "pong");
+}
+
+#[actix_web::test]
+async fn seq_is_contiguous_and_identical_for_every_receiver_under_concurrent_writers() {
+    let app = spawn_app().await;
+    let (mut watcher, _) = app.join("b", "watcher").await;
+    let (mut setup, _) = app.join("b", "setup").await;
+    setup
+        .request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    let mut writers = vec![];
+    for w in 0..3 {
+        writers.push(app.join("b", &format!("w{w}")).await.0);
+    }
+    const EACH: usize = 60;
+    // Everyone writes at once: sends first, reads after.
+    for round in 0..EACH {
+        for (w, writer) in writers.iter_mut().enumerate() {
+            writer
+                .send(json!({"type":"value.set","payload":{"itemId":"i","columnId":format!("c{w}"),"value":round},"id":format!("{w}-{round}")}))
+                .await;
+        }
+    }
+    let total = 1 + 3 * EACH as u64;
+    let seqs_of = |frames: &[Value]| -> Vec<u64> {
+        frames
+            .iter()
+            .map(|f| {
+                f["seq"]
+                    .as_u64()
+                    .or_else(|| f["payload"]["seq"].as_u64())
+                    .expect("a seq")
+            })
+            .collect()
+    };
+    // The watcher sees events 1..=total in order.
+    let mut seen = vec![];
+    while seen.len() < total as usize {
+        seen.push(watcher.next_sequenced().await);
+    }
+    assert_eq!(seqs_of(&seen), (1..=total).collect::<Vec<_>>());
+    // Each writer sees the others' events and its own acks, together 2..=total in order.
+    for writer in &mut writers {
+        let mut frames = vec![];
+        while frames.len() < (total - 1) as usize {
+            let frame = writer.next_frame().await;
+            if frame.get("seq").is_some() || frame["type"] == "ack" {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(seqs_of(&frames), (2..=total).collect::<Vec<_>>());
+        let acks = frames.iter().filter(|f| f["type"] == "ack").count();
+        assert_eq!(acks, EACH);
+    }
+}
+
+#[actix_web::test]
+async fn a_stale_expected_version_is_a_conflict_with_the_current_item() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i","t":1}}), "1")
+        .await;
+    ann.request("item.updated", json!({"itemId":"i","changes":{"t":2}}), "2")
+        .await;
+    let err = ann
+        .request(
+            "item.updated",
+            json!({"itemId":"i","changes":{"t":3},"expectedVersion":1}),
+            "3",
+        )
+        .await;
+    assert_eq!(err["payload"]["code"], "conflict");
+    assert_eq!(
+        err["payload"]["current"],
+        json!({"id":"i","t":2,"version":2})
+    );
+    let err = ann
+        .request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":1,"expectedVersion":4}),
+            "4",
+        )
+        .await;
+    assert_eq!(
+        err["payload"]["current"],
+        json!({"itemId":"i","columnId":"c","value":null,"version":0})
+    );
+    // Nothing was applied: a new session's snapshot still shows version 2.
+    let (_c, snapshot) = app.join("b", "cid").await;
+    assert_eq!(
+        snapshot["payload"]["items"],
+        json!([{"id":"i","t":2,"version":2}])
+    );
+    assert_eq!(snapshot["payload"]["seq"], 2);
+}
+
+#[actix_web::test]
+async fn unknown_items_are_not_found_and_existing_ids_conflict() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    for (kind, payload) in [
+        ("item.updated", json!({"itemId":"nope","changes":{}})),
+        (
+            "item.moved",
+            json!({"itemId":"nope","groupId":"g","position":0}),
+        ),
+        ("item.deleted", json!({"itemId":"nope"})),
+        (
+            "value.set",
+            json!({"itemId":"nope","columnId":"c","value":1}),
+        ),
+    ] {
+        let err = ann.request(kind, payload, "x").await;
+        assert_eq!(err["payload"]["code"], "not_found", "{kind}");
+    }
+    ann.request("item.created", json!({"item":{"id":"dup"}}), "1")
+        .await;
+    let err = ann
+        .request("item.created", json!({"item":{"id":"dup","other":1}}), "2")
+        .await;
+    assert_eq!(err["payload"]["code"], "conflict");
+    assert_eq!(err["payload"]["current"], json!({"id":"dup","version":1}));
+}
+
+#[actix_web::test]
+async fn viewers_may_not_send_durable_events() {
+    let app = spawn_app().await;
+    let mut viewer = claims("vic");
+    viewer.role = boardcast::auth::Role::Viewer;
+    let (mut vic, _) = app.join_with("b", &sign(&viewer)).await;
+    let err = vic
+        .request("item.created", json!({"item":{"id":"i"}}), "1")
+        .await;
+    assert_eq!(err["payload"]["code"], "forbidden");
+    // Ephemeral events are fine.
+    vic.send_type("ping", json!({})).await;
+    assert_eq!(vic.next_frame().await["type"], "pong");
+}
+
+#[actix_web::test]
+async fn board_state_outlives_its_sessions() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"keep"}}), "1")
+        .await;
+    ann.request(
+        "value.set",
+        json!({"itemId":"keep","columnId":"c","value":"v"}),
+        "2",
+    )
+    .await;
+    ann.ws.close(None).await.expect("close");
+    ann.expect_close().await;
+    let (_bob, snapshot) = app.join("b", "bob").await;
+    assert_eq!(snapshot["payload"]["seq"], 2);
+    assert_eq!(
+        snapshot["payload"]["items"],
+        json!([{"id":"keep","version":1}])
+    );
+    assert_eq!(
+        snapshot["payload"]["values"],
+        json!([{"itemId":"keep","columnId":"c","value":"v","version":1}])
+    );
+}
+
+#[actix_web::test]
+async fn a_resume_gets_exactly_the_missed_events_then_live_ones() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
+        .await;
+    let (mut bob, snapshot) = app.join("b", "bob").await;
+    let last = snapshot["payload"]["seq"].as_u64().expect("seq");
+    bob.ws.close(None).await.expect("close");
+    bob.expect_close().await;
+    for n in 1..=3 {
+        ann.request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":n}),
+            &n.to_string(),
+        )
+        .await;
+    }
+    let url = format!("{}&last_seq={last}", app.ws_url("b", &token("bob")));
+    let mut bob = TestClient::connect(&url).await;
+    let resumed = bob.next_frame().await;
+    assert_eq!(resumed["type"], "board.resumed");
+    assert_eq!(resumed["payload"]["fromSeq"], last + 1);
+    assert_eq!(resumed["payload"]["toSeq"], last + 3);
+    assert_eq!(resumed["payload"]["self"]["userId"], "bob");
+    for n in 1..=3u64 {
+        let event = bob.next_frame().await;
+        assert_eq!(event["seq"], last + n);
+        assert_eq!(event["payload"]["value"], n);
+    }
+    ann.request(
+        "value.set",
+        json!({"itemId":"i","columnId":"c","value":4}),
+        "4",
+    )
+    .await;
+    let live = bob.next_sequenced().await;
+    assert_eq!(
+        live["seq"],
+        last + 4,
+        "no gap and no duplicate after the replay"
+    );
+}
+
+#[actix_web::test]
+async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
+        .await;
+    let url = |n: u64| format!("{}&last_seq={n}", app.ws_url("b", &token("bob")));
+    let mut bob = TestClient::connect(&url(1)).await;
+    let resumed = bob.next_frame().await;
+    assert_eq!(resumed["type"], "board.resumed");
+    assert_eq!(
+        (
+            resumed["payload"]["fromSeq"].as_u64(),
+            resumed["payload"]["toSeq"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let mut ahead = TestClient::connect(&url(9)).await;
+    let snapshot = ahead.next_frame().await;
+    assert_eq!(snapshot["type"], "board.snapshot");
+    assert_eq!(snapshot["payload"]["resync"], true);
+}
+
+#[actix_web::test]
+async fn a_resume_older_than_the_log_gets_a_resync_snapshot() {
+    let mut config = test_config();
+    config.replay_events = 3;
+    let app = spawn_app_with(config).await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
+        .await;
+    for n in 1..=5 {
+        ann.request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":n}),
+            &n.to_string(),
+        )
+        .await;
+    }
+    let url = format!("{}&last_seq=1", app.ws_url("b", &token("bob")));
+    let mut bob = TestClient::connect(&url).await;
+    let snapshot = bob.next_frame().await;
+    assert_eq!(snapshot["type"], "board.snapshot");
+    assert_eq!(snapshot["payload"]["resync"], true);
+    assert_eq!(snapshot["payload"]["seq"], 6);
+    assert_eq!(snapshot["payload"]["values"][0]["value"], 5);
+}

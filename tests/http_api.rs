@@ -1,0 +1,253 @@
+//! Section 8 of the protocol: the HTTP API for backends.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[actix_web::test]
+async fn a_backend_creates_an_item_that_sessions_see_as_the_server() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let (status, body) = app
+        .post(
+            "/api/boards/b/events",
+            Some(&server_token()),
+            &json!({"type":"item.created","payload":{"item":{"id":"i"}}}),
+        )
+        .await;
+    assert_eq!((status, body), (202, json!({"seq":1})));
+    assert_eq!(
+        ann.next_sequenced().await,
+        json!({"type":"item.created","payload":{"item":{"id":"i","version":1},"userId":"server"},"seq":1})
+    );
+}
+
+#[actix_web::test]
+async fn backend_conflicts_and_unknown_items_get_409_and_404() {
+    let app = spawn_app().await;
+    let t = server_token();
+    app.post(
+        "/api/boards/b/events",
+        Some(&t),
+        &json!({"type":"item.created","payload":{"item":{"id":"i"}}}),
+    )
+    .await;
+    let (status, body) = app
+        .post("/api/boards/b/events", Some(&t), &json!({"type":"item.updated","payload":{"itemId":"i","changes":{},"expectedVersion":5}}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "conflict");
+    assert_eq!(body["error"]["current"], json!({"id":"i","version":1}));
+    let (status, body) = app
+        .post(
+            "/api/boards/b/events",
+            Some(&t),
+            &json!({"type":"item.deleted","payload":{"itemId":"nope"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+}
+
+#[actix_web::test]
+async fn custom_events_are_sequenced_unless_ephemeral() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let t = server_token();
+    let (status, body) = app
+        .post(
+            "/api/boards/b/events",
+            Some(&t),
+            &json!({"type":"order.shipped","payload":{"n":1}}),
+        )
+        .await;
+    assert_eq!((status, body), (202, json!({"seq":1})));
+    assert_eq!(
+        ann.next_frame().await,
+        json!({"type":"order.shipped","payload":{"n":1,"userId":"server"},"seq":1})
+    );
+    let (status, body) = app
+        .post(
+            "/api/boards/b/events",
+            Some(&t),
+            &json!({"type":"order.progress","payload":{"p":50},"ephemeral":true}),
+        )
+        .await;
+    assert_eq!((status, body), (202, json!({})));
+    assert_eq!(
+        ann.next_frame().await,
+        json!({"type":"order.progress","payload":{"p":50,"userId":"server"}})
+    );
+    // Sequenced custom events are replayed on resume.
+    let url = format!("{}&last_seq=0", app.ws_url("b", &token("bob")));
+    let mut bob = TestClient::connect(&url).await;
+    assert_eq!(bob.next_frame().await["payload"]["toSeq"], 1);
+    assert_eq!(bob.next_frame().await["type"], "order.shipped");
+}
+
+#[actix_web::test]
+async fn reserved_and_malformed_types_are_400() {
+    let app = spawn_app().await;
+    let t = server_token();
+    for kind in [
+        "presence.join",
+        "cursor.move",
+        "typing.start",
+        "board.snapshot",
+        "auth.refresh",
+        "ack",
+        "Bad.Type",
+        "nodot",
+        "item.bogus",
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/boards/b/events",
+                Some(&t),
+                &json!({"type": kind, "payload": {}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{kind}");
+        assert_eq!(body["error"]["code"], "bad_request", "{kind}");
+    }
+    let (status, _) = app
+        .post(
+            "/api/boards/bad.board/events",
+            Some(&t),
+            &json!({"type":"a.b"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[actix_web::test]
+async fn the_api_needs_a_server_token() {
+    let app = spawn_app().await;
+    let editor = token("ann");
+    let posts = [
+        ("/api/boards/b/events", json!({"type":"a.b","payload":{}})),
+        ("/api/users/ann/events", json!({"type":"a.b","payload":{}})),
+        ("/api/boards/b/kick", json!({"userId":"ann"})),
+    ];
+    for (path, body) in &posts {
+        let (status, reply) = app.post(path, None, body).await;
+        assert_eq!(
+            (status, reply["error"]["code"].clone()),
+            (401, json!("unauthorized")),
+            "{path}"
+        );
+        let (status, reply) = app.post(path, Some(&editor), body).await;
+        assert_eq!(
+            (status, reply["error"]["code"].clone()),
+            (403, json!("forbidden")),
+            "{path}"
+        );
+    }
+    assert_eq!(app.get("/api/boards/b/presence", None).await.0, 401);
+    assert_eq!(
+        app.get("/api/boards/b/presence", Some(&editor)).await.0,
+        403
+    );
+}
+
+#[actix_web::test]
+async fn a_body_over_the_limit_is_413() {
+    let mut config = test_config();
+    config.max_message_bytes = 1000;
+    let app = spawn_app_with(config).await;
+    let body = json!({"type":"a.b","payload":{"x":"y".repeat(2000)}});
+    let (status, reply) = app
+        .post("/api/boards/b/events", Some(&server_token()), &body)
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (413, json!("too_large"))
+    );
+}
+
+#[actix_web::test]
+async fn a_user_event_reaches_every_tab_of_the_user_on_every_board() {
+    let app = spawn_app().await;
+    let (mut on_b1, _) = app.join("b1", "ann").await;
+    let (mut on_b2, _) = app.join("b2", "ann").await;
+    let mut elsewhere = claims("ann");
+    elsewhere.tenant = Some("other".into());
+    let (mut other_tenant, _) = app.join_with("b1", &sign(&elsewhere)).await;
+    let (status, _) = app
+        .post(
+            "/api/users/ann/events",
+            Some(&server_token()),
+            &json!({"type":"notice.sent","payload":{"m":"hi"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let expected = json!({"type":"notice.sent","payload":{"m":"hi"}});
+    assert_eq!(on_b1.next_frame().await, expected);
+    assert_eq!(on_b2.next_frame().await, expected);
+    // The same user id in another tenant hears nothing: its next frame answers its ping.
+    other_tenant.send_type("ping", json!({})).await;
+    assert_eq!(other_tenant.next_frame().await["type"], "pong");
+}
+
+#[actix_web::test]
+async fn presence_is_listed_for_backends() {
+    let app = spawn_app().await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let (mut bob, _) = app.join("b", "bob").await;
+    ann.next_of("presence.join").await;
+    bob.send_type("cursor.move", json!({"position":{"x":1,"y":2}}))
+        .await;
+    ann.next_of("cursor.move").await;
+    let (status, body) = app
+        .get("/api/boards/b/presence", Some(&server_token()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"users":[
+            {"userId":"ann","user":{"name":"ann name","avatar":null},"color":"#e6194b","cursor":null,"status":"active"},
+            {"userId":"bob","user":{"name":"bob name","avatar":null},"color":"#3cb44b","cursor":{"x":1.0,"y":2.0},"status":"active"}
+        ]})
+    );
+    let (_, empty) = app
+        .get("/api/boards/empty/presence", Some(&server_token()))
+        .await;
+    assert_eq!(empty, json!({"users":[]}));
+}
+
+#[actix_web::test]
+async fn a_kick_closes_the_users_sessions_with_4003_and_announces_the_leave() {
+    let app = spawn_app().await;
+    let (mut bob, _) = app.join("b", "bob").await;
+    let (mut t1, _) = app.join("b", "ann").await;
+    let (mut t2, _) = app.join("b", "ann").await;
+    bob.next_of("presence.join").await;
+    let (status, _) = app
+        .post(
+            "/api/boards/b/kick",
+            Some(&server_token()),
+            &json!({"userId":"ann"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(t1.expect_close().await, 4003);
+    assert_eq!(t2.expect_close().await, 4003);
+    assert_eq!(
+        bob.next_of("presence.leave").await["payload"]["userId"],
+        "ann"
+    );
+}
+
+#[actix_web::test]
+async fn metrics_are_prometheus_text() {
+    let app = spawn_app().await;
+    let (_ann, _) = app.join("b", "ann").await;
+    let response = reqwest::get(app.url("/metrics")).await.expect("get");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    assert!(text.contains("# TYPE boardcast_sessions gauge"), "{text}");
+    assert!(text.contains("boardcast_rooms 1"), "{text}");
+}
