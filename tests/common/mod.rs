@@ -255,3 +255,89 @@ impl TestClient {
         }
     }
 }
+
+/// The real `boardcast` binary running as a child process.
+pub struct Instance {
+    /// The process.
+    pub child: std::process::Child,
+    /// The port it bound.
+    pub port: u16,
+}
+
+impl Instance {
+    /// Starts the binary with the test secret, port 0 and `env`; waits until it listens.
+    pub fn start(env: &[(&str, &str)]) -> Instance {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+            .env("BIND", "127.0.0.1:0")
+            .env(
+                "JWT_SECRET",
+                std::str::from_utf8(SECRET).expect("utf-8 secret"),
+            )
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps draining the log so the child never blocks on it.
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(port) = line.split("listening on port ").nth(1) {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                }
+                if std::env::var_os("BOARDCAST_TEST_LOG").is_some() {
+                    eprintln!("[instance] {line}");
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(WAIT)
+            .ok()
+            .flatten()
+            .expect("the instance reports its port");
+        Instance { child, port }
+    }
+
+    /// The instance as a [`TestApp`], for its URLs and helpers.
+    pub fn app(&self) -> TestApp {
+        TestApp { port: self.port }
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the instance did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

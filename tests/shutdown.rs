@@ -1,0 +1,29 @@
+//! The binary itself: configuration errors and shutdown.
+
+mod common;
+
+use common::*;
+
+#[actix_web::test]
+async fn sigterm_closes_every_session_with_1012_and_exits() {
+    let mut instance = Instance::start(&[]);
+    let app = instance.app();
+    let (mut ann, _) = app.join("b", "ann").await;
+    let (mut bob, _) = app.join("other", "bob").await;
+    instance.signal("TERM");
+    assert_eq!(ann.expect_close().await, 1012);
+    assert_eq!(bob.expect_close().await, 1012);
+    assert!(instance.wait_exit().await.success());
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .env("BIND", "127.0.0.1:0")
+        .env("CLIENT_TIMEOUT", "soon")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("CLIENT_TIMEOUT"), "{log}");
+}
