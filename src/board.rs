@@ -124,6 +124,27 @@ impl DurableOp {
         Ok(Some(op))
     }
 
+    /// The item this operation touches.
+    pub fn item_id(&self) -> &str {
+        match self {
+            DurableOp::Create { item } => {
+                item.get("id").and_then(Value::as_str).unwrap_or_default()
+            }
+            DurableOp::Update { item_id, .. }
+            | DurableOp::Move { item_id, .. }
+            | DurableOp::Delete { item_id, .. }
+            | DurableOp::SetValue { item_id, .. } => item_id,
+        }
+    }
+
+    /// The column a `value.set` touches.
+    pub fn column_id(&self) -> Option<&str> {
+        match self {
+            DurableOp::SetValue { column_id, .. } => Some(column_id),
+            _ => None,
+        }
+    }
+
     /// The wire type of this operation.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -179,6 +200,46 @@ pub struct BoardState {
 }
 
 impl BoardState {
+    /// A state holding one item and, optionally, one of its cells, as stored elsewhere (JSON
+    /// text); the rest of the board is not needed to apply an operation to them.
+    pub fn from_stored(
+        item: Option<&str>,
+        cell: Option<(&str, &str)>,
+    ) -> Result<BoardState, String> {
+        let mut state = BoardState::default();
+        if let Some(text) = item {
+            let item: Map<String, Value> =
+                serde_json::from_str(text).map_err(|e| format!("stored item: {e}"))?;
+            let id = item_id_of(&item);
+            if let Some((column, text)) = cell {
+                let cell: Value =
+                    serde_json::from_str(text).map_err(|e| format!("stored value: {e}"))?;
+                let version = cell.get("version").and_then(Value::as_u64).unwrap_or(0);
+                let value = cell.get("value").cloned().unwrap_or(Value::Null);
+                state
+                    .values
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(column.to_string(), Cell { value, version });
+            }
+            state.items.insert(id, item);
+        }
+        Ok(state)
+    }
+
+    /// The stored form of an item, `None` when absent.
+    pub fn item_text(&self, item_id: &str) -> Option<String> {
+        self.items
+            .get(item_id)
+            .map(|i| Value::Object(i.clone()).to_string())
+    }
+
+    /// The stored form of a cell, `{"value","version"}`, `None` when absent.
+    pub fn cell_text(&self, item_id: &str, column_id: &str) -> Option<String> {
+        let cell = self.values.get(item_id)?.get(column_id)?;
+        Some(json!({"value": cell.value, "version": cell.version}).to_string())
+    }
+
     /// Number of items on the board.
     pub fn item_count(&self) -> usize {
         self.items.len()

@@ -49,6 +49,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `REDIS_URL`; `None` runs the embedded single-instance broker.
     pub redis_url: Option<String>,
+    /// `REDIS_PREFIX`: the first part of every Redis key and channel name.
+    pub redis_prefix: String,
     /// Token verification key (`JWT_SECRET`, `JWT_PUBLIC_KEY`, `JWT_ALGORITHM`).
     pub jwt: JwtKey,
     /// `ALLOWED_ORIGINS`: when set, a WebSocket `Origin` must be one of these.
@@ -80,6 +82,7 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_prefix: "bc".into(),
             jwt: JwtKey::Dev(random_secret()),
             allowed_origins: None,
             replay_events: 10_000,
@@ -128,6 +131,9 @@ impl Config {
                     expected: "a URL starting with redis:// or rediss://",
                 });
             }
+        }
+        if let Some(v) = get("REDIS_PREFIX") {
+            config.redis_prefix = v.trim().to_string();
         }
         config.jwt = jwt_from(&get)?;
         if let Some(v) = get("ALLOWED_ORIGINS") {

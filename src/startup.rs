@@ -2,6 +2,7 @@
 //! this very server on port 0.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
 use crate::auth::{AuthError, Verifier};
-use crate::broker::Broker;
+use crate::broker::{Broker, GetReady, GetRedis};
 use crate::config::Config;
 use crate::http;
 
@@ -33,12 +34,14 @@ pub struct AppState {
     pub presence: Addr<Presence>,
     /// The door to the shared world.
     pub broker: Addr<Broker>,
+    /// Whether the backend answers; set by the broker.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// Whether the backend answers (always, in embedded mode).
     pub fn ready(&self) -> bool {
-        true
+        self.ready.load(Ordering::Relaxed)
     }
 }
 
@@ -51,6 +54,12 @@ pub enum StartupError {
     /// The JWT key is unusable.
     #[error("JWT key: {0}")]
     Key(#[from] AuthError),
+    /// `REDIS_URL` cannot be used.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// An actor did not answer during start-up.
+    #[error("start-up: {0}")]
+    Actor(#[from] actix::MailboxError),
 }
 
 /// A bound, not yet running, server with its actors.
@@ -70,8 +79,21 @@ impl Application {
         if config.jwt.is_dev() {
             log::warn!("JWT_SECRET is not set: dev mode, a random secret, and /dev/token is open");
         }
-        let broker = Broker::embedded(config.replay_events, config.max_items).start();
-        let presence = Presence::new(broker.clone()).start();
+        let broker = match &config.redis_url {
+            Some(url) => {
+                log::info!("scale-out mode: Redis at {}", redact(url));
+                Broker::start_redis(
+                    url,
+                    config.redis_prefix.clone(),
+                    config.replay_events,
+                    config.max_items,
+                )?
+            }
+            None => Broker::embedded(config.replay_events, config.max_items).start(),
+        };
+        let redis = broker.send(GetRedis).await?;
+        let ready = broker.send(GetReady).await?;
+        let presence = Presence::new(broker.clone(), redis).start();
         let registry = Registry::new(presence.clone(), broker.clone(), config.session_queue * 4);
         let listener =
             TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?;
@@ -91,6 +113,7 @@ impl Application {
             registry,
             presence,
             broker,
+            ready,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -152,6 +175,16 @@ impl Application {
     /// Serves until stopped; for tests, which end with their runtime.
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// A Redis URL with its password hidden, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

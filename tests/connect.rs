@@ -8,9 +8,9 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-#[actix_web::test]
-async fn a_valid_token_gets_a_snapshot_first() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_valid_token_gets_a_snapshot_first(mode) {
+    let app = spawn_app_in(mode).await;
     let (_c, snapshot) = app.join("b1", "ann").await;
     assert_eq!(snapshot["type"], "board.snapshot");
     let p = &snapshot["payload"];
@@ -29,10 +29,11 @@ async fn a_valid_token_gets_a_snapshot_first() {
     assert_eq!(p["values"], json!([]));
     assert_eq!(p["resync"], false);
 }
+}
 
-#[actix_web::test]
-async fn a_malformed_board_id_is_400() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_malformed_board_id_is_400(mode) {
+    let app = spawn_app_in(mode).await;
     let t = token("ann");
     for board in ["has.dot", "sp%20ace", &"x".repeat(65)] {
         assert_eq!(
@@ -46,10 +47,11 @@ async fn a_malformed_board_id_is_400() {
         101
     );
 }
+}
 
-#[actix_web::test]
-async fn missing_or_bad_tokens_are_401() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn missing_or_bad_tokens_are_401(mode) {
+    let app = spawn_app_in(mode).await;
     let mut expired = claims("ann");
     expired.exp = boardcast::auth::now_secs() - 30;
     let other_secret = jsonwebtoken::encode(
@@ -86,20 +88,22 @@ async fn missing_or_bad_tokens_are_401() {
     let bare = format!("ws://127.0.0.1:{}/ws/b", app.port);
     assert_eq!(app.upgrade_status(bare).await, 401, "no token at all");
 }
+}
 
-#[actix_web::test]
-async fn expiry_within_the_leeway_is_accepted() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn expiry_within_the_leeway_is_accepted(mode) {
+    let app = spawn_app_in(mode).await;
     let mut c = claims("ann");
     c.exp = boardcast::auth::now_secs() - 2;
     // Accepted, then closed at once with 4001 since its exp has passed.
     let mut client = TestClient::connect(&app.ws_url("b", &sign(&c))).await;
     assert_eq!(client.expect_close().await, 4001);
 }
+}
 
-#[actix_web::test]
-async fn a_bearer_header_works_like_the_query() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_bearer_header_works_like_the_query(mode) {
+    let app = spawn_app_in(mode).await;
     let mut request = format!("ws://127.0.0.1:{}/ws/b", app.port)
         .into_client_request()
         .expect("request");
@@ -107,10 +111,11 @@ async fn a_bearer_header_works_like_the_query() {
     request.headers_mut().insert("Authorization", value);
     assert_eq!(app.upgrade_status(request).await, 101);
 }
+}
 
-#[actix_web::test]
-async fn boards_claim_and_server_role_are_403() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn boards_claim_and_server_role_are_403(mode) {
+    let app = spawn_app_in(mode).await;
     let mut limited = claims("ann");
     limited.boards = Some(vec!["allowed".into()]);
     let limited = sign(&limited);
@@ -126,12 +131,13 @@ async fn boards_claim_and_server_role_are_403() {
         403
     );
 }
+}
 
-#[actix_web::test]
-async fn a_foreign_origin_is_403_when_origins_are_set() {
+in_both_modes! {
+async fn a_foreign_origin_is_403_when_origins_are_set(mode) {
     let mut config = test_config();
     config.allowed_origins = Some(["https://app.example.com".to_string()].into());
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let with_origin = |origin: &str| {
         let mut request = app
             .ws_url("b", &token("ann"))
@@ -158,10 +164,11 @@ async fn a_foreign_origin_is_403_when_origins_are_set() {
         101
     );
 }
+}
 
-#[actix_web::test]
-async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn bad_frames_get_bad_request_and_the_connection_stays_open(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut c, _) = app.join("b", "ann").await;
     let long_id = "i".repeat(65);
     let cases = [
@@ -215,10 +222,11 @@ async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
     let pong = c.next_frame().await;
     assert_eq!(pong, json!({"type":"pong","payload":{"n":1}}));
 }
+}
 
-#[actix_web::test]
-async fn dev_tokens_exist_only_in_dev_mode() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn dev_tokens_exist_only_in_dev_mode(mode) {
+    let app = spawn_app_in(mode).await;
     let response = reqwest::get(app.url("/dev/token?user=ann"))
         .await
         .expect("request");
@@ -226,7 +234,7 @@ async fn dev_tokens_exist_only_in_dev_mode() {
 
     let mut config = test_config();
     config.jwt = boardcast::config::JwtKey::Dev(b"a random dev secret of 32 bytes!".to_vec());
-    let dev = spawn_app_with(config).await;
+    let dev = spawn_app_with_in(mode, config).await;
     let body: serde_json::Value = reqwest::get(dev.url("/dev/token?user=ann&name=Ann"))
         .await
         .expect("request")
@@ -237,10 +245,11 @@ async fn dev_tokens_exist_only_in_dev_mode() {
     let (_c, snapshot) = dev.join_with("b", token).await;
     assert_eq!(snapshot["payload"]["users"][0]["user"]["name"], "Ann");
 }
+}
 
-#[actix_web::test]
-async fn health_and_readiness_answer() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn health_and_readiness_answer(mode) {
+    let app = spawn_app_in(mode).await;
     assert_eq!(
         reqwest::get(app.url("/healthz"))
             .await
@@ -255,6 +264,7 @@ async fn health_and_readiness_answer() {
             .status(),
         200
     );
+}
 }
 
 fn base64url(text: &str) -> String {

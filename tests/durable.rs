@@ -5,9 +5,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-#[actix_web::test]
-async fn every_durable_event_type_reaches_the_others_with_its_seq() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn every_durable_event_type_reaches_the_others_with_its_seq(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     let ack = ann
@@ -68,10 +68,11 @@ async fn every_durable_event_type_reaches_the_others_with_its_seq() {
         json!({"type":"item.deleted","payload":{"itemId":"i1","userId":"ann"},"seq":5})
     );
 }
+}
 
-#[actix_web::test]
-async fn the_sender_gets_an_ack_and_its_other_tab_the_event() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn the_sender_gets_an_ack_and_its_other_tab_the_event(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut t1, _) = app.join("b", "ann").await;
     let (mut t2, _) = app.join("b", "ann").await;
     t1.send(json!({"type":"item.created","payload":{"item":{"id":"x"}},"id":"a"}))
@@ -82,10 +83,11 @@ async fn the_sender_gets_an_ack_and_its_other_tab_the_event() {
     t1.send_type("ping", json!({})).await;
     assert_eq!(t1.next_frame().await["type"], "pong");
 }
+}
 
-#[actix_web::test]
-async fn seq_is_contiguous_and_identical_for_every_receiver_under_concurrent_writers() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn seq_is_contiguous_and_identical_for_every_receiver_under_concurrent_writers(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut watcher, _) = app.join("b", "watcher").await;
     let (mut setup, _) = app.join("b", "setup").await;
     setup
@@ -136,10 +138,11 @@ async fn seq_is_contiguous_and_identical_for_every_receiver_under_concurrent_wri
         assert_eq!(acks, EACH);
     }
 }
+}
 
-#[actix_web::test]
-async fn a_stale_expected_version_is_a_conflict_with_the_current_item() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_stale_expected_version_is_a_conflict_with_the_current_item(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"i","t":1}}), "1")
         .await;
@@ -176,10 +179,11 @@ async fn a_stale_expected_version_is_a_conflict_with_the_current_item() {
     );
     assert_eq!(snapshot["payload"]["seq"], 2);
 }
+}
 
-#[actix_web::test]
-async fn unknown_items_are_not_found_and_existing_ids_conflict() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn unknown_items_are_not_found_and_existing_ids_conflict(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     for (kind, payload) in [
         ("item.updated", json!({"itemId":"nope","changes":{}})),
@@ -204,10 +208,11 @@ async fn unknown_items_are_not_found_and_existing_ids_conflict() {
     assert_eq!(err["payload"]["code"], "conflict");
     assert_eq!(err["payload"]["current"], json!({"id":"dup","version":1}));
 }
+}
 
-#[actix_web::test]
-async fn viewers_may_not_send_durable_events() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn viewers_may_not_send_durable_events(mode) {
+    let app = spawn_app_in(mode).await;
     let mut viewer = claims("vic");
     viewer.role = boardcast::auth::Role::Viewer;
     let (mut vic, _) = app.join_with("b", &sign(&viewer)).await;
@@ -219,10 +224,11 @@ async fn viewers_may_not_send_durable_events() {
     vic.send_type("ping", json!({})).await;
     assert_eq!(vic.next_frame().await["type"], "pong");
 }
+}
 
-#[actix_web::test]
-async fn board_state_outlives_its_sessions() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn board_state_outlives_its_sessions(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"keep"}}), "1")
         .await;
@@ -245,10 +251,11 @@ async fn board_state_outlives_its_sessions() {
         json!([{"itemId":"keep","columnId":"c","value":"v","version":1}])
     );
 }
+}
 
-#[actix_web::test]
-async fn a_resume_gets_exactly_the_missed_events_then_live_ones() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_resume_gets_exactly_the_missed_events_then_live_ones(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"i"}}), "0")
         .await;
@@ -289,10 +296,11 @@ async fn a_resume_gets_exactly_the_missed_events_then_live_ones() {
         "no gap and no duplicate after the replay"
     );
 }
+}
 
-#[actix_web::test]
-async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"i"}}), "0")
         .await;
@@ -312,12 +320,13 @@ async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs() {
     assert_eq!(snapshot["type"], "board.snapshot");
     assert_eq!(snapshot["payload"]["resync"], true);
 }
+}
 
-#[actix_web::test]
-async fn a_resume_older_than_the_log_gets_a_resync_snapshot() {
+in_both_modes! {
+async fn a_resume_older_than_the_log_gets_a_resync_snapshot(mode) {
     let mut config = test_config();
     config.replay_events = 3;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"i"}}), "0")
         .await;
@@ -336,4 +345,5 @@ async fn a_resume_older_than_the_log_gets_a_resync_snapshot() {
     assert_eq!(snapshot["payload"]["resync"], true);
     assert_eq!(snapshot["payload"]["seq"], 6);
     assert_eq!(snapshot["payload"]["values"][0]["value"], 5);
+}
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn a_cursor_move_reaches_the_others_but_not_the_sender() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_cursor_move_reaches_the_others_but_not_the_sender(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -28,20 +28,22 @@ async fn a_cursor_move_reaches_the_others_but_not_the_sender() {
         json!({"type":"pong","payload":{"after":"cursor"}})
     );
 }
+}
 
-#[actix_web::test]
-async fn the_senders_other_tab_sees_its_cursor() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn the_senders_other_tab_sees_its_cursor(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut t1, _) = app.join("b", "ann").await;
     let (mut t2, _) = app.join("b", "ann").await;
     t1.send_type("cursor.move", json!({"position":{"x":1,"y":2}}))
         .await;
     assert_eq!(t2.next_frame().await["payload"]["userId"], "ann");
 }
+}
 
-#[actix_web::test]
-async fn cursors_are_throttled_and_the_newest_always_arrives() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn cursors_are_throttled_and_the_newest_always_arrives(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -73,10 +75,11 @@ async fn cursors_are_throttled_and_the_newest_always_arrives() {
         "in order: {received:?}"
     );
 }
+}
 
-#[actix_web::test]
-async fn typing_is_relayed_and_stops_by_itself_after_five_seconds() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn typing_is_relayed_and_stops_by_itself_after_five_seconds(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -100,10 +103,11 @@ async fn typing_is_relayed_and_stops_by_itself_after_five_seconds() {
     ann.send_type("ping", json!({})).await;
     assert_eq!(ann.next_frame().await["type"], "pong");
 }
+}
 
-#[actix_web::test]
-async fn an_explicit_typing_stop_is_relayed() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn an_explicit_typing_stop_is_relayed(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -117,10 +121,11 @@ async fn an_explicit_typing_stop_is_relayed() {
         json!({"type":"typing.stop","payload":{"userId":"ann"}})
     );
 }
+}
 
-#[actix_web::test]
-async fn typing_stops_when_the_user_leaves() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn typing_stops_when_the_user_leaves(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -138,4 +143,5 @@ async fn typing_stops_when_the_user_leaves() {
         started.elapsed() < Duration::from_secs(4),
         "not the 5 s timer"
     );
+}
 }

@@ -5,9 +5,9 @@ mod common;
 use common::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn a_backend_creates_an_item_that_sessions_see_as_the_server() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_backend_creates_an_item_that_sessions_see_as_the_server(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     let (status, body) = app
         .post(
@@ -22,10 +22,11 @@ async fn a_backend_creates_an_item_that_sessions_see_as_the_server() {
         json!({"type":"item.created","payload":{"item":{"id":"i","version":1},"userId":"server"},"seq":1})
     );
 }
+}
 
-#[actix_web::test]
-async fn backend_conflicts_and_unknown_items_get_409_and_404() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn backend_conflicts_and_unknown_items_get_409_and_404(mode) {
+    let app = spawn_app_in(mode).await;
     let t = server_token();
     app.post(
         "/api/boards/b/events",
@@ -51,10 +52,11 @@ async fn backend_conflicts_and_unknown_items_get_409_and_404() {
         (404, json!("not_found"))
     );
 }
+}
 
-#[actix_web::test]
-async fn custom_events_are_sequenced_unless_ephemeral() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn custom_events_are_sequenced_unless_ephemeral(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     let t = server_token();
     let (status, body) = app
@@ -87,10 +89,11 @@ async fn custom_events_are_sequenced_unless_ephemeral() {
     assert_eq!(bob.next_frame().await["payload"]["toSeq"], 1);
     assert_eq!(bob.next_frame().await["type"], "order.shipped");
 }
+}
 
-#[actix_web::test]
-async fn reserved_and_malformed_types_are_400() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn reserved_and_malformed_types_are_400(mode) {
+    let app = spawn_app_in(mode).await;
     let t = server_token();
     for kind in [
         "presence.join",
@@ -122,10 +125,11 @@ async fn reserved_and_malformed_types_are_400() {
         .await;
     assert_eq!(status, 400);
 }
+}
 
-#[actix_web::test]
-async fn the_api_needs_a_server_token() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn the_api_needs_a_server_token(mode) {
+    let app = spawn_app_in(mode).await;
     let editor = token("ann");
     let posts = [
         ("/api/boards/b/events", json!({"type":"a.b","payload":{}})),
@@ -152,12 +156,13 @@ async fn the_api_needs_a_server_token() {
         403
     );
 }
+}
 
-#[actix_web::test]
-async fn a_body_over_the_limit_is_413() {
+in_both_modes! {
+async fn a_body_over_the_limit_is_413(mode) {
     let mut config = test_config();
     config.max_message_bytes = 1000;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let body = json!({"type":"a.b","payload":{"x":"y".repeat(2000)}});
     let (status, reply) = app
         .post("/api/boards/b/events", Some(&server_token()), &body)
@@ -167,10 +172,11 @@ async fn a_body_over_the_limit_is_413() {
         (413, json!("too_large"))
     );
 }
+}
 
-#[actix_web::test]
-async fn a_user_event_reaches_every_tab_of_the_user_on_every_board() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_user_event_reaches_every_tab_of_the_user_on_every_board(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut on_b1, _) = app.join("b1", "ann").await;
     let (mut on_b2, _) = app.join("b2", "ann").await;
     let mut elsewhere = claims("ann");
@@ -191,10 +197,11 @@ async fn a_user_event_reaches_every_tab_of_the_user_on_every_board() {
     other_tenant.send_type("ping", json!({})).await;
     assert_eq!(other_tenant.next_frame().await["type"], "pong");
 }
+}
 
-#[actix_web::test]
-async fn presence_is_listed_for_backends() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn presence_is_listed_for_backends(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     let (mut bob, _) = app.join("b", "bob").await;
     ann.next_of("presence.join").await;
@@ -217,10 +224,11 @@ async fn presence_is_listed_for_backends() {
         .await;
     assert_eq!(empty, json!({"users":[]}));
 }
+}
 
-#[actix_web::test]
-async fn a_kick_closes_the_users_sessions_with_4003_and_announces_the_leave() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_kick_closes_the_users_sessions_with_4003_and_announces_the_leave(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut t1, _) = app.join("b", "ann").await;
     let (mut t2, _) = app.join("b", "ann").await;
@@ -240,14 +248,16 @@ async fn a_kick_closes_the_users_sessions_with_4003_and_announces_the_leave() {
         "ann"
     );
 }
+}
 
-#[actix_web::test]
-async fn metrics_are_prometheus_text() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn metrics_are_prometheus_text(mode) {
+    let app = spawn_app_in(mode).await;
     let (_ann, _) = app.join("b", "ann").await;
     let response = reqwest::get(app.url("/metrics")).await.expect("get");
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("text");
     assert!(text.contains("# TYPE boardcast_sessions gauge"), "{text}");
     assert!(text.contains("boardcast_rooms 1"), "{text}");
+}
 }

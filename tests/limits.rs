@@ -11,11 +11,11 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 
-#[actix_web::test]
-async fn a_frame_over_the_limit_closes_with_1009() {
+in_both_modes! {
+async fn a_frame_over_the_limit_closes_with_1009(mode) {
     let mut config = test_config();
     config.max_message_bytes = 1024;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let (mut ann, _) = app.join("b", "ann").await;
     // Just under the limit is fine.
     let fits = json!({"type":"ping","payload":{"p":"x".repeat(900)}}).to_string();
@@ -25,13 +25,14 @@ async fn a_frame_over_the_limit_closes_with_1009() {
     ann.send_text(&big).await;
     assert_eq!(ann.expect_close().await, 1009);
 }
+}
 
-#[actix_web::test]
-async fn excess_frames_are_rate_limited_and_excess_cursors_dropped_quietly() {
+in_both_modes! {
+async fn excess_frames_are_rate_limited_and_excess_cursors_dropped_quietly(mode) {
     let mut config = test_config();
     config.rate_per_sec = 1.0;
     config.rate_burst = 3.0;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let (mut ann, _) = app.join("b", "ann").await;
     for i in 0..6 {
         ann.send(json!({"type":"ping","payload":{"n":i},"id":format!("p{i}")}))
@@ -66,13 +67,14 @@ async fn excess_frames_are_rate_limited_and_excess_cursors_dropped_quietly() {
     assert_eq!(pongs, 3, "the burst passes");
     assert_eq!(limited, ["p3", "p4", "p5", "last"]);
 }
+}
 
-#[actix_web::test]
-async fn sustained_abuse_closes_with_4008() {
+in_both_modes! {
+async fn sustained_abuse_closes_with_4008(mode) {
     let mut config = test_config();
     config.rate_per_sec = 2.0;
     config.rate_burst = 2.0;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let (mut ann, _) = app.join("b", "ann").await;
     // 2/s × 10 × 5 s = 100 frames allowed in the window; send more.
     for i in 0..150 {
@@ -81,10 +83,11 @@ async fn sustained_abuse_closes_with_4008() {
     }
     assert_eq!(ann.expect_close().await, 4008);
 }
+}
 
-#[actix_web::test]
-async fn the_session_closes_with_4001_when_its_token_expires() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn the_session_closes_with_4001_when_its_token_expires(mode) {
+    let app = spawn_app_in(mode).await;
     let mut c = claims("ann");
     c.exp = boardcast::auth::now_secs() + 2;
     let started = Instant::now();
@@ -96,10 +99,11 @@ async fn the_session_closes_with_4001_when_its_token_expires() {
         started.elapsed()
     );
 }
+}
 
-#[actix_web::test]
-async fn auth_refresh_extends_the_session() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn auth_refresh_extends_the_session(mode) {
+    let app = spawn_app_in(mode).await;
     let mut short = claims("ann");
     short.exp = boardcast::auth::now_secs() + 2;
     let old_exp = short.exp;
@@ -119,10 +123,11 @@ async fn auth_refresh_extends_the_session() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+}
 
-#[actix_web::test]
-async fn auth_refresh_for_another_user_is_forbidden() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn auth_refresh_for_another_user_is_forbidden(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;
     ann.send(json!({"type":"auth.refresh","payload":{"token": token("bob")},"id":"r"}))
         .await;
@@ -132,6 +137,7 @@ async fn auth_refresh_for_another_user_is_forbidden() {
     ann.send(json!({"type":"auth.refresh","payload":{"token": "junk"},"id":"r2"}))
         .await;
     assert_eq!(ann.next_frame().await["payload"]["code"], "forbidden");
+}
 }
 
 /// Connects with a tiny receive buffer, so the server's writes back up quickly.
@@ -152,13 +158,13 @@ async fn connect_with_small_buffer(app: &TestApp, board: &str, user: &str) -> Te
     TestClient { ws }
 }
 
-#[actix_web::test]
-async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
+in_both_modes! {
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others(mode) {
     let mut config = test_config();
     config.rate_per_sec = 100_000.0;
     config.rate_burst = 100_000.0;
     config.session_queue = 64;
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let mut slow = connect_with_small_buffer(&app, "b", "slow").await;
     assert_eq!(slow.next_frame().await["type"], "board.snapshot");
     let (mut bob, _) = app.join("b", "bob").await;
@@ -206,4 +212,5 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
         got < FRAMES,
         "the server queued all {got} frames for a client that did not read"
     );
+}
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-#[actix_web::test]
-async fn colors_go_to_the_lowest_free_index_and_are_reused_after_leave() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn colors_go_to_the_lowest_free_index_and_are_reused_after_leave(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut ann, a) = app.join("b", "ann").await;
     let (mut bob, b) = app.join("b", "bob").await;
     assert_eq!(a["payload"]["self"]["color"], "#e6194b");
@@ -26,10 +26,11 @@ async fn colors_go_to_the_lowest_free_index_and_are_reused_after_leave() {
     let (_cid, c) = app.join("b", "cid").await;
     assert_eq!(c["payload"]["self"]["color"], "#e6194b");
 }
+}
 
-#[actix_web::test]
-async fn all_tabs_of_a_user_share_one_color_and_one_entry() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn all_tabs_of_a_user_share_one_color_and_one_entry(mode) {
+    let app = spawn_app_in(mode).await;
     let (_bob, _) = app.join("b", "bob").await;
     let (_t1, first) = app.join("b", "ann").await;
     let (_t2, second) = app.join("b", "ann").await;
@@ -44,10 +45,11 @@ async fn all_tabs_of_a_user_share_one_color_and_one_entry() {
     let users = second["payload"]["users"].as_array().expect("users");
     assert_eq!(users.len(), 2, "one entry per user: {users:?}");
 }
+}
 
-#[actix_web::test]
-async fn a_second_tab_does_not_announce_a_join() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_second_tab_does_not_announce_a_join(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (_t1, _) = app.join("b", "ann").await;
     let join = bob.next_of("presence.join").await;
@@ -63,10 +65,11 @@ async fn a_second_tab_does_not_announce_a_join() {
         "cid"
     );
 }
+}
 
-#[actix_web::test]
-async fn a_user_leaves_only_when_the_last_tab_closes() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_user_leaves_only_when_the_last_tab_closes(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut t1, _) = app.join("b", "ann").await;
     let (mut t2, _) = app.join("b", "ann").await;
@@ -87,13 +90,14 @@ async fn a_user_leaves_only_when_the_last_tab_closes() {
         "ann"
     );
 }
+}
 
-#[actix_web::test]
-async fn a_client_that_stops_answering_pings_leaves() {
+in_both_modes! {
+async fn a_client_that_stops_answering_pings_leaves(mode) {
     let mut config = test_config();
     config.heartbeat_interval = Duration::from_millis(100);
     config.client_timeout = Duration::from_millis(800);
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with_in(mode, config).await;
     let (mut bob, _) = app.join("b", "bob").await;
     // ann reads nothing, so she answers no ping.
     let (_silent_ann, _) = app.join("b", "ann").await;
@@ -107,10 +111,11 @@ async fn a_client_that_stops_answering_pings_leaves() {
         "ann"
     );
 }
+}
 
-#[actix_web::test]
-async fn a_status_update_reaches_the_others() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_status_update_reaches_the_others(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -135,10 +140,11 @@ async fn a_status_update_reaches_the_others() {
         .expect("ann present");
     assert_eq!(ann_entry["status"], "idle");
 }
+}
 
-#[actix_web::test]
-async fn a_snapshot_shows_the_cursors_of_present_users() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn a_snapshot_shows_the_cursors_of_present_users(mode) {
+    let app = spawn_app_in(mode).await;
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut ann, _) = app.join("b", "ann").await;
     bob.next_of("presence.join").await;
@@ -156,10 +162,11 @@ async fn a_snapshot_shows_the_cursors_of_present_users() {
         .expect("ann present");
     assert_eq!(ann_entry["cursor"], json!({"x":3.0,"y":4.0}));
 }
+}
 
-#[actix_web::test]
-async fn two_tenants_with_the_same_board_id_see_nothing_of_each_other() {
-    let app = spawn_app().await;
+in_both_modes! {
+async fn two_tenants_with_the_same_board_id_see_nothing_of_each_other(mode) {
+    let app = spawn_app_in(mode).await;
     let in_tenant = |sub: &str, tenant: &str| {
         let mut c = claims(sub);
         c.tenant = Some(tenant.into());
@@ -184,4 +191,5 @@ async fn two_tenants_with_the_same_board_id_see_nothing_of_each_other() {
     let frame = ann.next_frame().await;
     assert_eq!(frame["type"], "presence.join");
     assert_eq!(frame["payload"]["userId"], "cid");
+}
 }

@@ -9,8 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use actix::prelude::*;
 
+use crate::broker::redis::RedisBackend;
 use crate::broker::{Broker, Publish};
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
+use crate::protocol::FrameError;
 use crate::protocol::Status;
 
 /// Twelve distinct colors; a user gets the lowest index no other present user holds.
@@ -132,33 +134,65 @@ impl BoardPresence {
     }
 }
 
-/// Holds the presence of every board this instance serves (embedded mode).
+/// Where presence lives.
+enum Store {
+    /// In this process (embedded mode), with a revision counter shared by all boards.
+    Memory {
+        /// Per-board presence.
+        boards: HashMap<BoardKey, BoardPresence>,
+        /// Only ever grows.
+        rev: u64,
+    },
+    /// In Redis, shared by every instance; scripts decide and publish transitions.
+    Redis(Box<RedisBackend>),
+}
+
+/// Holds the presence of every board and publishes its transitions.
+///
+/// In Redis mode each request is one script and the actor handles them one at a time, so a
+/// session's arrival always reaches Redis before its departure.
 pub struct Presence {
-    /// Per-board presence.
-    boards: HashMap<BoardKey, BoardPresence>,
-    /// Revision counter shared by all boards; only ever grows.
-    rev: u64,
-    /// Where transitions are published.
+    /// The presence data.
+    store: Store,
+    /// Where transitions are published in embedded mode.
     broker: Addr<Broker>,
 }
 
 impl Presence {
-    /// A presence actor publishing through `broker`.
-    pub fn new(broker: Addr<Broker>) -> Self {
-        Presence {
-            boards: HashMap::new(),
-            rev: 0,
-            broker,
-        }
+    /// A presence actor publishing through `broker`; over `redis` when given.
+    pub fn new(broker: Addr<Broker>, redis: Option<RedisBackend>) -> Self {
+        let store = match redis {
+            Some(redis) => Store::Redis(Box::new(redis)),
+            None => Store::Memory {
+                boards: HashMap::new(),
+                rev: 0,
+            },
+        };
+        Presence { store, broker }
     }
+}
 
-    fn publish(&mut self, board: &BoardKey, event: impl FnOnce(u64) -> BoardEvent) {
-        self.rev += 1;
-        self.broker.do_send(Publish {
-            board: board.clone(),
-            event: event(self.rev),
-            delivered_locally: false,
-        });
+/// Publishes a memory-mode transition with the next revision.
+fn publish(
+    broker: &Addr<Broker>,
+    rev: &mut u64,
+    board: &BoardKey,
+    event: impl FnOnce(u64) -> BoardEvent,
+) {
+    *rev += 1;
+    broker.do_send(Publish {
+        board: board.clone(),
+        event: event(*rev),
+        delivered_locally: false,
+    });
+}
+
+fn log_failure<T>(result: Result<T, FrameError>, what: &str) {
+    if let Err(e) = result {
+        log::warn!(
+            "presence {what} not recorded: {} (repaired when the backend is back)",
+            e.message
+        );
     }
 }
 
@@ -173,7 +207,7 @@ impl Actor for Presence {
 
 /// A session opened on a board.
 #[derive(Message)]
-#[rtype(result = "Arrived")]
+#[rtype(result = "Result<Arrived, FrameError>")]
 pub struct Arrive {
     /// The board.
     pub board: BoardKey,
@@ -186,7 +220,7 @@ pub struct Arrive {
 }
 
 /// The answer to [`Arrive`]: everything a snapshot needs from presence.
-#[derive(Debug, MessageResponse)]
+#[derive(Debug, Clone)]
 pub struct Arrived {
     /// The user's color.
     pub color: String,
@@ -197,27 +231,39 @@ pub struct Arrived {
 }
 
 impl Handler<Arrive> for Presence {
-    type Result = Arrived;
+    type Result = AtomicResponse<Self, Result<Arrived, FrameError>>;
 
-    fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Arrived {
-        let arrival = self.boards.entry(msg.board.clone()).or_default().arrive(
-            msg.session,
-            &msg.user_id,
-            msg.info,
-        );
-        if let Some(user) = arrival.joined {
-            self.publish(&msg.board, |rev| BoardEvent::Joined { rev, user });
-        }
-        let users = self
-            .boards
-            .get(&msg.board)
-            .map(BoardPresence::users)
-            .unwrap_or_default();
-        Arrived {
-            color: arrival.color,
-            users,
-            rev: self.rev,
-        }
+    fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Self::Result {
+        let result = match &mut self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                return AtomicResponse::new(Box::pin(
+                    async move {
+                        redis
+                            .presence_join(&msg.board, msg.session, &msg.user_id, &msg.info)
+                            .await
+                    }
+                    .into_actor(self),
+                ));
+            }
+            Store::Memory { boards, rev } => {
+                let board = boards.entry(msg.board.clone()).or_default();
+                let arrival = board.arrive(msg.session, &msg.user_id, msg.info);
+                let users_before = board.users();
+                if let Some(user) = arrival.joined {
+                    publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Joined {
+                        rev,
+                        user,
+                    });
+                }
+                Ok(Arrived {
+                    color: arrival.color,
+                    users: users_before,
+                    rev: *rev,
+                })
+            }
+        };
+        AtomicResponse::new(Box::pin(fut::ready(result)))
     }
 }
 
@@ -234,19 +280,38 @@ pub struct Depart {
 }
 
 impl Handler<Depart> for Presence {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Depart, _: &mut Self::Context) {
-        let Some(board) = self.boards.get_mut(&msg.board) else {
-            return;
-        };
-        let left = board.depart(msg.session, &msg.user_id);
-        if board.is_empty() {
-            self.boards.remove(&msg.board);
-        }
-        if left {
-            let user_id = msg.user_id;
-            self.publish(&msg.board, |rev| BoardEvent::Left { rev, user_id });
+    fn handle(&mut self, msg: Depart, _: &mut Self::Context) -> Self::Result {
+        match &mut self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                AtomicResponse::new(Box::pin(
+                    async move {
+                        log_failure(
+                            redis.presence_leave(&msg.board, msg.session).await,
+                            "departure",
+                        )
+                    }
+                    .into_actor(self),
+                ))
+            }
+            Store::Memory { boards, rev } => {
+                if let Some(board) = boards.get_mut(&msg.board) {
+                    let left = board.depart(msg.session, &msg.user_id);
+                    if board.is_empty() {
+                        boards.remove(&msg.board);
+                    }
+                    if left {
+                        let user_id = msg.user_id;
+                        publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Left {
+                            rev,
+                            user_id,
+                        });
+                    }
+                }
+                AtomicResponse::new(Box::pin(fut::ready(())))
+            }
         }
     }
 }
@@ -266,48 +331,105 @@ pub struct SetStatus {
 }
 
 impl Handler<SetStatus> for Presence {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) {
-        let present = self
-            .boards
-            .get_mut(&msg.board)
-            .is_some_and(|b| b.set_status(&msg.user_id, msg.status));
-        if present {
-            let SetStatus {
-                board,
-                user_id,
-                status,
-                origin,
-            } = msg;
-            self.publish(&board, |rev| BoardEvent::StatusChanged {
-                rev,
-                user_id,
-                status,
-                origin,
-            });
+    fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) -> Self::Result {
+        match &mut self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                AtomicResponse::new(Box::pin(
+                    async move {
+                        let result = redis
+                            .presence_status(&msg.board, &msg.user_id, msg.status, msg.origin)
+                            .await;
+                        log_failure(result, "status");
+                    }
+                    .into_actor(self),
+                ))
+            }
+            Store::Memory { boards, rev } => {
+                let present = boards
+                    .get_mut(&msg.board)
+                    .is_some_and(|b| b.set_status(&msg.user_id, msg.status));
+                if present {
+                    let SetStatus {
+                        board,
+                        user_id,
+                        status,
+                        origin,
+                    } = msg;
+                    publish(&self.broker, rev, &board, |rev| BoardEvent::StatusChanged {
+                        rev,
+                        user_id,
+                        status,
+                        origin,
+                    });
+                }
+                AtomicResponse::new(Box::pin(fut::ready(())))
+            }
         }
     }
 }
 
 /// Lists a board's present users (the HTTP API).
 #[derive(Message)]
-#[rtype(result = "Vec<PresentUser>")]
+#[rtype(result = "Result<Vec<PresentUser>, FrameError>")]
 pub struct ListPresence {
     /// The board.
     pub board: BoardKey,
 }
 
 impl Handler<ListPresence> for Presence {
-    type Result = MessageResult<ListPresence>;
+    type Result = ResponseFuture<Result<Vec<PresentUser>, FrameError>>;
 
     fn handle(&mut self, msg: ListPresence, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            self.boards
-                .get(&msg.board)
-                .map(BoardPresence::users)
-                .unwrap_or_default(),
-        )
+        match &self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move { redis.presence_list(&msg.board).await })
+            }
+            Store::Memory { boards, .. } => {
+                let users = boards
+                    .get(&msg.board)
+                    .map(BoardPresence::users)
+                    .unwrap_or_default();
+                Box::pin(async move { Ok(users) })
+            }
+        }
+    }
+}
+
+/// After the backend was out of reach: makes the shared presence hold exactly this instance's
+/// sessions on a board, and answers the board's presence as it then is.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, Vec<PresentUser>), FrameError>")]
+pub struct SyncBoard {
+    /// The board.
+    pub board: BoardKey,
+    /// This instance's sessions on it: id, user, name and avatar.
+    pub sessions: Vec<(SessionId, String, UserInfo)>,
+}
+
+impl Handler<SyncBoard> for Presence {
+    type Result = AtomicResponse<Self, Result<(u64, Vec<PresentUser>), FrameError>>;
+
+    fn handle(&mut self, msg: SyncBoard, _: &mut Self::Context) -> Self::Result {
+        match &self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                AtomicResponse::new(Box::pin(
+                    async move { redis.presence_sync(&msg.board, &msg.sessions).await }
+                        .into_actor(self),
+                ))
+            }
+            Store::Memory { boards, rev } => {
+                let users = boards
+                    .get(&msg.board)
+                    .map(BoardPresence::users)
+                    .unwrap_or_default();
+                AtomicResponse::new(Box::pin(fut::ready(Ok((*rev, users)))))
+            }
+        }
     }
 }
 

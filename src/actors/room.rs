@@ -9,19 +9,22 @@
 //! and retried; any other frame marks the session *lagged*: it is told once, gets nothing more,
 //! and closes with 4009 so that its client resumes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::json;
 
-use crate::actors::presence::{Arrive, Arrived, Depart, Presence};
+use crate::actors::presence::{Arrive, Arrived, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
-use crate::broker::{Broker, Catchup, GetCatchup, Publish, Subscribe, Unsubscribe};
-use crate::event::{BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
+use crate::broker::{
+    Broker, Catchup, GetCatchup, GetEvents, Publish, Resync, Subscribe, Unsubscribe,
+};
+use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
 use crate::limits::{Offer, Throttle};
 use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
 
@@ -60,6 +63,8 @@ enum Order {
 struct Member {
     /// Its user.
     user_id: String,
+    /// Its user's name and avatar, to register it again after an outage.
+    info: UserInfo,
     /// Its mailbox.
     out: Recipient<Outbound>,
     /// Frames held while its snapshot is being made; `None` once live.
@@ -117,6 +122,16 @@ pub struct Room {
     retry_scheduled: bool,
     /// The last durable seq delivered, once one was seen.
     last_seq: Option<u64>,
+    /// Durable events that arrived ahead of a gap, held until the gap is filled.
+    ahead: BTreeMap<u64, (ByteString, Option<AckTo>)>,
+    /// A gap fill is under way.
+    filling: bool,
+    /// Present users as this room last heard, to tell its sessions what changed while the
+    /// backend was out of reach.
+    present: HashMap<String, PresentUser>,
+    /// Resolves once the room hears its board's channel; catch-ups wait for it so that no
+    /// event falls between a snapshot and the live stream.
+    subscribed: Option<Shared<BoxFuture<'static, bool>>>,
     /// Frames a joining session may hold before it counts as slow.
     backlog_bound: usize,
 }
@@ -143,6 +158,10 @@ impl Room {
             slow_cursors: HashMap::new(),
             retry_scheduled: false,
             last_seq: None,
+            ahead: BTreeMap::new(),
+            filling: false,
+            present: HashMap::new(),
+            subscribed: None,
             backlog_bound,
         }
     }
@@ -341,6 +360,12 @@ impl Room {
         let me =
             json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
         let seq = catchup.seq();
+        if self.last_seq.is_none() {
+            self.last_seq = Some(seq);
+        }
+        for user in &arrived.users {
+            self.present.insert(user.user_id.clone(), user.clone());
+        }
         let mut first = vec![];
         match catchup {
             Catchup::Snapshot {
@@ -377,9 +402,163 @@ impl Room {
         }
     }
 
+    /// Takes a durable event in `seq` order: duplicates are dropped, and an event past a gap
+    /// waits while the gap is filled from the log.
+    fn on_durable(
+        &mut self,
+        seq: u64,
+        frame: ByteString,
+        ack: Option<AckTo>,
+        ctx: &mut Context<Self>,
+    ) {
+        match self.last_seq {
+            Some(last) if seq <= last => {}
+            Some(last) if seq > last + 1 => {
+                self.ahead.insert(seq, (frame, ack));
+                self.fill_gap(ctx);
+            }
+            _ => {
+                self.deliver_durable(seq, frame, ack, ctx);
+                self.drain_ahead(ctx);
+            }
+        }
+    }
+
+    fn drain_ahead(&mut self, ctx: &mut Context<Self>) {
+        while let Some(entry) = self.ahead.first_entry() {
+            let next = self.last_seq.map_or(*entry.key(), |l| l + 1);
+            if *entry.key() < next {
+                entry.remove();
+            } else if *entry.key() == next {
+                let (frame, ack) = entry.remove();
+                self.deliver_durable(next, frame, ack, ctx);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn deliver_durable(
+        &mut self,
+        seq: u64,
+        frame: ByteString,
+        ack: Option<AckTo>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.last_seq = Some(seq);
+        let Some(ack) = ack else {
+            self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
+            return;
+        };
+        self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
+        let mut payload = json!({"id": ack.id, "seq": seq});
+        if let Some(version) = ack.version {
+            payload["version"] = json!(version);
+        }
+        // Never filtered: an op sent before the snapshot arrived is in the snapshot, and its
+        // sender still needs the ack.
+        self.send(
+            ack.session,
+            encode("ack", &payload, None),
+            Order::None,
+            None,
+            ctx,
+        );
+    }
+
+    /// Reads the events after the last delivered one from the log and delivers them.
+    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.last_seq else { return };
+        if self.filling {
+            return;
+        }
+        self.filling = true;
+        let request = self.broker.send(GetEvents {
+            board: self.key.clone(),
+            after,
+        });
+        ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
+            room.filling = false;
+            match result {
+                Ok(Ok(Some(events))) => {
+                    for event in events {
+                        if let BoardEvent::Durable { seq, frame, ack } = event {
+                            if room.last_seq.is_none_or(|l| seq > l) {
+                                room.deliver_durable(seq, frame, ack, ctx);
+                            }
+                        }
+                    }
+                    room.drain_ahead(ctx);
+                    if !room.ahead.is_empty() {
+                        room.fill_gap(ctx);
+                    }
+                }
+                Ok(Ok(None)) => {
+                    // The missed events are gone from the log: every session must resync.
+                    log::warn!(
+                        "{}: missed events are no longer retained; sessions resync",
+                        room.key
+                    );
+                    for member in room.members.values_mut() {
+                        member.lagged = true;
+                        member.out.do_send(Outbound::Lagged);
+                    }
+                    room.ahead.clear();
+                    room.last_seq = None;
+                }
+                // The backend is out of reach; the next resync tries again.
+                _ => {}
+            }
+        }));
+    }
+
+    /// Tells local sessions how presence changed while the room could not hear it.
+    fn apply_presence(&mut self, rev: u64, users: Vec<PresentUser>, ctx: &mut Context<Self>) {
+        let now: HashMap<String, PresentUser> =
+            users.into_iter().map(|u| (u.user_id.clone(), u)).collect();
+        let gone: Vec<String> = self
+            .present
+            .keys()
+            .filter(|u| !now.contains_key(*u))
+            .cloned()
+            .collect();
+        for user_id in gone {
+            self.typing_stopped(&user_id, None, ctx);
+            self.cursors.remove(&user_id);
+            let frame = encode("presence.leave", &json!({"userId": user_id}), None);
+            self.fan_out(&frame, Order::None, None, None, ctx);
+        }
+        for (user_id, user) in &now {
+            match self.present.get(user_id) {
+                None => {
+                    let frame = encode(
+                        "presence.join",
+                        &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
+                        None,
+                    );
+                    self.fan_out(&frame, Order::None, None, None, ctx);
+                }
+                Some(before) if before.status != user.status => {
+                    let frame = encode(
+                        "presence.update",
+                        &json!({"userId": user_id, "status": user.status}),
+                        None,
+                    );
+                    self.fan_out(&frame, Order::None, None, None, ctx);
+                }
+                _ => {}
+            }
+        }
+        self.present = now;
+        for member in self.members.values_mut() {
+            member.rev_floor = member.rev_floor.max(rev);
+        }
+    }
+
     fn on_event(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
         match event {
             BoardEvent::Joined { rev, user } => {
+                self.present.insert(user.user_id.clone(), user.clone());
                 let frame = encode(
                     "presence.join",
                     &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
@@ -388,6 +567,7 @@ impl Room {
                 self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
             }
             BoardEvent::Left { rev, user_id } => {
+                self.present.remove(&user_id);
                 self.typing_stopped(&user_id, None, ctx);
                 self.cursors.remove(&user_id);
                 let frame = encode("presence.leave", &json!({"userId": user_id}), None);
@@ -399,6 +579,9 @@ impl Room {
                 status,
                 origin,
             } => {
+                if let Some(user) = self.present.get_mut(&user_id) {
+                    user.status = status;
+                }
                 let frame = encode(
                     "presence.update",
                     &json!({"userId": user_id, "status": status}),
@@ -428,38 +611,7 @@ impl Room {
                 self.typing_started(&user_id, &item_id, &column_id, None, ctx);
             }
             BoardEvent::TypingStopped { user_id, .. } => self.typing_stopped(&user_id, None, ctx),
-            BoardEvent::Durable { seq, frame, ack } => {
-                if self.last_seq.is_some_and(|last| seq <= last) {
-                    return;
-                }
-                if let Some(last) = self.last_seq.filter(|last| seq > last + 1) {
-                    log::warn!(
-                        "{}: events {}..{} not seen before {seq}",
-                        self.key,
-                        last + 1,
-                        seq - 1
-                    );
-                }
-                self.last_seq = Some(seq);
-                let Some(ack) = ack else {
-                    self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
-                    return;
-                };
-                self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
-                let mut payload = json!({"id": ack.id, "seq": seq});
-                if let Some(version) = ack.version {
-                    payload["version"] = json!(version);
-                }
-                // Never filtered: an op sent before the snapshot arrived is in the snapshot,
-                // and its sender still needs the ack.
-                self.send(
-                    ack.session,
-                    encode("ack", &payload, None),
-                    Order::None,
-                    None,
-                    ctx,
-                );
-            }
+            BoardEvent::Durable { seq, frame, ack } => self.on_durable(seq, frame, ack, ctx),
             BoardEvent::Broadcast { frame } => self.fan_out(&frame, Order::None, None, None, ctx),
             BoardEvent::Kick { user_id } => {
                 for member in self.members.values().filter(|m| m.user_id == user_id) {
@@ -478,11 +630,16 @@ impl Actor for Room {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded; sessions are rate limited instead
-        self.broker.do_send(Subscribe {
+        let subscribe = self.broker.send(Subscribe {
             board: self.key.clone(),
             room_id: self.id,
             room: ctx.address().recipient(),
+            resync: ctx.address().recipient(),
         });
+        let subscribed = async move { matches!(subscribe.await, Ok(Ok(()))) }
+            .boxed()
+            .shared();
+        self.subscribed = Some(subscribed);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -519,6 +676,7 @@ impl Handler<Join> for Room {
             sid,
             Member {
                 user_id: msg.user_id.clone(),
+                info: msg.info.clone(),
                 out: msg.out,
                 backlog: Some(Vec::new()),
                 lagged: false,
@@ -533,16 +691,25 @@ impl Handler<Join> for Room {
             user_id: msg.user_id,
             info: msg.info,
         });
-        let catchup = self.broker.send(GetCatchup {
+        let catchup = GetCatchup {
             board: self.key.clone(),
             last_seq: msg.last_seq,
-        });
-        let work = async move { (arrived.await, catchup.await) };
+        };
+        let broker = self.broker.clone();
+        let subscribed = self.subscribed.clone();
+        let work = async move {
+            if let Some(subscribed) = subscribed {
+                subscribed.await;
+            }
+            (arrived.await, broker.send(catchup).await)
+        };
         ctx.spawn(
             work.into_actor(self)
                 .map(move |result, room, ctx| match result {
-                    (Ok(arrived), Ok(Ok(catchup))) => room.finish_join(sid, arrived, catchup, ctx),
-                    (_, Ok(Err(err))) => {
+                    (Ok(Ok(arrived)), Ok(Ok(catchup))) => {
+                        room.finish_join(sid, arrived, catchup, ctx)
+                    }
+                    (Ok(Err(err)), _) | (_, Ok(Err(err))) => {
                         if let Some(member) = room.members.get(&sid) {
                             member.out.do_send(Outbound::Frame(err.to_frame()));
                             member.out.do_send(Outbound::Close(
@@ -704,5 +871,29 @@ impl Handler<GetCursors> for Room {
                 .map(|(user, cursor)| (user.clone(), cursor.last))
                 .collect(),
         )
+    }
+}
+
+impl Handler<Resync> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
+        self.fill_gap(ctx);
+        let sessions = self
+            .members
+            .iter()
+            .map(|(sid, m)| (*sid, m.user_id.clone(), m.info.clone()))
+            .collect();
+        let sync = self.presence.send(SyncBoard {
+            board: self.key.clone(),
+            sessions,
+        });
+        ctx.spawn(sync.into_actor(self).map(|result, room, ctx| match result {
+            Ok(Ok((rev, users))) => room.apply_presence(rev, users, ctx),
+            _ => log::warn!(
+                "{}: presence not re-registered; the next resync tries again",
+                room.key
+            ),
+        }));
     }
 }

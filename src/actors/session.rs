@@ -4,6 +4,7 @@
 //! its room (ephemeral), the presence actor (status) or the broker (durable), writes what the
 //! room sends it, and runs the heartbeat and the token-expiry timer.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use serde_json::json;
 use crate::actors::presence::SetStatus;
 use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
 use crate::auth::{Identity, Role};
+use crate::board::DurableOp;
 use crate::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::event::{BoardKey, SessionId, UserInfo};
 use crate::limits::{AbuseWindow, TokenBucket};
@@ -55,6 +57,10 @@ pub struct Session {
     fragments: Option<Vec<u8>>,
     /// A fragmented binary message is being skipped.
     binary_fragments: bool,
+    /// Durable operations waiting for the one in flight, in the order the client sent them.
+    durable_queue: VecDeque<(Option<String>, DurableOp)>,
+    /// A durable operation is in flight.
+    durable_busy: bool,
 }
 
 impl Session {
@@ -76,6 +82,8 @@ impl Session {
             expiry: None,
             fragments: None,
             binary_fragments: false,
+            durable_queue: VecDeque::new(),
+            durable_busy: false,
         }
     }
 
@@ -201,24 +209,44 @@ impl Session {
                         ctx,
                     );
                 }
-                let append = self.shared.broker.send(Append {
-                    board: self.key.clone(),
-                    op,
-                    user_id: self.identity.user_id.clone(),
-                    ack: Some((self.id, id.clone())),
-                });
-                ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
-                    let err = match result {
-                        Ok(Ok(_)) => return,
-                        Ok(Err(err)) => err,
-                        Err(_) => {
-                            FrameError::new(None, ErrorCode::Unavailable, "broker unavailable")
-                        }
-                    };
-                    session.error(FrameError { id, ..err }, ctx);
-                }));
+                self.durable_queue.push_back((id, op));
+                self.next_durable(ctx);
             }
         }
+    }
+
+    /// Sends the next queued durable operation once the previous one is answered, so that a
+    /// session's operations apply in the order it sent them.
+    fn next_durable(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.durable_busy {
+            return;
+        }
+        let Some((id, op)) = self.durable_queue.pop_front() else {
+            return;
+        };
+        self.durable_busy = true;
+        let append = self.shared.broker.send(Append {
+            board: self.key.clone(),
+            op,
+            user_id: self.identity.user_id.clone(),
+            ack: Some((self.id, id.clone())),
+        });
+        ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
+            session.durable_busy = false;
+            let err = match result {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some(err),
+                Err(_) => Some(FrameError::new(
+                    None,
+                    ErrorCode::Unavailable,
+                    "broker unavailable",
+                )),
+            };
+            if let Some(err) = err {
+                session.error(FrameError { id, ..err }, ctx);
+            }
+            session.next_durable(ctx);
+        }));
     }
 
     fn refresh(&mut self, id: Option<String>, token: &str, ctx: &mut ws::WebsocketContext<Self>) {

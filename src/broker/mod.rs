@@ -1,13 +1,18 @@
 //! The broker: the one door between this instance's rooms and the shared world.
 //!
 //! Rooms subscribe to their board's channel; presence and rooms publish on it; sessions append
-//! durable operations and rooms read snapshots and replays through it. This module is the
-//! interface, as the broker actor's messages; [`memory`] is the embedded single-instance backend
-//! behind it. A Redis backend fills the same messages so that several instances act as one.
+//! durable operations and rooms read snapshots and replays through it; sessions listen on their
+//! user's channel. This module is that interface, as the broker actor's messages, over two
+//! backends side by side: [`memory`] (embedded, one instance) and [`redis`] (any number of
+//! instances sharing one Redis).
 
 pub mod memory;
+pub mod redis;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -16,34 +21,200 @@ use serde_json::Value;
 use crate::actors::room::Outbound;
 use crate::board::DurableOp;
 use crate::event::{AckTo, BoardEvent, BoardKey, SessionId};
-use crate::protocol::FrameError;
+use crate::protocol::{ErrorCode, FrameError};
 
-use memory::MemoryStore;
+use self::memory::MemoryStore;
+use self::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
+
+/// Where shared state lives.
+enum Backend {
+    /// In this process (embedded mode).
+    Memory(MemoryStore),
+    /// In Redis (scale-out mode).
+    Redis(Box<RedisBackend>),
+}
+
+/// What a Redis channel this instance listens on is for.
+enum Channel {
+    /// A board's events.
+    Board(BoardKey),
+    /// A user's events.
+    User(String, String),
+}
+
+/// A room as the broker knows it.
+struct RoomEntry {
+    /// The room's id; a stale unsubscribe of an older room is ignored.
+    id: u64,
+    /// Where the board's events go.
+    events: Recipient<BoardEvent>,
+    /// Told to catch up after the backend was out of reach.
+    resync: Recipient<Resync>,
+}
 
 /// The broker actor.
 pub struct Broker {
-    /// Where durable state, sequence numbers and the replay log live.
-    store: MemoryStore,
-    /// This instance's room per board, with the room's id so a stale unsubscribe is ignored.
-    rooms: HashMap<BoardKey, (u64, Recipient<BoardEvent>)>,
+    /// Where durable state, sequence numbers, replay logs and presence live.
+    backend: Backend,
+    /// This instance's room per board.
+    rooms: HashMap<BoardKey, RoomEntry>,
     /// This instance's sessions per (tenant, user), for user events.
     users: HashMap<(String, String), HashMap<SessionId, Recipient<Outbound>>>,
+    /// Redis channels subscribed, by name.
+    channels: HashMap<String, Channel>,
+    /// Whether the backend answers (`/readyz`); shared with the HTTP layer.
+    ready: Arc<AtomicBool>,
+    /// When the backend last came back; dead instances are swept only a lease after it.
+    ready_since: Option<Instant>,
+    /// A liveness tick is under way.
+    ticking: bool,
 }
 
 impl Broker {
     /// An embedded broker keeping `replay_events` events and at most `max_items` items a board.
     pub fn embedded(replay_events: usize, max_items: usize) -> Self {
-        Broker {
-            store: MemoryStore::new(replay_events, max_items),
-            rooms: HashMap::new(),
-            users: HashMap::new(),
+        Self::with_backend(
+            Backend::Memory(MemoryStore::new(replay_events, max_items)),
+            true,
+        )
+    }
+
+    /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
+    /// succeeds while Redis is down; `/readyz` answers 503 until it is reached.
+    pub fn start_redis(
+        url: &str,
+        prefix: String,
+        replay_events: usize,
+        max_items: usize,
+    ) -> Result<Addr<Broker>, ::redis::RedisError> {
+        use ::redis::IntoConnectionInfo;
+        let info = url.into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(::redis::ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))?;
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let mut error = None;
+        let addr = Broker::create(|ctx| {
+            let me = ctx.address();
+            let config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(100))
+                .set_max_delay(Duration::from_secs(2))
+                .set_automatic_resubscription()
+                .set_push_sender(move |push: ::redis::PushInfo| {
+                    me.do_send(Pushed(push));
+                    Ok::<(), ::redis::aio::SendError>(())
+                });
+            match ::redis::aio::ConnectionManager::new_lazy_with_config(client, config) {
+                Ok(conn) => {
+                    let backend =
+                        RedisBackend::new(conn, prefix, instance, replay_events, max_items);
+                    Broker::with_backend(Backend::Redis(Box::new(backend)), false)
+                }
+                Err(e) => {
+                    error = Some(e);
+                    Broker::embedded(replay_events, max_items)
+                }
+            }
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(addr),
         }
     }
 
-    fn deliver(&self, board: &BoardKey, event: BoardEvent) {
-        if let Some((_, room)) = self.rooms.get(board) {
-            room.do_send(event);
+    fn with_backend(backend: Backend, ready: bool) -> Self {
+        Broker {
+            backend,
+            rooms: HashMap::new(),
+            users: HashMap::new(),
+            channels: HashMap::new(),
+            ready: Arc::new(AtomicBool::new(ready)),
+            ready_since: None,
+            ticking: false,
         }
+    }
+
+    /// The readiness flag, for `/readyz`.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ready)
+    }
+
+    fn deliver(&self, board: &BoardKey, event: BoardEvent) {
+        if let Some(room) = self.rooms.get(board) {
+            room.events.do_send(event);
+        }
+    }
+
+    fn deliver_user(&self, tenant: String, user_id: String, frame: ByteString) {
+        let Some(sessions) = self.users.get(&(tenant, user_id)) else {
+            return;
+        };
+        for out in sessions.values() {
+            if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(frame.clone())) {
+                // A session too slow to take it must not silently miss it.
+                out.do_send(Outbound::Lagged);
+            }
+        }
+    }
+
+    fn redis(&self) -> Option<RedisBackend> {
+        match &self.backend {
+            Backend::Redis(r) => Some(RedisBackend::clone(r)),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// Tells every room to catch up: fill missed events and re-register its sessions.
+    fn resync_rooms(&self) {
+        for room in self.rooms.values() {
+            room.resync.do_send(Resync);
+        }
+    }
+
+    /// One liveness round: reach Redis, renew the lease, sweep dead instances.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(redis) = self.redis() else { return };
+        if self.ticking {
+            return;
+        }
+        self.ticking = true;
+        let was_ready = self.ready.load(Ordering::Relaxed);
+        let sweep_allowed = self.ready_since.is_some_and(|t| t.elapsed() >= LEASE);
+        let work = async move {
+            if !redis.ping().await {
+                return (false, false);
+            }
+            let lease_was_missing = redis.renew().await.unwrap_or(false);
+            if sweep_allowed {
+                if let Err(e) = redis.sweep().await {
+                    log::warn!("sweep failed: {}", e.message);
+                }
+            }
+            (true, lease_was_missing)
+        };
+        ctx.spawn(work.into_actor(self).map(move |(up, lease_was_missing), broker, _| {
+            broker.ticking = false;
+            broker.ready.store(up, Ordering::Relaxed);
+            if !up {
+                if was_ready {
+                    log::warn!("redis is out of reach; durable events are refused until it is back");
+                }
+                broker.ready_since = None;
+                return;
+            }
+            if broker.ready_since.is_none() {
+                broker.ready_since = Some(Instant::now());
+            }
+            if !was_ready || lease_was_missing {
+                log::info!("redis reached: catching up every room");
+                broker.resync_rooms();
+            }
+        }));
     }
 }
 
@@ -51,14 +222,93 @@ impl Actor for Broker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Requests must never wait on a full mailbox: their order is the board's order.
         ctx.set_mailbox_capacity(0); // 0: unbounded
+        if self.redis().is_some() {
+            self.tick(ctx);
+            ctx.run_interval(LEASE_TICK, |broker, ctx| broker.tick(ctx));
+        }
     }
 }
 
-/// A room starts listening to its board.
+/// A room must catch up with the shared state: the backend was out of reach.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct Resync;
+
+/// A push from Redis: a pub/sub message or a lost connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pushed(::redis::PushInfo);
+
+impl Handler<Pushed> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, Pushed(push): Pushed, _: &mut Self::Context) {
+        match push.kind {
+            ::redis::PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                    return;
+                };
+                let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
+                    return;
+                };
+                let Ok(channel) = String::from_utf8(channel) else {
+                    return;
+                };
+                let Some(redis) = self.redis() else { return };
+                match self.channels.get(&channel) {
+                    Some(Channel::Board(board)) => {
+                        if let Some(event) = decode_board_message(redis.instance(), &payload) {
+                            self.deliver(board, event);
+                        }
+                    }
+                    Some(Channel::User(tenant, user)) => {
+                        if let Ok(frame) = ByteString::try_from(payload) {
+                            self.deliver_user(tenant.clone(), user.clone(), frame);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            ::redis::PushKind::Disconnection => {
+                if self.ready.swap(false, Ordering::Relaxed) {
+                    log::warn!("lost the connection to redis");
+                }
+                self.ready_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bytes(v: ::redis::Value) -> Option<Vec<u8>> {
+    match v {
+        ::redis::Value::BulkString(b) => Some(b),
+        ::redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+async fn subscribe_channel(
+    redis: RedisBackend,
+    channel: String,
+    board: Option<BoardKey>,
+) -> Result<(), FrameError> {
+    let mut conn = redis.conn();
+    conn.subscribe(&channel).await.map_err(|e| {
+        log::warn!("cannot subscribe to {channel}: {e}");
+        FrameError::new(None, ErrorCode::Unavailable, "the backend is unavailable")
+    })?;
+    if let Some(board) = board {
+        redis.note_board(&board).await?;
+    }
+    Ok(())
+}
+
+/// A room starts listening to its board; answered once it hears the board's events.
+#[derive(Message)]
+#[rtype(result = "Result<(), FrameError>")]
 pub struct Subscribe {
     /// The board.
     pub board: BoardKey,
@@ -66,13 +316,29 @@ pub struct Subscribe {
     pub room_id: u64,
     /// Where the board's events go.
     pub room: Recipient<BoardEvent>,
+    /// Where catch-up requests go.
+    pub resync: Recipient<Resync>,
 }
 
 impl Handler<Subscribe> for Broker {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), FrameError>>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        self.rooms.insert(msg.board, (msg.room_id, msg.room));
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let entry = RoomEntry {
+            id: msg.room_id,
+            events: msg.room,
+            resync: msg.resync,
+        };
+        self.rooms.insert(msg.board.clone(), entry);
+        match self.redis() {
+            None => Box::pin(async { Ok(()) }),
+            Some(redis) => {
+                let channel = redis.board_channel(&msg.board);
+                self.channels
+                    .insert(channel.clone(), Channel::Board(msg.board.clone()));
+                Box::pin(subscribe_channel(redis, channel, Some(msg.board)))
+            }
+        }
     }
 }
 
@@ -89,18 +355,29 @@ pub struct Unsubscribe {
 impl Handler<Unsubscribe> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
         if self
             .rooms
             .get(&msg.board)
-            .is_some_and(|(id, _)| *id == msg.room_id)
+            .is_none_or(|r| r.id != msg.room_id)
         {
-            self.rooms.remove(&msg.board);
+            return;
+        }
+        self.rooms.remove(&msg.board);
+        if let Some(redis) = self.redis() {
+            let channel = redis.board_channel(&msg.board);
+            self.channels.remove(&channel);
+            ctx.spawn(
+                async move {
+                    let _ = redis.conn().unsubscribe(&channel).await;
+                }
+                .into_actor(self),
+            );
         }
     }
 }
 
-/// An event for every room of a board.
+/// An event for every room of a board, on every instance.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
@@ -116,9 +393,25 @@ pub struct Publish {
 impl Handler<Publish> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        if !msg.delivered_locally {
-            self.deliver(&msg.board, msg.event);
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        match self.redis() {
+            None => {
+                if !msg.delivered_locally {
+                    self.deliver(&msg.board, msg.event);
+                }
+            }
+            Some(redis) => {
+                // Ephemeral events are best effort while Redis is out of reach; the local
+                // sessions have them already.
+                ctx.spawn(
+                    async move {
+                        let _ = redis
+                            .publish(&msg.board, &msg.event, msg.delivered_locally)
+                            .await;
+                    }
+                    .into_actor(self),
+                );
+            }
         }
     }
 }
@@ -147,10 +440,33 @@ pub struct Appended {
 }
 
 impl Handler<Append> for Broker {
-    type Result = Result<Appended, FrameError>;
+    type Result = ResponseFuture<Result<Appended, FrameError>>;
 
     fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
-        let (seq, applied, frame) = self.store.append(&msg.board, msg.op, &msg.user_id)?;
+        let Some(redis) = self.redis() else {
+            let result = self.append_in_memory(msg);
+            return Box::pin(async move { result });
+        };
+        Box::pin(async move {
+            let appended = redis
+                .append(&msg.board, msg.op, &msg.user_id, msg.ack)
+                .await?;
+            crate::metrics::DURABLE_EVENTS.inc();
+            Ok(appended)
+        })
+    }
+}
+
+impl Broker {
+    fn append_in_memory(&mut self, msg: Append) -> Result<Appended, FrameError> {
+        let Backend::Memory(store) = &mut self.backend else {
+            return Err(FrameError::new(
+                None,
+                ErrorCode::Internal,
+                "no memory store",
+            ));
+        };
+        let (seq, applied, frame) = store.append(&msg.board, msg.op, &msg.user_id)?;
         crate::metrics::DURABLE_EVENTS.inc();
         let ack = msg.ack.map(|(session, id)| AckTo {
             session,
@@ -178,22 +494,32 @@ pub struct AppendCustom {
 }
 
 impl Handler<AppendCustom> for Broker {
-    type Result = Result<u64, FrameError>;
+    type Result = ResponseFuture<Result<u64, FrameError>>;
 
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
-        let (seq, frame) = self
-            .store
-            .append_custom(&msg.board, &msg.kind, &msg.payload);
         crate::metrics::DURABLE_EVENTS.inc();
-        self.deliver(
-            &msg.board,
-            BoardEvent::Durable {
-                seq,
-                frame,
-                ack: None,
-            },
-        );
-        Ok(seq)
+        match &mut self.backend {
+            Backend::Memory(store) => {
+                let (seq, frame) = store.append_custom(&msg.board, &msg.kind, &msg.payload);
+                self.deliver(
+                    &msg.board,
+                    BoardEvent::Durable {
+                        seq,
+                        frame,
+                        ack: None,
+                    },
+                );
+                Box::pin(async move { Ok(seq) })
+            }
+            Backend::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move {
+                    redis
+                        .append_custom(&msg.board, &msg.kind, &msg.payload)
+                        .await
+                })
+            }
+        }
     }
 }
 
@@ -243,10 +569,42 @@ pub struct GetCatchup {
 }
 
 impl Handler<GetCatchup> for Broker {
-    type Result = Result<Catchup, FrameError>;
+    type Result = ResponseFuture<Result<Catchup, FrameError>>;
 
     fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
-        Ok(self.store.catchup(&msg.board, msg.last_seq))
+        match &self.backend {
+            Backend::Memory(store) => {
+                let catchup = store.catchup(&msg.board, msg.last_seq);
+                Box::pin(async move { Ok(catchup) })
+            }
+            Backend::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move { redis.catchup(&msg.board, msg.last_seq).await })
+            }
+        }
+    }
+}
+
+/// The durable events after `after`, with their acks, for a room that missed some; `None`
+/// when they are no longer retained.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<BoardEvent>>, FrameError>")]
+pub struct GetEvents {
+    /// The board.
+    pub board: BoardKey,
+    /// The last seq the room delivered.
+    pub after: u64,
+}
+
+impl Handler<GetEvents> for Broker {
+    type Result = ResponseFuture<Result<Option<Vec<BoardEvent>>, FrameError>>;
+
+    fn handle(&mut self, msg: GetEvents, _: &mut Self::Context) -> Self::Result {
+        match self.redis() {
+            // In memory every event reaches the room directly: there is never a gap.
+            None => Box::pin(async { Ok(Some(vec![])) }),
+            Some(redis) => Box::pin(async move { redis.events_after(&msg.board, msg.after).await }),
+        }
     }
 }
 
@@ -267,11 +625,22 @@ pub struct SubscribeUser {
 impl Handler<SubscribeUser> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: SubscribeUser, _: &mut Self::Context) {
-        self.users
-            .entry((msg.tenant, msg.user_id))
-            .or_default()
-            .insert(msg.session, msg.out);
+    fn handle(&mut self, msg: SubscribeUser, ctx: &mut Self::Context) {
+        let key = (msg.tenant, msg.user_id);
+        let sessions = self.users.entry(key.clone()).or_default();
+        let first = sessions.is_empty();
+        sessions.insert(msg.session, msg.out);
+        if let (true, Some(redis)) = (first, self.redis()) {
+            let channel = redis.user_channel(&key.0, &key.1);
+            self.channels
+                .insert(channel.clone(), Channel::User(key.0, key.1));
+            ctx.spawn(
+                async move {
+                    let _ = subscribe_channel(redis, channel, None).await;
+                }
+                .into_actor(self),
+            );
+        }
     }
 }
 
@@ -290,20 +659,32 @@ pub struct UnsubscribeUser {
 impl Handler<UnsubscribeUser> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: UnsubscribeUser, _: &mut Self::Context) {
+    fn handle(&mut self, msg: UnsubscribeUser, ctx: &mut Self::Context) {
         let key = (msg.tenant, msg.user_id);
-        if let Some(sessions) = self.users.get_mut(&key) {
-            sessions.remove(&msg.session);
-            if sessions.is_empty() {
-                self.users.remove(&key);
-            }
+        let Some(sessions) = self.users.get_mut(&key) else {
+            return;
+        };
+        sessions.remove(&msg.session);
+        if !sessions.is_empty() {
+            return;
+        }
+        self.users.remove(&key);
+        if let Some(redis) = self.redis() {
+            let channel = redis.user_channel(&key.0, &key.1);
+            self.channels.remove(&channel);
+            ctx.spawn(
+                async move {
+                    let _ = redis.conn().unsubscribe(&channel).await;
+                }
+                .into_actor(self),
+            );
         }
     }
 }
 
-/// A frame for every session of a user, on any board.
+/// A frame for every session of a user, on any board and any instance.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), FrameError>")]
 pub struct PublishUser {
     /// The user's tenant.
     pub tenant: String,
@@ -314,17 +695,45 @@ pub struct PublishUser {
 }
 
 impl Handler<PublishUser> for Broker {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), FrameError>>;
 
-    fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) {
-        let Some(sessions) = self.users.get(&(msg.tenant, msg.user_id)) else {
-            return;
-        };
-        for out in sessions.values() {
-            if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(msg.frame.clone())) {
-                // A session too slow to take it must not silently miss it.
-                out.do_send(Outbound::Lagged);
+    fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) -> Self::Result {
+        match self.redis() {
+            None => {
+                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
+                Box::pin(async { Ok(()) })
             }
+            Some(redis) => Box::pin(async move {
+                redis
+                    .publish_user(&msg.tenant, &msg.user_id, &msg.frame)
+                    .await
+            }),
         }
+    }
+}
+
+/// The Redis backend, for the presence actor to share; `None` in embedded mode.
+#[derive(Message)]
+#[rtype(result = "Option<RedisBackend>")]
+pub struct GetRedis;
+
+impl Handler<GetRedis> for Broker {
+    type Result = MessageResult<GetRedis>;
+
+    fn handle(&mut self, _: GetRedis, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.redis())
+    }
+}
+
+/// The readiness flag, for `/readyz`.
+#[derive(Message)]
+#[rtype(result = "Arc<AtomicBool>")]
+pub struct GetReady;
+
+impl Handler<GetReady> for Broker {
+    type Result = MessageResult<GetReady>;
+
+    fn handle(&mut self, _: GetReady, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.ready_flag())
     }
 }

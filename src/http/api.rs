@@ -198,11 +198,15 @@ pub async fn user_event(
     let body: EventBody = json_body(&state, body).await?;
     check_type(&body.kind)?;
     let payload = Value::Object(payload_object(body.payload)?);
-    state.broker.do_send(PublishUser {
-        tenant: identity.tenant,
-        user_id: user,
-        frame: encode(&body.kind, &payload, None),
-    });
+    state
+        .broker
+        .send(PublishUser {
+            tenant: identity.tenant,
+            user_id: user,
+            frame: encode(&body.kind, &payload, None),
+        })
+        .await
+        .map_err(mailbox_error)??;
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
@@ -222,7 +226,7 @@ pub async fn presence(
         .presence
         .send(ListPresence { board: key })
         .await
-        .map_err(mailbox_error)?;
+        .map_err(mailbox_error)??;
     let entries: Vec<PresenceEntry<'_>> = users
         .iter()
         .map(|user| PresenceEntry {

@@ -23,6 +23,64 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestApp {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// The Redis it uses in Redis mode, stopped when the last user of it is dropped.
+    pub redis: Option<std::sync::Arc<RedisServer>>,
+}
+
+/// Which broker backend a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The in-process broker.
+    Embedded,
+    /// A real `redis-server` of the test's own.
+    Redis,
+}
+
+/// Runs one test body in both modes: `name::embedded` and `name::redis`.
+#[macro_export]
+macro_rules! in_both_modes {
+    (async fn $name:ident($mode:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($mode: Mode) $body
+
+            #[actix_web::test]
+            async fn embedded() {
+                body(Mode::Embedded).await
+            }
+
+            #[actix_web::test]
+            async fn redis() {
+                body(Mode::Redis).await
+            }
+        }
+    };
+}
+
+/// Starts the real server in `mode` with `config`; in Redis mode with a Redis of its own, and
+/// only once the server reports ready.
+pub async fn spawn_app_with_in(mode: Mode, mut config: Config) -> TestApp {
+    let redis = match mode {
+        Mode::Embedded => None,
+        Mode::Redis => {
+            let redis = RedisServer::start();
+            config.redis_url = Some(redis.url());
+            Some(std::sync::Arc::new(redis))
+        }
+    };
+    let mut app = spawn_app_with(config).await;
+    app.redis = redis;
+    if mode == Mode::Redis {
+        app.wait_ready().await;
+    }
+    app
+}
+
+/// Starts the real server in `mode` with the test settings.
+pub async fn spawn_app_in(mode: Mode) -> TestApp {
+    spawn_app_with_in(mode, test_config()).await
 }
 
 /// Settings for tests: a known secret, port 0, one worker.
@@ -40,7 +98,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("the server starts");
     let port = app.port();
     actix_web::rt::spawn(app.run());
-    TestApp { port }
+    TestApp { port, redis: None }
 }
 
 /// Starts the real server with the test settings.
@@ -82,6 +140,28 @@ pub fn token(sub: &str) -> String {
 }
 
 impl TestApp {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        self.wait_readyz(200).await;
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub async fn wait_readyz(&self, status: u16) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
+                if r.status().as_u16() == status {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz never answered {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The WebSocket URL of `board` with `token`.
     pub fn ws_url(&self, board: &str, token: &str) -> String {
         format!("ws://127.0.0.1:{}/ws/{board}?token={token}", self.port)
@@ -306,7 +386,10 @@ impl Instance {
 
     /// The instance as a [`TestApp`], for its URLs and helpers.
     pub fn app(&self) -> TestApp {
-        TestApp { port: self.port }
+        TestApp {
+            port: self.port,
+            redis: None,
+        }
     }
 
     /// Sends a signal (`TERM`, `KILL`, ...).
@@ -339,5 +422,118 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `redis-server` of one test's own, on a free port, in a directory of its own.
+pub struct RedisServer {
+    /// The process, replaced on restart.
+    child: std::sync::Mutex<Option<std::process::Child>>,
+    /// Its port.
+    pub port: u16,
+    /// Its working directory (append-only file), removed on drop.
+    dir: std::path::PathBuf,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (persistence on, so a restart keeps the data) and waits for PING.
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port`.
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir =
+            std::env::temp_dir().join(format!("boardcast-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let server = RedisServer {
+            child: std::sync::Mutex::new(None),
+            port,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (the test command installs it)");
+        *self.child.lock().expect("lock") = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.answers() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it answers PING.
+    pub fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut buf).is_ok()
+            && &buf == b"+PONG\r\n"
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops it (SIGTERM: it writes its data and exits) and waits for the exit.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().expect("lock").take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&self) {
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self.child.lock() {
+            if let Some(mut child) = guard.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,92 @@
+-- Presence of one board, shared by every instance. Each entry point below is this file with
+-- one dispatch line appended. A session is recorded with its instance, so that the sessions
+-- of a dead instance can be purged; transitions (first session in, last out) take the next
+-- revision and are published on the board channel inside the script, so publication order is
+-- revision order on every instance.
+--
+-- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
+--       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
+--       8 board channel
+-- ARGV: 1..12 the palette, then the entry point's own arguments from 13 on.
+local K = KEYS
+local palette = {}
+for i = 1, 12 do palette[i] = ARGV[i] end
+
+local function publish(json) redis.call('PUBLISH', K[8], '-\n' .. json) end
+
+local function join_one(sid, inst, uid, info)
+  if redis.call('HEXISTS', K[1], sid) == 1 then return end
+  redis.call('HSET', K[1], sid, inst .. '|' .. uid)
+  if redis.call('HINCRBY', K[5], uid, 1) > 1 then return end
+  local uses = {}
+  for i = 0, 11 do uses[i] = 0 end
+  for _, c in ipairs(redis.call('HVALS', K[3])) do
+    local i = tonumber(c)
+    uses[i] = (uses[i] or 0) + 1
+  end
+  local best = 0
+  for i = 1, 11 do if uses[i] < uses[best] then best = i end end
+  local rev = redis.call('INCR', K[7])
+  redis.call('HSET', K[3], uid, best)
+  redis.call('HSET', K[2], uid, info)
+  redis.call('HSET', K[4], uid, 'active')
+  redis.call('HSET', K[6], uid, rev)
+  publish('{"Joined":{"rev":' .. rev .. ',"user":{"userId":' .. cjson.encode(uid) .. ',"user":' ..
+    info .. ',"color":"' .. palette[best + 1] .. '","status":"active"}}}')
+end
+
+local function leave_one(sid)
+  local v = redis.call('HGET', K[1], sid)
+  if not v then return end
+  redis.call('HDEL', K[1], sid)
+  local uid = string.sub(v, string.find(v, '|', 1, true) + 1)
+  if redis.call('HINCRBY', K[5], uid, -1) > 0 then return end
+  for i = 2, 6 do redis.call('HDEL', K[i], uid) end
+  local rev = redis.call('INCR', K[7])
+  publish('{"Left":{"rev":' .. rev .. ',"user_id":' .. cjson.encode(uid) .. '}}')
+end
+
+local function purge(inst, keep)
+  local sessions = redis.call('HGETALL', K[1])
+  for i = 1, #sessions, 2 do
+    local sid, v = sessions[i], sessions[i + 1]
+    if string.sub(v, 1, #inst + 1) == inst .. '|' and not (keep and keep[sid]) then
+      leave_one(sid)
+    end
+  end
+end
+
+-- {rev, {user, info, color, status, order, ...}}
+local function listing()
+  local rev = tonumber(redis.call('GET', K[7]) or '0')
+  local out = {}
+  local infos = redis.call('HGETALL', K[2])
+  for i = 1, #infos, 2 do
+    local uid = infos[i]
+    out[#out + 1] = uid
+    out[#out + 1] = infos[i + 1]
+    out[#out + 1] = redis.call('HGET', K[3], uid) or '0'
+    out[#out + 1] = redis.call('HGET', K[4], uid) or 'active'
+    out[#out + 1] = redis.call('HGET', K[6], uid) or '0'
+  end
+  return {rev, out}
+end
+
+local function set_status(uid, status, origin)
+  if redis.call('HEXISTS', K[2], uid) == 0 then return end
+  redis.call('HSET', K[4], uid, status)
+  local rev = redis.call('INCR', K[7])
+  publish('{"StatusChanged":{"rev":' .. rev .. ',"user_id":' .. cjson.encode(uid) ..
+    ',"status":"' .. status .. '","origin":' .. origin .. '}}')
+end
+
+-- ARGV from 13: instance, then (sid, user, info) triples: the instance's sessions on this
+-- board, exactly; others of the instance are removed.
+local function sync()
+  local inst = ARGV[13]
+  local keep = {}
+  for i = 14, #ARGV, 3 do keep[ARGV[i]] = true end
+  purge(inst, keep)
+  for i = 14, #ARGV, 3 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2]) end
+  return listing()
+end

@@ -1,0 +1,772 @@
+//! The Redis backend: board state, sequence numbers, replay logs and presence in Redis, and
+//! board and user channels over its pub/sub, so that any number of instances act as one.
+//!
+//! Layout of the keys, all under `REDIS_PREFIX` (default `bc`), with the board part in `{}` so
+//! a board's keys stay together under Redis Cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:{board\|tenant}:items` | hash | item id → item JSON (with `version`) |
+//! | `P:{board\|tenant}:v:ITEM` | hash | column → `{"value","version"}` |
+//! | `P:{board\|tenant}:seq` | string | the board's last seq |
+//! | `P:{board\|tenant}:log` | stream | the last `REPLAY_EVENTS` events, id `SEQ-1` |
+//! | `P:{board\|tenant}:p:*` | hashes | presence: sessions, info, color, status, count, order, rev |
+//! | `P:{board\|tenant}:ch` | channel | the board's events |
+//! | `P:user:{tenant\|user}` | channel | events for one user |
+//! | `P:instances` | sorted set | instance id → lease expiry (ms) |
+//! | `P:instance:ID:boards` | set | boards where instance ID has had sessions |
+//!
+//! Everything that must be atomic is a Lua script (`lua/`): a durable operation is checked,
+//! written, sequenced, logged and published in one script, so `seq` has no gaps and pub/sub
+//! order is `seq` order; presence transitions are decided and published in one script each.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytestring::ByteString;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, Value as RedisValue};
+use serde_json::{json, Value};
+
+use crate::actors::presence::{Arrived, PALETTE};
+use crate::board::{BoardState, DurableOp};
+use crate::broker::{Appended, Catchup};
+use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
+use crate::protocol::{encode, ErrorCode, FrameError, Status};
+
+/// How long an instance's lease lasts without renewal; its sessions are purged after that.
+pub const LEASE: Duration = Duration::from_secs(4);
+/// How often leases are renewed and dead instances swept.
+pub const LEASE_TICK: Duration = Duration::from_secs(1);
+/// Tries of a durable operation whose item changed under it before giving up.
+const COMMIT_TRIES: usize = 32;
+
+const COMMIT_LUA: &str = include_str!("lua/commit.lua");
+const CATCHUP_LUA: &str = include_str!("lua/catchup.lua");
+const PRESENCE_LUA: &str = include_str!("lua/presence.lua");
+
+/// Connection, key names and scripts of the Redis backend; cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend {
+    /// One multiplexed RESP3 connection: commands, and pub/sub pushes to the broker.
+    conn: ConnectionManager,
+    /// Key prefix (`REDIS_PREFIX`).
+    prefix: String,
+    /// This instance's id, random per process.
+    instance: String,
+    /// Events kept per board.
+    replay_events: usize,
+    /// Items allowed per board.
+    max_items: usize,
+    /// The scripts, by entry point.
+    scripts: Scripts,
+}
+
+#[derive(Clone)]
+struct Scripts {
+    commit: Script,
+    catchup: Script,
+    join: Script,
+    leave: Script,
+    purge: Script,
+    status: Script,
+    list: Script,
+    sync: Script,
+}
+
+fn presence_script(entry: &str) -> Script {
+    Script::new(&format!("{PRESENCE_LUA}\n{entry}\n"))
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(err: redis::RedisError) -> FrameError {
+    log::warn!("redis: {err}");
+    FrameError::new(
+        None,
+        ErrorCode::Unavailable,
+        "the backend is unavailable; retry",
+    )
+}
+
+fn bad_data(what: impl std::fmt::Display) -> FrameError {
+    log::error!("redis holds unexpected data: {what}");
+    FrameError::new(None, ErrorCode::Internal, "unexpected data in the backend")
+}
+
+/// The board's keys.
+struct BoardKeys {
+    tag: String,
+}
+
+impl BoardKeys {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.tag)
+    }
+}
+
+impl RedisBackend {
+    /// A backend over `conn`.
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: String,
+        instance: String,
+        replay_events: usize,
+        max_items: usize,
+    ) -> Self {
+        RedisBackend {
+            conn,
+            prefix,
+            instance,
+            replay_events,
+            max_items,
+            scripts: Scripts {
+                commit: Script::new(COMMIT_LUA),
+                catchup: Script::new(CATCHUP_LUA),
+                join: presence_script(
+                    "join_one(ARGV[13], ARGV[14], ARGV[15], ARGV[16])\nreturn listing()",
+                ),
+                leave: presence_script("leave_one(ARGV[13])\nreturn 1"),
+                purge: presence_script("purge(ARGV[13], nil)\nreturn 1"),
+                status: presence_script("set_status(ARGV[13], ARGV[14], ARGV[15])\nreturn 1"),
+                list: presence_script("return listing()"),
+                sync: presence_script("return sync()"),
+            },
+        }
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn board(&self, board: &BoardKey) -> BoardKeys {
+        BoardKeys {
+            tag: format!("{}:{{{}|{}}}", self.prefix, board.board, board.tenant),
+        }
+    }
+
+    /// The pub/sub channel of a board.
+    pub fn board_channel(&self, board: &BoardKey) -> String {
+        self.board(board).key("ch")
+    }
+
+    /// The pub/sub channel of a user.
+    pub fn user_channel(&self, tenant: &str, user_id: &str) -> String {
+        format!("{}:user:{{{tenant}|{user_id}}}", self.prefix)
+    }
+
+    fn instances_key(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
+    fn instance_boards_key(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}:boards", self.prefix)
+    }
+
+    /// A connection handle (cheap clone of the multiplexed connection).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Answers `PING`.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    }
+
+    // ----- durable events -----
+
+    /// Applies a durable operation, sequencing and publishing its event.
+    pub async fn append(
+        &self,
+        board: &BoardKey,
+        op: DurableOp,
+        user_id: &str,
+        ack: Option<(SessionId, Option<String>)>,
+    ) -> Result<Appended, FrameError> {
+        let keys = self.board(board);
+        let item_id = op.item_id().to_string();
+        let column = op.column_id().map(str::to_string);
+        let items_key = keys.key("items");
+        let values_key = keys.key(&format!("v:{item_id}"));
+        let mut conn = self.conn();
+        for _ in 0..COMMIT_TRIES {
+            let item_text: Option<String> =
+                conn.hget(&items_key, &item_id).await.map_err(unavailable)?;
+            let cell_text: Option<String> = match &column {
+                Some(c) => conn.hget(&values_key, c).await.map_err(unavailable)?,
+                None => None,
+            };
+            let cell = column.as_deref().zip(cell_text.as_deref());
+            let mut state =
+                BoardState::from_stored(item_text.as_deref(), cell).map_err(bad_data)?;
+            // The item bound is checked by the script, which sees the whole board.
+            let applied = state.apply(op.clone(), user_id, usize::MAX)?;
+            let kind = match op {
+                DurableOp::Create { .. } => "create",
+                DurableOp::Delete { .. } => "delete",
+                DurableOp::SetValue { .. } => "value",
+                _ => "update",
+            };
+            let ack_json = ack_json(&ack, applied.version);
+            let new_cell = column
+                .as_deref()
+                .and_then(|c| state.cell_text(&item_id, c))
+                .unwrap_or_default();
+            let reply: RedisValue = self
+                .scripts
+                .commit
+                .key(&items_key)
+                .key(&values_key)
+                .key(keys.key("seq"))
+                .key(keys.key("log"))
+                .key(keys.key("ch"))
+                .arg(kind)
+                .arg(&item_id)
+                .arg(item_text.as_deref().unwrap_or_default())
+                .arg(state.item_text(&item_id).unwrap_or_default())
+                .arg(column.as_deref().unwrap_or_default())
+                .arg(cell_text.as_deref().unwrap_or_default())
+                .arg(new_cell)
+                .arg(frame_prefix(applied.kind, &applied.payload))
+                .arg(ack_json)
+                .arg(self.replay_events)
+                .arg(self.max_items)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            match reply {
+                RedisValue::Int(seq) => {
+                    return Ok(Appended {
+                        seq: seq as u64,
+                        version: applied.version,
+                    })
+                }
+                other => match status_text(&other).as_deref() {
+                    Some("retry") => continue,
+                    Some("full") => {
+                        return Err(FrameError::new(
+                            None,
+                            ErrorCode::TooLarge,
+                            format!("a board holds at most {} items", self.max_items),
+                        ))
+                    }
+                    _ => return Err(bad_data(format!("commit answered {other:?}"))),
+                },
+            }
+        }
+        Err(FrameError::new(
+            None,
+            ErrorCode::Unavailable,
+            "the item changes too fast; retry",
+        ))
+    }
+
+    /// Sequences, logs and publishes a backend's own event type.
+    pub async fn append_custom(
+        &self,
+        board: &BoardKey,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<u64, FrameError> {
+        let keys = self.board(board);
+        let mut conn = self.conn();
+        let seq: u64 = self
+            .scripts
+            .commit
+            .key(keys.key("items"))
+            .key(keys.key("v:"))
+            .key(keys.key("seq"))
+            .key(keys.key("log"))
+            .key(keys.key("ch"))
+            .arg("custom")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg(frame_prefix(kind, payload))
+            .arg("null")
+            .arg(self.replay_events)
+            .arg(self.max_items)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(seq)
+    }
+
+    async fn run_catchup(
+        &self,
+        board: &BoardKey,
+        last_seq: Option<u64>,
+        mode: &str,
+    ) -> Result<RedisValue, FrameError> {
+        let keys = self.board(board);
+        let mut conn = self.conn();
+        self.scripts
+            .catchup
+            .key(keys.key("items"))
+            .key(keys.key("seq"))
+            .key(keys.key("log"))
+            .key(keys.key("v:"))
+            .arg(last_seq.map(|n| n.to_string()).unwrap_or_default())
+            .arg(mode)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A snapshot, or the retained events after `last_seq`.
+    pub async fn catchup(
+        &self,
+        board: &BoardKey,
+        last_seq: Option<u64>,
+    ) -> Result<Catchup, FrameError> {
+        let reply = self.run_catchup(board, last_seq, "session").await?;
+        let parts = array(reply)?;
+        let tag = parts.first().and_then(status_text).unwrap_or_default();
+        let seq = parts.get(1).and_then(int).unwrap_or(0);
+        match (tag.as_str(), last_seq) {
+            ("R", Some(n)) => {
+                let entries = log_entries(parts.into_iter().nth(2).unwrap_or(RedisValue::Nil))?;
+                Ok(Catchup::Replay {
+                    from: n + 1,
+                    to: seq,
+                    frames: entries.into_iter().map(|(_, frame, _)| frame).collect(),
+                })
+            }
+            ("S", _) => {
+                let mut parts = parts.into_iter().skip(2);
+                let items = pairs(parts.next().unwrap_or(RedisValue::Nil))?;
+                let cells = array(parts.next().unwrap_or(RedisValue::Nil))?;
+                let mut items: Vec<(String, Value)> = items
+                    .into_iter()
+                    .map(|(id, text)| {
+                        serde_json::from_str(&text)
+                            .map(|v| (id, v))
+                            .map_err(bad_data)
+                    })
+                    .collect::<Result<_, _>>()?;
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut values = vec![];
+                for triple in cells.chunks(3) {
+                    let [item, column, text] = triple else { break };
+                    let (Some(item), Some(column), Some(text)) =
+                        (text_of(item), text_of(column), text_of(text))
+                    else {
+                        return Err(bad_data("a value entry is not text"));
+                    };
+                    let cell: Value = serde_json::from_str(&text).map_err(bad_data)?;
+                    values.push(json!({"itemId": item, "columnId": column, "value": cell["value"], "version": cell["version"]}));
+                }
+                values.sort_by(|a, b| {
+                    (a["itemId"].as_str(), a["columnId"].as_str())
+                        .cmp(&(b["itemId"].as_str(), b["columnId"].as_str()))
+                });
+                Ok(Catchup::Snapshot {
+                    seq,
+                    items: items.into_iter().map(|(_, v)| v).collect(),
+                    values,
+                    resync: last_seq.is_some(),
+                })
+            }
+            _ => Err(bad_data(format!("catch-up answered {tag:?}"))),
+        }
+    }
+
+    /// The events after `after`, with their acks, for a room filling a gap; `None` when they
+    /// are no longer retained.
+    pub async fn events_after(
+        &self,
+        board: &BoardKey,
+        after: u64,
+    ) -> Result<Option<Vec<BoardEvent>>, FrameError> {
+        let reply = self.run_catchup(board, Some(after), "events").await?;
+        let parts = array(reply)?;
+        if parts.first().and_then(status_text).as_deref() != Some("R") {
+            return Ok(None);
+        }
+        let entries = log_entries(parts.into_iter().nth(2).unwrap_or(RedisValue::Nil))?;
+        Ok(Some(
+            entries
+                .into_iter()
+                .map(|(seq, frame, ack)| BoardEvent::Durable { seq, frame, ack })
+                .collect(),
+        ))
+    }
+
+    // ----- presence -----
+
+    fn presence_invocation<'a>(
+        &self,
+        script: &'a Script,
+        board: &BoardKey,
+    ) -> redis::ScriptInvocation<'a> {
+        let keys = self.board(board);
+        let mut inv = script.prepare_invoke();
+        for suffix in [
+            "p:sessions",
+            "p:info",
+            "p:color",
+            "p:status",
+            "p:count",
+            "p:order",
+            "p:rev",
+            "ch",
+        ] {
+            inv.key(keys.key(suffix));
+        }
+        for color in PALETTE {
+            inv.arg(color);
+        }
+        inv
+    }
+
+    /// Records a session; publishes `presence.join` when it is the user's first.
+    pub async fn presence_join(
+        &self,
+        board: &BoardKey,
+        session: SessionId,
+        user_id: &str,
+        info: &UserInfo,
+    ) -> Result<Arrived, FrameError> {
+        let mut inv = self.presence_invocation(&self.scripts.join, board);
+        inv.arg(session.0.to_string())
+            .arg(&self.instance)
+            .arg(user_id)
+            .arg(info_json(info));
+        let reply: RedisValue = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let (rev, users) = listing(reply)?;
+        let color = users
+            .iter()
+            .find(|u| u.user_id == user_id)
+            .map(|u| u.color.clone())
+            .unwrap_or_else(|| PALETTE[0].to_string());
+        Ok(Arrived { color, users, rev })
+    }
+
+    /// Forgets a session; publishes `presence.leave` when it was the user's last.
+    pub async fn presence_leave(
+        &self,
+        board: &BoardKey,
+        session: SessionId,
+    ) -> Result<(), FrameError> {
+        let mut inv = self.presence_invocation(&self.scripts.leave, board);
+        inv.arg(session.0.to_string());
+        inv.invoke_async::<RedisValue>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Sets a user's status and publishes the change.
+    pub async fn presence_status(
+        &self,
+        board: &BoardKey,
+        user_id: &str,
+        status: Status,
+        origin: SessionId,
+    ) -> Result<(), FrameError> {
+        let mut inv = self.presence_invocation(&self.scripts.status, board);
+        let status = match status {
+            Status::Active => "active",
+            Status::Idle => "idle",
+        };
+        inv.arg(user_id).arg(status).arg(origin.0.to_string());
+        inv.invoke_async::<RedisValue>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Present users of a board.
+    pub async fn presence_list(&self, board: &BoardKey) -> Result<Vec<PresentUser>, FrameError> {
+        let inv = self.presence_invocation(&self.scripts.list, board);
+        let reply: RedisValue = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(listing(reply)?.1)
+    }
+
+    /// Makes this instance's sessions on the board exactly `sessions`, publishing the
+    /// transitions that makes; returns the board's presence after it.
+    pub async fn presence_sync(
+        &self,
+        board: &BoardKey,
+        sessions: &[(SessionId, String, UserInfo)],
+    ) -> Result<(u64, Vec<PresentUser>), FrameError> {
+        let mut inv = self.presence_invocation(&self.scripts.sync, board);
+        inv.arg(&self.instance);
+        for (sid, user, info) in sessions {
+            inv.arg(sid.0.to_string()).arg(user).arg(info_json(info));
+        }
+        let reply: RedisValue = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        listing(reply)
+    }
+
+    // ----- instance liveness -----
+
+    /// Notes that this instance has sessions on `board`, so a sweep finds them if it dies.
+    pub async fn note_board(&self, board: &BoardKey) -> Result<(), FrameError> {
+        let text = serde_json::to_string(board).map_err(bad_data)?;
+        let mut conn = self.conn();
+        conn.sadd::<_, _, ()>(self.instance_boards_key(&self.instance), text)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Renews this instance's lease; true when the lease was missing (new, swept, or Redis
+    /// lost it), in which case its sessions must be registered again.
+    pub async fn renew(&self) -> Result<bool, FrameError> {
+        let mut conn = self.conn();
+        let added: i64 = conn
+            .zadd(
+                self.instances_key(),
+                &self.instance,
+                now_ms() + LEASE.as_millis() as u64,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    /// Purges the sessions of every instance whose lease ran out; returns how many instances.
+    /// Harmless to run on several instances at once: purging is idempotent.
+    pub async fn sweep(&self) -> Result<usize, FrameError> {
+        let mut conn = self.conn();
+        let dead: Vec<String> = conn
+            .zrangebyscore_limit(self.instances_key(), 0, now_ms(), 0, 16)
+            .await
+            .map_err(unavailable)?;
+        let mut swept = 0;
+        for instance in dead.into_iter().filter(|i| *i != self.instance) {
+            let boards: Vec<String> = conn
+                .smembers(self.instance_boards_key(&instance))
+                .await
+                .map_err(unavailable)?;
+            for text in boards {
+                let Ok(board) = serde_json::from_str::<BoardKey>(&text) else {
+                    continue;
+                };
+                let mut inv = self.presence_invocation(&self.scripts.purge, &board);
+                inv.arg(&instance);
+                inv.invoke_async::<RedisValue>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            conn.del::<_, ()>(self.instance_boards_key(&instance))
+                .await
+                .map_err(unavailable)?;
+            conn.zrem::<_, _, ()>(self.instances_key(), &instance)
+                .await
+                .map_err(unavailable)?;
+            log::info!("swept the sessions of instance {instance}, whose lease ran out");
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
+    /// Publishes an event on a board's channel. `from_here` marks events this instance has
+    /// delivered to its own sessions already; other instances still deliver them.
+    pub async fn publish(
+        &self,
+        board: &BoardKey,
+        event: &BoardEvent,
+        from_here: bool,
+    ) -> Result<(), FrameError> {
+        let origin = if from_here {
+            self.instance.as_str()
+        } else {
+            "-"
+        };
+        let json = serde_json::to_string(event).map_err(bad_data)?;
+        let mut conn = self.conn();
+        conn.publish::<_, _, ()>(self.board_channel(board), format!("{origin}\n{json}"))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Publishes a frame on a user's channel.
+    pub async fn publish_user(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        frame: &str,
+    ) -> Result<(), FrameError> {
+        let mut conn = self.conn();
+        conn.publish::<_, _, ()>(self.user_channel(tenant, user_id), frame)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Decodes a board channel message: `None` for this instance's own ephemeral events.
+pub fn decode_board_message(instance: &str, payload: &[u8]) -> Option<BoardEvent> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (origin, json) = text.split_once('\n')?;
+    if origin == instance {
+        return None;
+    }
+    match serde_json::from_str(json) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            log::warn!("ignoring a board message that does not decode: {e}");
+            None
+        }
+    }
+}
+
+/// The frame of an event up to its `seq` value: the script appends the seq and `}`.
+fn frame_prefix(kind: &str, payload: &Value) -> String {
+    let mut frame = encode(kind, payload, None).to_string();
+    frame.pop();
+    frame.push_str(",\"seq\":");
+    frame
+}
+
+fn ack_json(ack: &Option<(SessionId, Option<String>)>, version: Option<u64>) -> String {
+    match ack {
+        Some((session, id)) => serde_json::to_string(&AckTo {
+            session: *session,
+            id: id.clone(),
+            version,
+        })
+        .unwrap_or_else(|_| "null".into()),
+        None => "null".into(),
+    }
+}
+
+fn info_json(info: &UserInfo) -> String {
+    serde_json::to_string(info).unwrap_or_else(|_| "{}".into())
+}
+
+fn text_of(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        RedisValue::SimpleString(s) => Some(s.clone()),
+        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
+        RedisValue::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn status_text(v: &RedisValue) -> Option<String> {
+    text_of(v)
+}
+
+fn int(v: &RedisValue) -> Option<u64> {
+    match v {
+        RedisValue::Int(n) => u64::try_from(*n).ok(),
+        other => text_of(other)?.parse().ok(),
+    }
+}
+
+fn array(v: RedisValue) -> Result<Vec<RedisValue>, FrameError> {
+    match v {
+        RedisValue::Array(items) | RedisValue::Set(items) => Ok(items),
+        RedisValue::Nil => Ok(vec![]),
+        other => Err(bad_data(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// A flat `[k, v, k, v, ...]` array as pairs of text.
+fn pairs(v: RedisValue) -> Result<Vec<(String, String)>, FrameError> {
+    if let RedisValue::Map(entries) = v {
+        return entries
+            .into_iter()
+            .map(|(k, v)| {
+                text_of(&k)
+                    .zip(text_of(&v))
+                    .ok_or_else(|| bad_data("a hash entry is not text"))
+            })
+            .collect();
+    }
+    let flat = array(v)?;
+    flat.chunks(2)
+        .map(|kv| match kv {
+            [k, v] => text_of(k)
+                .zip(text_of(v))
+                .ok_or_else(|| bad_data("a hash entry is not text")),
+            _ => Err(bad_data("an odd hash listing")),
+        })
+        .collect()
+}
+
+/// Log entries `[[id, [field, value, ...]], ...]` as (seq, frame, ack).
+fn log_entries(v: RedisValue) -> Result<Vec<(u64, ByteString, Option<AckTo>)>, FrameError> {
+    let mut out = vec![];
+    for entry in array(v)? {
+        let mut parts = array(entry)?.into_iter();
+        let id = parts.next().as_ref().and_then(text_of).unwrap_or_default();
+        let seq = id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| bad_data(format!("log entry id {id:?}")))?;
+        let fields = pairs(parts.next().unwrap_or(RedisValue::Nil))?;
+        let mut frame = None;
+        let mut ack = None;
+        for (k, v) in fields {
+            match k.as_str() {
+                "f" => frame = Some(ByteString::from(v)),
+                "a" => ack = serde_json::from_str::<Option<AckTo>>(&v).ok().flatten(),
+                _ => {}
+            }
+        }
+        let frame = frame.ok_or_else(|| bad_data("a log entry without its frame"))?;
+        out.push((seq, frame, ack));
+    }
+    Ok(out)
+}
+
+/// The presence listing `{rev, [user, info, color, status, order, ...]}`.
+fn listing(v: RedisValue) -> Result<(u64, Vec<PresentUser>), FrameError> {
+    let mut parts = array(v)?.into_iter();
+    let rev = parts.next().as_ref().and_then(int).unwrap_or(0);
+    let flat = array(parts.next().unwrap_or(RedisValue::Nil))?;
+    let mut users = vec![];
+    for entry in flat.chunks(5) {
+        let [user, info, color, status, order] = entry else {
+            break;
+        };
+        let user_id = text_of(user).ok_or_else(|| bad_data("presence user"))?;
+        let info: UserInfo = text_of(info)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let color = int(color)
+            .and_then(|i| PALETTE.get(i as usize))
+            .unwrap_or(&PALETTE[0]);
+        let status = match text_of(status).as_deref() {
+            Some("idle") => Status::Idle,
+            _ => Status::Active,
+        };
+        let order = int(order).unwrap_or(0);
+        users.push((
+            order,
+            PresentUser {
+                user_id,
+                user: info,
+                color: color.to_string(),
+                status,
+            },
+        ));
+    }
+    users.sort_by_key(|(order, _)| *order);
+    Ok((rev, users.into_iter().map(|(_, u)| u).collect()))
+}
