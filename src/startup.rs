@@ -139,6 +139,14 @@ impl Application {
                 .route("/readyz", web::get().to(http::health::readyz))
                 .route("/dev/token", web::get().to(http::dev::token))
                 .route("/", web::get().to(http::assets::index))
+                .route(
+                    "/client/boardcast.js",
+                    web::get().to(http::assets::client_js),
+                )
+                .route(
+                    "/client/boardcast.d.ts",
+                    web::get().to(http::assets::client_types),
+                )
         })
         .workers(workers)
         .on_connect(tune_socket)

@@ -282,3 +282,47 @@ fn base64url(text: &str) -> String {
     }
     out
 }
+
+#[actix_web::test]
+async fn the_demo_and_the_client_are_served_and_the_demo_can_be_turned_off() {
+    let app = spawn_app().await;
+    let page = reqwest::get(app.url("/")).await.expect("get");
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .expect("text")
+        .contains("/client/boardcast.js"));
+    let client = reqwest::get(app.url("/client/boardcast.js"))
+        .await
+        .expect("get");
+    assert_eq!(client.status(), 200);
+    assert!(client.headers()["content-type"]
+        .to_str()
+        .expect("type")
+        .starts_with("text/javascript"));
+    assert!(client
+        .text()
+        .await
+        .expect("text")
+        .contains("export class BoardClient"));
+    let types = reqwest::get(app.url("/client/boardcast.d.ts"))
+        .await
+        .expect("get");
+    assert_eq!(types.status(), 200);
+
+    let mut config = test_config();
+    config.demo = false;
+    let quiet = spawn_app_with(config).await;
+    assert_eq!(
+        reqwest::get(quiet.url("/")).await.expect("get").status(),
+        404
+    );
+    assert_eq!(
+        reqwest::get(quiet.url("/client/boardcast.js"))
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+}

@@ -1,0 +1,380 @@
+// boardcast browser client: one board, reconnects with resume, presence, cursors, typing, and
+// optimistic durable operations. No dependencies; an ES module.
+//
+//   import { BoardClient } from "/client/boardcast.js";
+//   const board = new BoardClient({ board: "demo", token: async () => fetchToken() });
+//   board.on("change", (state) => render(state));
+//   board.connect();
+//   await board.createItem({ id: "n1", title: "hello" });
+
+const DURABLE = new Set(["item.created", "item.updated", "item.moved", "item.deleted", "value.set"]);
+const CURSOR_INTERVAL = 50;
+const BACKOFF_BASE = 1000;
+const BACKOFF_CAP = 30000;
+
+/** An operation the server refused; `code` is the protocol's error code. */
+export class BoardError extends Error {
+  constructor(code, message, current) {
+    super(message || code);
+    this.name = "BoardError";
+    this.code = code;
+    this.current = current;
+  }
+}
+
+const cellKey = (itemId, columnId) => itemId + "\u0000" + columnId;
+
+/** Applies a durable event (or a confirmed operation) to items and values, in place. */
+export function applyEvent(items, values, type, p) {
+  switch (type) {
+    case "item.created":
+      items.set(p.item.id, { ...p.item });
+      break;
+    case "item.updated": {
+      const item = items.get(p.itemId);
+      if (item) items.set(p.itemId, { ...item, ...p.changes, version: p.version ?? item.version });
+      break;
+    }
+    case "item.moved": {
+      const item = items.get(p.itemId);
+      if (item) items.set(p.itemId, { ...item, groupId: p.groupId, position: p.position, version: p.version ?? item.version });
+      break;
+    }
+    case "item.deleted":
+      items.delete(p.itemId);
+      for (const key of [...values.keys()]) if (key.startsWith(p.itemId + "\u0000")) values.delete(key);
+      break;
+    case "value.set":
+      values.set(cellKey(p.itemId, p.columnId), { itemId: p.itemId, columnId: p.columnId, value: p.value, version: p.version });
+      break;
+  }
+}
+
+/**
+ * A connection to one board. State is kept in `state`; listeners registered with `on` are told
+ * of changes: "change" (any), "status", "presence", "cursor", "typing", "board", "event"
+ * (backend and user events), "error".
+ */
+export class BoardClient {
+  constructor({ board, token, url, WebSocket: Socket, random, setTimeout: timer, clearTimeout: clear, now } = {}) {
+    if (!board) throw new Error("board is required");
+    this.board = board;
+    this.tokenSource = token;
+    this.url = url || (typeof location !== "undefined" ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}` : "");
+    this.Socket = Socket || globalThis.WebSocket;
+    this.random = random || Math.random;
+    this.setTimeout = timer || ((f, ms) => globalThis.setTimeout(f, ms));
+    this.clearTimeout = clear || ((h) => globalThis.clearTimeout(h));
+    this.now = now || (() => Date.now());
+    this.listeners = new Map();
+    this.state = {
+      status: "idle", self: null, seq: null, users: new Map(), typing: new Map(),
+      items: new Map(), values: new Map(),
+    };
+    // Server truth; `state.items`/`state.values` are this plus the pending operations.
+    this.confirmed = { items: new Map(), values: new Map() };
+    this.pending = [];
+    this.nextId = 1;
+    this.attempt = 0;
+    this.socket = null;
+    this.stopped = false;
+    this.needToken = true;
+    this.cursor = { last: -Infinity, queued: undefined, timer: null };
+    this.retryTimer = null;
+  }
+
+  /** Registers a listener; returns a function that removes it. */
+  on(event, fn) {
+    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+    this.listeners.get(event).add(fn);
+    return () => this.listeners.get(event).delete(fn);
+  }
+
+  emit(event, detail) {
+    for (const fn of this.listeners.get(event) || []) fn(detail, this.state);
+    if (event !== "change") for (const fn of this.listeners.get("change") || []) fn(this.state, event);
+  }
+
+  setConnectionStatus(status) {
+    if (this.state.status === status) return;
+    this.state.status = status;
+    this.emit("status", status);
+  }
+
+  async token() {
+    if (typeof this.tokenSource === "function") {
+      if (this.needToken || !this.currentToken) this.currentToken = await this.tokenSource();
+    } else {
+      this.currentToken = this.tokenSource;
+    }
+    this.needToken = false;
+    return this.currentToken;
+  }
+
+  /** Opens the connection (and keeps it open until `close`). */
+  async connect() {
+    this.stopped = false;
+    this.setConnectionStatus(this.state.self ? "reconnecting" : "connecting");
+    let token;
+    try {
+      token = await this.token();
+    } catch (e) {
+      this.emit("error", new BoardError("unauthorized", String(e && e.message || e)));
+      return this.scheduleReconnect();
+    }
+    if (this.stopped) return;
+    const resume = this.state.seq !== null ? `&last_seq=${this.state.seq}` : "";
+    const socket = new this.Socket(`${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}`);
+    this.socket = socket;
+    socket.onmessage = (e) => this.socket === socket && this.receive(e.data);
+    socket.onclose = (e) => this.socket === socket && this.closed(e.code);
+  }
+
+  /** Closes the connection for good. */
+  close() {
+    this.stopped = true;
+    this.clearTimeout(this.retryTimer);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close(1000);
+    this.failPending("closed");
+    this.setConnectionStatus("closed");
+  }
+
+  closed(code) {
+    this.socket = null;
+    this.failPending("unavailable");
+    if (this.stopped) return;
+    if (code === 4003) {
+      this.stopped = true;
+      return this.setConnectionStatus("kicked");
+    }
+    if (code === 4001) {
+      if (typeof this.tokenSource !== "function") {
+        this.stopped = true;
+        return this.setConnectionStatus("expired");
+      }
+      this.needToken = true;
+    }
+    this.setConnectionStatus("reconnecting");
+    if (code === 1012) return this.connect();
+    this.scheduleReconnect();
+  }
+
+  /** Exponential backoff with full jitter, from 1 s up to 30 s. */
+  backoffDelay() {
+    const ceiling = Math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ** this.attempt);
+    this.attempt += 1;
+    return Math.max(BACKOFF_BASE, this.random() * ceiling);
+  }
+
+  scheduleReconnect() {
+    if (this.stopped) return;
+    this.clearTimeout(this.retryTimer);
+    this.retryTimer = this.setTimeout(() => this.connect(), this.backoffDelay());
+  }
+
+  send(type, payload, id) {
+    if (!this.socket || this.socket.readyState !== 1) return false;
+    this.socket.send(JSON.stringify(id === undefined ? { type, payload } : { type, payload, id }));
+    return true;
+  }
+
+  receive(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    const { type, payload: p = {}, seq } = frame;
+    switch (type) {
+      case "board.snapshot":
+        this.confirmed.items = new Map(p.items.map((i) => [i.id, i]));
+        this.confirmed.values = new Map(p.values.map((v) => [cellKey(v.itemId, v.columnId), v]));
+        this.state.seq = p.seq;
+        this.joined(p, "connected");
+        this.recompute();
+        return;
+      case "board.resumed":
+        this.joined(p, "resumed");
+        return;
+      case "presence.join":
+        this.state.users.set(p.userId, { userId: p.userId, user: p.user, color: p.color, cursor: null, status: "active" });
+        return this.emit("presence", { type, userId: p.userId });
+      case "presence.leave":
+        this.state.users.delete(p.userId);
+        this.state.typing.delete(p.userId);
+        return this.emit("presence", { type, userId: p.userId });
+      case "presence.update": {
+        const user = this.state.users.get(p.userId);
+        if (user) user.status = p.status;
+        return this.emit("presence", { type, userId: p.userId });
+      }
+      case "cursor.move": {
+        const user = this.state.users.get(p.userId);
+        if (user) user.cursor = p.position;
+        return this.emit("cursor", { userId: p.userId, position: p.position });
+      }
+      case "typing.start":
+        this.state.typing.set(p.userId, { itemId: p.itemId, columnId: p.columnId });
+        return this.emit("typing", { userId: p.userId });
+      case "typing.stop":
+        this.state.typing.delete(p.userId);
+        return this.emit("typing", { userId: p.userId });
+      case "ack":
+        return this.acked(p);
+      case "error":
+        return this.failed(p);
+      case "pong":
+        return;
+    }
+    if (seq !== undefined) {
+      if (this.state.seq !== null && seq <= this.state.seq) return;
+      this.state.seq = seq;
+    }
+    if (DURABLE.has(type)) {
+      applyEvent(this.confirmed.items, this.confirmed.values, type, p);
+      this.recompute();
+      return;
+    }
+    this.emit("event", frame);
+  }
+
+  joined(p, status) {
+    this.attempt = 0;
+    this.state.self = p.self;
+    this.state.users = new Map(p.users.map((u) => [u.userId, { ...u }]));
+    this.state.typing = new Map();
+    this.setConnectionStatus(status);
+    this.emit("presence", { type: "snapshot" });
+  }
+
+  /** Rebuilds the visible board: server truth plus the operations not yet acknowledged. */
+  recompute() {
+    const items = new Map(this.confirmed.items);
+    const values = new Map(this.confirmed.values);
+    for (const op of this.pending) applyEvent(items, values, op.type, op.optimistic(items, values));
+    this.state.items = items;
+    this.state.values = values;
+    this.emit("board");
+  }
+
+  acked(p) {
+    const index = this.pending.findIndex((op) => op.id === p.id);
+    if (index < 0) return;
+    const [op] = this.pending.splice(index, 1);
+    if (p.seq !== undefined) this.state.seq = Math.max(this.state.seq ?? 0, p.seq);
+    applyEvent(this.confirmed.items, this.confirmed.values, op.type, op.confirmed(this.confirmed.items, p.version));
+    this.recompute();
+    op.resolve(p);
+  }
+
+  failed(p) {
+    const index = this.pending.findIndex((op) => op.id === p.id);
+    if (index < 0) return this.emit("error", new BoardError(p.code, p.message, p.current));
+    const [op] = this.pending.splice(index, 1);
+    if (p.current) {
+      if (p.current.columnId !== undefined) {
+        this.confirmed.values.set(cellKey(p.current.itemId, p.current.columnId), p.current);
+      } else if (p.current.id !== undefined) {
+        this.confirmed.items.set(p.current.id, p.current);
+      }
+    }
+    this.recompute();
+    op.reject(new BoardError(p.code, p.message, p.current));
+  }
+
+  failPending(code) {
+    if (!this.pending.length) return;
+    const pending = this.pending;
+    this.pending = [];
+    this.recompute();
+    for (const op of pending) op.reject(new BoardError(code, "the connection closed before an answer"));
+  }
+
+  /** Sends a durable operation, applied locally at once; resolves with the ack. */
+  operate(type, payload, optimistic, confirmed) {
+    return new Promise((resolve, reject) => {
+      const id = "op" + this.nextId++;
+      if (!this.send(type, payload, id)) return reject(new BoardError("unavailable", "not connected"));
+      this.pending.push({ id, type, optimistic, confirmed, resolve, reject });
+      this.recompute();
+    });
+  }
+
+  createItem(item) {
+    const event = () => ({ item: { ...item, version: 1 } });
+    return this.operate("item.created", { item }, event, event);
+  }
+
+  updateItem(itemId, changes, { expectedVersion } = {}) {
+    const versionOf = (items) => (items.get(itemId)?.version ?? 0) + 1;
+    return this.operate("item.updated", { itemId, changes, expectedVersion },
+      (items) => ({ itemId, changes, version: versionOf(items) }),
+      (items, version) => ({ itemId, changes, version }));
+  }
+
+  moveItem(itemId, groupId, position, { expectedVersion } = {}) {
+    const versionOf = (items) => (items.get(itemId)?.version ?? 0) + 1;
+    return this.operate("item.moved", { itemId, groupId, position, expectedVersion },
+      (items) => ({ itemId, groupId, position, version: versionOf(items) }),
+      (items, version) => ({ itemId, groupId, position, version }));
+  }
+
+  deleteItem(itemId, { expectedVersion } = {}) {
+    return this.operate("item.deleted", { itemId, expectedVersion }, () => ({ itemId }), () => ({ itemId }));
+  }
+
+  setValue(itemId, columnId, value, { expectedVersion } = {}) {
+    return this.operate("value.set", { itemId, columnId, value, expectedVersion },
+      (items, values) => ({ itemId, columnId, value, version: (values.get(cellKey(itemId, columnId))?.version ?? 0) + 1 }),
+      (items, version) => ({ itemId, columnId, value, version }));
+  }
+
+  /** The value of one cell, as shown (optimistic changes included). */
+  value(itemId, columnId) {
+    return this.state.values.get(cellKey(itemId, columnId));
+  }
+
+  /** Moves this user's cursor; at most one frame per 50 ms, the newest always sent. */
+  moveCursor(x, y) {
+    this.queueCursor(x === null || x === undefined ? null : { x, y });
+  }
+
+  /** The cursor left the canvas. */
+  leaveCanvas() {
+    this.queueCursor(null);
+  }
+
+  queueCursor(position) {
+    const now = this.now();
+    const wait = this.cursor.last + CURSOR_INTERVAL - now;
+    if (wait <= 0) {
+      this.cursor.last = now;
+      this.send("cursor.move", { position });
+      return;
+    }
+    this.cursor.queued = position;
+    if (this.cursor.timer === null) {
+      this.cursor.timer = this.setTimeout(() => {
+        this.cursor.timer = null;
+        this.cursor.last = this.now();
+        this.send("cursor.move", { position: this.cursor.queued });
+      }, wait);
+    }
+  }
+
+  startTyping(itemId, columnId) {
+    this.send("typing.start", { itemId, columnId });
+  }
+
+  stopTyping() {
+    this.send("typing.stop", {});
+  }
+
+  /** This user's presence status: "active" or "idle". */
+  setStatus(status) {
+    this.send("presence.update", { status });
+  }
+}

@@ -1,0 +1,233 @@
+// End-to-end tests of the demo board: the real binary, real Redis where needed, and two
+// browser contexts in headless Chromium driven by playwright-core.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.BOARDCAST_BIN || join(here, "../../target/debug/boardcast");
+const SECRET = "e2e-secret-0123456789abcdef";
+const SHOTS = join(here, "screenshots");
+const WAIT = 15000;
+
+let browser;
+const cleanups = [];
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const clean of cleanups.reverse()) await clean();
+});
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+function waitExit(child) {
+  return new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", resolve)));
+}
+
+/** Starts the boardcast binary; resolves with its port once it listens. */
+async function startServer(env = {}) {
+  const child = spawn(BIN, [], {
+    env: { ...process.env, BIND: "127.0.0.1:0", RUST_LOG: "info", ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the server did not report its port")), WAIT);
+    let log = "";
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      const m = /listening on port (\d+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    child.once("exit", (code) => reject(new Error(`the server exited (${code}): ${log}`)));
+  });
+  const server = { child, port, stop: async () => { child.kill("SIGTERM"); await waitExit(child); } };
+  cleanups.push(async () => { child.kill("SIGKILL"); await waitExit(child); });
+  return server;
+}
+
+/** Starts a redis-server of the test's own on a free port. */
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "boardcast-e2e-redis-"));
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir], { stdio: "ignore" });
+  cleanups.push(async () => { child.kill("SIGKILL"); await waitExit(child); rmSync(dir, { recursive: true, force: true }); });
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const sock = new Socket();
+      sock.once("error", () => resolve(false));
+      sock.connect(port, "127.0.0.1", () => { sock.write("PING\r\n"); });
+      sock.once("data", (d) => { sock.destroy(); resolve(String(d).startsWith("+PONG")); });
+    });
+    if (ok) return `redis://127.0.0.1:${port}/`;
+    if (Date.now() > deadline) throw new Error("redis-server did not start");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function waitReady(port) {
+  const deadline = Date.now() + WAIT;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("never ready");
+}
+
+/** An HS256 JWT signed with the test secret. */
+function jwt(sub, name) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, name, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+/** Opens the demo board in a fresh browser context (a user of its own). */
+async function openBoard(port, board, token) {
+  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  const hash = token ? `#token=${token}` : "";
+  await page.goto(`http://127.0.0.1:${port}/?board=${board}${hash}`);
+  await page.waitForFunction(() => ["connected", "resumed"].includes(document.getElementById("badge").textContent), null, { timeout: WAIT });
+  return page;
+}
+
+const userIds = (page) => page.$$eval("#users span", (spans) => spans.map((s) => s.dataset.user).sort());
+const selfId = (page) => page.evaluate(() => window.board.state.self.userId);
+const noteCount = (page) => page.$$eval(".note", (n) => n.length);
+
+async function addNote(page) {
+  const before = await noteCount(page);
+  await page.click("#add");
+  await page.waitForFunction((n) => document.querySelectorAll(".note").length === n + 1, before, { timeout: WAIT });
+  return page.$eval(".note:last-of-type", (el) => el.dataset.id);
+}
+
+test("two users see each other, cursors, and notes added and dragged", async () => {
+  const server = await startServer();
+  const a = await openBoard(server.port, "e2e");
+  const b = await openBoard(server.port, "e2e");
+  const [ann, bob] = [await selfId(a), await selfId(b)];
+  for (const page of [a, b]) {
+    await page.waitForFunction(() => document.querySelectorAll("#users span").length === 2, null, { timeout: WAIT });
+    assert.deepEqual(await userIds(page), [ann, bob].sort());
+  }
+  const colors = await a.$$eval("#users span", (spans) => spans.map((s) => s.style.background));
+  assert.notEqual(colors[0], colors[1], "different colors");
+
+  // A mouse move in a shows a's named cursor in b.
+  await a.mouse.move(300, 250);
+  await a.mouse.move(320, 260, { steps: 3 });
+  const cursor = await b.waitForSelector(`.cursor[data-user="${ann}"]`, { timeout: WAIT });
+  assert.equal(await cursor.textContent(), ann);
+
+  // A note added in a appears in b; dragged in a, it moves in b.
+  const id = await addNote(a);
+  await b.waitForSelector(`.note[data-id="${id}"]`, { timeout: WAIT });
+  const grip = await a.$(`.note[data-id="${id}"] .grip`);
+  const box = await grip.boundingBox();
+  await a.mouse.move(box.x + 20, box.y + 5);
+  await a.mouse.down();
+  await a.mouse.move(box.x + 220, box.y + 105, { steps: 8 });
+  await a.mouse.up();
+  const target = await a.$eval(`.note[data-id="${id}"]`, (el) => ({ x: el.offsetLeft, y: el.offsetTop }));
+  await b.waitForFunction(({ id, x, y }) => {
+    const el = document.querySelector(`.note[data-id="${id}"]`);
+    return el && el.offsetLeft === x && el.offsetTop === y;
+  }, { id, ...target }, { timeout: WAIT });
+
+  await a.screenshot({ path: join(SHOTS, "tab-a.png") });
+  await b.screenshot({ path: join(SHOTS, "tab-b.png") });
+  await server.stop();
+});
+
+test("a conflicting edit rolls back in the losing tab", async () => {
+  const server = await startServer();
+  const a = await openBoard(server.port, "conflict");
+  const b = await openBoard(server.port, "conflict");
+  const id = await addNote(a);
+  await b.waitForSelector(`.note[data-id="${id}"]`, { timeout: WAIT });
+  await a.fill(`.note[data-id="${id}"] textarea`, "winner");
+  await b.waitForFunction((id) => document.querySelector(`.note[data-id="${id}"] textarea`).value === "winner", id, { timeout: WAIT });
+  // b edits with the version it had before a's edit: the server refuses it.
+  const outcome = await b.evaluate(async (id) => {
+    const done = window.board.setValue(id, "text", "loser", { expectedVersion: 0 });
+    const shown = document.querySelector(`.note[data-id="${id}"] textarea`).value;
+    const result = await done.then(() => "accepted", (e) => e.code);
+    return { shown, result };
+  }, id);
+  assert.deepEqual(outcome, { shown: "loser", result: "conflict" }, "applied at once, then refused");
+  const after = await b.$eval(`.note[data-id="${id}"] textarea`, (t) => t.value);
+  assert.equal(after, "winner", "rolled back to the server's value");
+  await server.stop();
+});
+
+test("a server restart is survived: the page resumes and no note is lost", async () => {
+  const redis = await startRedis();
+  const port = await freePort();
+  const env = { REDIS_URL: redis, JWT_SECRET: SECRET, BIND: `127.0.0.1:${port}` };
+  let server = await startServer(env);
+  await waitReady(port);
+  const a = await openBoard(port, "restart", jwt("ann", "Ann"));
+  const b = await openBoard(port, "restart", jwt("bob", "Bob"));
+  await addNote(a);
+  await addNote(a);
+  await b.waitForFunction(() => document.querySelectorAll(".note").length === 2, null, { timeout: WAIT });
+  await server.stop();
+  server = await startServer(env);
+  for (const page of [a, b]) {
+    await page.waitForFunction(() => document.getElementById("badge").textContent === "resumed", null, { timeout: 40000 });
+    assert.equal(await noteCount(page), 2, "no note lost");
+  }
+  await addNote(b);
+  await a.waitForFunction(() => document.querySelectorAll(".note").length === 3, null, { timeout: WAIT });
+  await server.stop();
+});
+
+test("two instances with Redis, one tab on each, act as one board", async () => {
+  const redis = await startRedis();
+  const env = { REDIS_URL: redis, JWT_SECRET: SECRET };
+  const one = await startServer(env);
+  const two = await startServer(env);
+  await waitReady(one.port);
+  await waitReady(two.port);
+  const a = await openBoard(one.port, "pair", jwt("ann", "Ann"));
+  const b = await openBoard(two.port, "pair", jwt("bob", "Bob"));
+  for (const page of [a, b]) {
+    await page.waitForFunction(() => document.querySelectorAll("#users span").length === 2, null, { timeout: WAIT });
+  }
+  const id = await addNote(a);
+  await b.waitForSelector(`.note[data-id="${id}"]`, { timeout: WAIT });
+  await a.mouse.move(400, 300);
+  await a.mouse.move(410, 310, { steps: 2 });
+  await b.waitForSelector('.cursor[data-user="ann"]', { timeout: WAIT });
+  await one.stop();
+  await two.stop();
+});
