@@ -91,12 +91,23 @@ impl AbuseWindow {
     }
 }
 
-/// Per-user cursor throttle: a move goes out at once when the last one went out at least
-/// [`CURSOR_INTERVAL`] ago; otherwise only the newest is kept, to go out when the interval ends.
+/// Arrival jitter a cursor move may show without being held (see [`Throttle`]).
+pub const CURSOR_JITTER: Duration = Duration::from_millis(10);
+
+/// Per-user cursor throttle at one move per [`CURSOR_INTERVAL`] (20 a second), keeping only the
+/// newest move while one is held.
+///
+/// It paces by a theoretical schedule (the generic cell rate algorithm): each move that goes
+/// out books the next slot one interval later; a move that comes before its slot (less
+/// [`CURSOR_JITTER`]) is held until then, and a newer one replaces it. The long-run rate is
+/// exactly 20 a second and two moves are never closer than 40 ms, yet a sender moving at 20 Hz
+/// whose moves arrive a few milliseconds early or late is never delayed. Counting from the
+/// instant of the last send instead would hold every move that arrives a hair early, and a
+/// late one would push all the following ones later.
 #[derive(Clone, Debug)]
 pub struct Throttle<T> {
-    /// When the last move went out.
-    last_sent: Option<Instant>,
+    /// The next slot: when a move may go out on the pace.
+    next_slot: Option<Instant>,
     /// The newest move held back, if any.
     pending: Option<T>,
 }
@@ -113,40 +124,50 @@ pub enum Offer<T> {
 impl<T> Default for Throttle<T> {
     fn default() -> Self {
         Throttle {
-            last_sent: None,
+            next_slot: None,
             pending: None,
         }
     }
 }
 
 impl<T> Throttle<T> {
-    /// Offers the newest move.
-    pub fn offer(&mut self, value: T, now: Instant) -> Offer<T> {
-        match self.last_sent {
-            Some(last) if now.saturating_duration_since(last) < CURSOR_INTERVAL => {
-                self.pending = Some(value);
-                Offer::HeldUntil(last + CURSOR_INTERVAL)
-            }
-            _ => {
-                self.last_sent = Some(now);
-                self.pending = None;
-                Offer::Send(value)
-            }
-        }
+    fn on_pace(&self, now: Instant) -> bool {
+        self.next_slot
+            .is_none_or(|slot| now + CURSOR_JITTER >= slot)
     }
 
-    /// Takes the held move when its time has come.
-    pub fn flush(&mut self, now: Instant) -> Option<T> {
-        let due = self
-            .last_sent
-            .is_none_or(|last| now.saturating_duration_since(last) >= CURSOR_INTERVAL);
-        if due {
-            let value = self.pending.take()?;
-            self.last_sent = Some(now);
-            Some(value)
-        } else {
-            None
+    fn book(&mut self, now: Instant) {
+        let slot = self.next_slot.map_or(now, |slot| slot.max(now));
+        self.next_slot = Some(slot + CURSOR_INTERVAL);
+    }
+
+    /// Offers the newest move.
+    pub fn offer(&mut self, value: T, now: Instant) -> Offer<T> {
+        if self.on_pace(now) && self.pending.is_none() {
+            self.book(now);
+            return Offer::Send(value);
         }
+        self.pending = Some(value);
+        Offer::HeldUntil(self.due().unwrap_or(now))
+    }
+
+    /// Takes the held move when its slot has come.
+    pub fn flush(&mut self, now: Instant) -> Option<T> {
+        if !self.on_pace(now) {
+            return None;
+        }
+        let value = self.pending.take()?;
+        self.book(now);
+        Some(value)
+    }
+
+    /// When the held move may go out, if one is held.
+    pub fn due(&self) -> Option<Instant> {
+        self.pending.as_ref()?;
+        Some(
+            self.next_slot
+                .map_or_else(Instant::now, |slot| slot - CURSOR_JITTER),
+        )
     }
 
     /// Whether a move is held back.
@@ -194,25 +215,58 @@ mod tests {
     #[test]
     fn the_throttle_sends_at_once_then_keeps_only_the_newest() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         let mut throttle = Throttle::default();
         assert_eq!(throttle.offer(1, t0), Offer::Send(1));
-        let due = t0 + CURSOR_INTERVAL;
-        assert_eq!(
-            throttle.offer(2, t0 + Duration::from_millis(10)),
-            Offer::HeldUntil(due)
-        );
-        assert_eq!(
-            throttle.offer(3, t0 + Duration::from_millis(20)),
-            Offer::HeldUntil(due)
-        );
-        assert_eq!(throttle.flush(t0 + Duration::from_millis(30)), None);
+        let due = t0 + CURSOR_INTERVAL - CURSOR_JITTER;
+        assert_eq!(throttle.offer(2, t0 + ms(10)), Offer::HeldUntil(due));
+        assert_eq!(throttle.offer(3, t0 + ms(20)), Offer::HeldUntil(due));
+        assert_eq!(throttle.flush(t0 + ms(30)), None);
+        assert_eq!(throttle.due(), Some(due), "still held");
         assert_eq!(throttle.flush(due), Some(3));
-        assert!(!throttle.has_pending());
-        // The next move right after a flush waits for the interval again.
+        assert_eq!((throttle.due(), throttle.has_pending()), (None, false));
+        // The next move right after a flush waits for the next slot.
         assert!(matches!(
-            throttle.offer(4, due + Duration::from_millis(1)),
+            throttle.offer(4, due + ms(1)),
             Offer::HeldUntil(_)
         ));
-        assert_eq!(throttle.offer(5, due + CURSOR_INTERVAL), Offer::Send(5));
+    }
+
+    #[test]
+    fn the_pace_never_exceeds_twenty_a_second() {
+        let t0 = Instant::now();
+        let mut throttle = Throttle::default();
+        let mut sent = vec![];
+        // A move every millisecond for two seconds, flushing whenever something is due.
+        for i in 0..2000u64 {
+            let now = t0 + Duration::from_millis(i);
+            if throttle.flush(now).is_some() {
+                sent.push(now);
+            }
+            if let Offer::Send(_) = throttle.offer(i, now) {
+                sent.push(now);
+            }
+        }
+        assert!(sent.len() <= 41, "{} in 2 s", sent.len());
+        assert!(sent
+            .windows(2)
+            .all(|w| w[1] - w[0] >= CURSOR_INTERVAL - CURSOR_JITTER));
+    }
+
+    #[test]
+    fn a_jittery_twenty_hertz_sender_is_never_held() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut throttle = Throttle::default();
+        // Arrivals every 50 ms, alternately 4 ms early and 4 ms late.
+        for k in 0..400u32 {
+            let ideal = t0 + ms(100) + ms(50) * k;
+            let arrival = if k % 2 == 0 {
+                ideal - ms(4)
+            } else {
+                ideal + ms(4)
+            };
+            assert_eq!(throttle.offer(k, arrival), Offer::Send(k), "move {k}");
+        }
     }
 }

@@ -218,10 +218,15 @@ async fn shutdown_signal() {
     }
 }
 
-/// Keepalive and a user timeout on every accepted socket, so a vanished peer is noticed even
-/// while its session is not being polled.
+/// No Nagle delay, keepalive and a user timeout on every accepted socket, so frames leave at
+/// once and a vanished peer is noticed even while its session is not being polled.
 fn tune_socket(conn: &dyn std::any::Any, _: &mut Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        // Realtime frames are small and must not wait for Nagle's algorithm (with delayed ACKs
+        // it adds about 40 ms per frame).
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("cannot set TCP_NODELAY: {e}");
+        }
         let sock = socket2::SockRef::from(tcp);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(TCP_KEEPALIVE)

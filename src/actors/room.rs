@@ -80,7 +80,7 @@ struct Member {
 /// Per-user cursor state.
 #[derive(Default)]
 struct Cursor {
-    /// Limits deliveries to one per 50 ms, keeping the newest.
+    /// Paces deliveries at one per 50 ms, keeping the newest.
     throttle: Throttle<(SessionId, Option<Point>)>,
     /// Last known position, for snapshots.
     last: Option<Point>,
@@ -291,8 +291,15 @@ impl Room {
             return;
         };
         cursor.flush_scheduled = false;
-        if let Some((origin, position)) = cursor.throttle.flush(Instant::now()) {
+        let now = Instant::now();
+        if let Some((origin, position)) = cursor.throttle.flush(now) {
             self.emit_cursor(&user_id, origin, position, ctx);
+        } else if let Some(due) = cursor.throttle.due() {
+            // The timer fired a hair before the interval ended: try again then, so the held
+            // move is never stranded.
+            cursor.flush_scheduled = true;
+            let wait = due.saturating_duration_since(now);
+            ctx.run_later(wait, move |room, ctx| room.flush_cursor(user_id, ctx));
         }
     }
 
