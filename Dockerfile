@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY static ./static
+# The workspace's other member (the load generator) must be present for cargo to build.
+COPY bench ./bench
 RUN cargo build --release --locked --bin boardcast
 
 # Runtime stage: a slim image with only the binary, run as a non-root user.

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds everything, starts Redis, boardcast and the two reference peers
+# (one at a time, each on loopback), runs every scenario against each, stops everything by PID,
+# and writes docs/benchmarks.md. Every run is bounded in count and time.
+#
+#   bench/run.sh            # the full suite (about 15 minutes)
+#   QUICK=1 bench/run.sh    # a small load, to check that it all works
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/target/bench}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+SECRET=bench-secret-0123456789abcdef
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+if [ -n "${QUICK:-}" ]; then
+  SECONDS_RUN=3; BOARDS=5; IDLE=2000; STEPS="5 10"; DURABLE_BOARDS=4
+else
+  SECONDS_RUN=10; BOARDS=50; IDLE=50000; STEPS="25 50 75 100 125 150"; DURABLE_BOARDS=20
+fi
+
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install -y redis-server)"; exit 1; }
+cargo build --release --workspace --quiet
+(cd bench/peers/node && npm ci --no-audit --no-fund --silent)
+LOADGEN=$ROOT/target/release/loadgen
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listens on $1"; exit 1; }
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+PIDS+=($!); wait_port "$REDIS_PORT"
+REDIS_URL=redis://127.0.0.1:$REDIS_PORT/
+
+# start_target NAME PORT [extra env...]: starts a server, sets PID.
+start_target() {
+  local name=$1 port=$2; shift 2
+  case $name in
+    boardcast) env BIND=127.0.0.1:$port JWT_SECRET=$SECRET RATE_LIMIT=100000 RATE_BURST=100000 RUST_LOG=warn "$@" \
+                 "$ROOT/target/release/boardcast" & ;;
+    relay)     "$ROOT/target/release/relay" --bind 127.0.0.1:$port --secret $SECRET 2>/dev/null & ;;
+    node)      node bench/peers/node/server.mjs --port "$port" --secret $SECRET --redis "$REDIS_URL" 2>/dev/null & ;;
+  esac
+  PID=$!; PIDS+=("$PID"); wait_port "$port"
+}
+
+run() { "$LOADGEN" "$@" --secret "$SECRET" | tee -a "$OUT/log.txt" | grep '^{' >> "$RESULTS"; }
+
+for name in boardcast relay node; do
+  port=$(free_port); start_target "$name" "$port"
+  url=ws://127.0.0.1:$port
+  echo "== $name"
+  run cursors --label "$name" --url "$url" --pid "$PID" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "c-$name" || true
+  run durable --label "$name" --url "$url" --pid "$PID" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix "d-$name" || true
+  run churn --label "$name" --url "$url" --pid "$PID" --boards 20 --observers 2 --rate 200 --stay-ms 500 --seconds "$SECONDS_RUN" --prefix "h-$name" || true
+  stop "$PID"
+  # Memory per idle connection, on a fresh process.
+  port=$(free_port); start_target "$name" "$port"
+  run idle --label "$name" --url "ws://127.0.0.1:$port" --pid "$PID" --connections "$IDLE" --boards $((IDLE / 10)) --seconds 5 --threads 2 --prefix "i-$name" || true
+  stop "$PID"
+  # Saturation: raise the board count until a delivery is lost or p99 passes 50 ms.
+  port=$(free_port); start_target "$name" "$port"
+  for boards in $STEPS; do
+    line=$("$LOADGEN" cursors --label "$name-saturation" --url "ws://127.0.0.1:$port" --pid "$PID" --secret "$SECRET" \
+      --boards "$boards" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "s$boards-$name" | tee -a "$OUT/log.txt" | grep '^{' || true)
+    [ -n "$line" ] || break
+    echo "$line" >> "$RESULTS"
+    echo "$line" | grep -q '"delivered_ratio":1.0,' || break
+    p99=$(echo "$line" | sed 's/.*"p99":\([0-9.]*\).*/\1/')
+    awk -v p="$p99" 'BEGIN { exit !(p > 50) }' && break
+  done
+  stop "$PID"
+done
+
+echo "== boardcast, two instances with Redis"
+p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL"; pid1=$PID
+p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL"; pid2=$PID
+sleep 1
+run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
+  --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
+run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
+  --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
+stop "$pid1"; stop "$pid2"
+
+"$LOADGEN" report --results "$RESULTS" > "$ROOT/docs/benchmarks.md"
+echo "wrote docs/benchmarks.md"

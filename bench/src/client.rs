@@ -1,0 +1,175 @@
+//! Tokens, connections and frames: the few parts of the wire contract the scenarios use.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client socket.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connections per loopback source address before the next one is used (ephemeral ports run
+/// out near 28k per source address).
+pub const PER_SOURCE: usize = 25_000;
+
+/// An HS256 token for `sub`, valid for a day.
+pub fn token(secret: &str, sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 86_400;
+    let claims = serde_json::json!({"sub": sub, "name": sub, "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+/// The loopback source address for the `n`-th connection.
+pub fn source_for(n: usize) -> IpAddr {
+    let block = (n / PER_SOURCE) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + block))
+}
+
+/// Host and port of a `ws://host:port` URL; only loopback targets are accepted.
+pub fn target(base: &str) -> Result<SocketAddr, String> {
+    let rest = base
+        .strip_prefix("ws://")
+        .ok_or("the URL must start with ws://")?;
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let addr: SocketAddr = host_port
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .map_err(|_| format!("{host_port} is not host:port"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address; the load generator only targets this machine"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Opens a WebSocket to `base` for `board`, from `source`.
+pub async fn connect(
+    base: &str,
+    board: &str,
+    token: &str,
+    source: IpAddr,
+) -> Result<Socket, String> {
+    let addr = target(base)?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let _ = socket.set_nodelay(true);
+    let std: std::net::TcpStream = socket.into();
+    let tcp = match tokio::net::TcpSocket::from_std_stream(std)
+        .connect(addr)
+        .await
+    {
+        Ok(tcp) => tcp,
+        Err(e) => return Err(format!("connect {addr}: {e}")),
+    };
+    let url = format!("{base}/ws/{board}?token={token}");
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .map_err(|_| "upgrade timed out".to_string())?
+    .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+/// The parts of a server frame the scenarios read; everything else is skipped.
+#[derive(Deserialize)]
+pub struct Incoming<'a> {
+    /// The frame's type.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// Its payload.
+    #[serde(default, borrow)]
+    pub payload: Payload<'a>,
+    /// Its seq, on durable events.
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// Payload fields the scenarios read.
+#[derive(Deserialize, Default)]
+pub struct Payload<'a> {
+    /// Author or subject of the event.
+    #[serde(rename = "userId", default, borrow)]
+    pub user_id: Option<Cow<'a, str>>,
+    /// Cursor position.
+    #[serde(default)]
+    pub position: Option<Position>,
+    /// The frame id an ack or error answers.
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    /// An ack's seq.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// An error's code.
+    #[serde(default, borrow)]
+    pub code: Option<Cow<'a, str>>,
+}
+
+/// A cursor position: the scenarios encode a message number in `x` and the sender in `y`.
+#[derive(Deserialize, Clone, Copy)]
+pub struct Position {
+    /// Message number.
+    pub x: f64,
+    /// Sender index.
+    pub y: f64,
+}
+
+/// Parses a text frame; `None` for anything that is not JSON of the contract's shape.
+pub fn parse(text: &str) -> Option<Incoming<'_>> {
+    serde_json::from_str(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        assert!(target("ws://127.0.0.1:8080").is_ok());
+        assert!(target("ws://localhost:8080").is_ok());
+        assert!(target("ws://10.0.0.1:8080").is_err());
+        assert!(target("http://127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn sources_spread_over_loopback() {
+        assert_eq!(source_for(0), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(
+            source_for(PER_SOURCE),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))
+        );
+    }
+
+    #[test]
+    fn cursor_frames_parse_to_sender_and_number() {
+        let frame =
+            parse(r#"{"type":"cursor.move","payload":{"userId":"u3","position":{"x":17,"y":3}}}"#)
+                .expect("frame");
+        assert_eq!(frame.kind, "cursor.move");
+        let p = frame.payload.position.expect("position");
+        assert_eq!((p.x, p.y), (17.0, 3.0));
+        let ack =
+            parse(r#"{"type":"ack","payload":{"id":"w1-5","seq":9,"version":2}}"#).expect("ack");
+        assert_eq!(
+            (ack.payload.id.as_deref(), ack.payload.seq),
+            (Some("w1-5"), Some(9))
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Load generation for boardcast and its reference peers, speaking only the wire contract.
+//!
+//! # Layout
+//!
+//! - [`stats`]: latency recording and percentiles.
+//! - [`procfs`]: CPU time and resident memory of a process, from `/proc`.
+//! - [`client`]: tokens, connections (spread over loopback source addresses) and frame parsing.
+//! - [`scenarios`]: `idle`, `cursors`, `durable` and `churn`, each bounded in count and time.
+//! - [`report`]: the Markdown report of a run's JSON lines.
+//!
+//! Every target is a loopback URL; every loop stops by itself.
+
+pub mod client;
+pub mod procfs;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
