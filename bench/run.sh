@@ -12,13 +12,21 @@ OUT=${OUT:-$ROOT/target/bench}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
+: > "$OUT/log.txt"
 SECRET=bench-secret-0123456789abcdef
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# Idle connections are capped by the open-file limit (each side holds one descriptor per
+# connection); where it cannot be raised, measure as many as it allows.
+FD_LIMIT=$(ulimit -n)
 
 if [ -n "${QUICK:-}" ]; then
   SECONDS_RUN=3; BOARDS=5; IDLE=2000; STEPS="5 10"; DURABLE_BOARDS=4
 else
-  SECONDS_RUN=10; BOARDS=50; IDLE=50000; STEPS="25 50 75 100 125 150"; DURABLE_BOARDS=20
+  SECONDS_RUN=10; BOARDS=50; IDLE=50000; STEPS="5 10 15 20 25 30 40 50"; DURABLE_BOARDS=20
+fi
+if [ "$IDLE" -gt $((FD_LIMIT - 1000)) ]; then
+  echo "the open-file limit is $FD_LIMIT: idle runs $((FD_LIMIT - 1000)) connections, not $IDLE"
+  IDLE=$((FD_LIMIT - 1000))
 fi
 
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install -y redis-server)"; exit 1; }
@@ -85,8 +93,12 @@ p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL"; pid2=$PID
 sleep 1
 run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
+run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
+  --boards $((BOARDS / 5)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-light || true
 run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
+run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
+  --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
 stop "$pid1"; stop "$pid2"
 
 "$LOADGEN" report --results "$RESULTS" > "$ROOT/docs/benchmarks.md"

@@ -211,14 +211,14 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
                 let frame = format!(
                     r#"{{"type":"cursor.move","payload":{{"position":{{"x":{count},"y":{n}}}}}}}"#
                 );
-                send_times[n].sent(
-                    count,
-                    Instant::now().duration_since(epoch).as_nanos() as u64,
-                );
+                // One instant decides both the latency and whether the move counts in the
+                // window, for the sender and every receiver alike.
+                let now = Instant::now();
+                send_times[n].sent(count, now.duration_since(epoch).as_nanos() as u64);
                 if sink.send(Message::text(frame)).await.is_err() {
                     break;
                 }
-                if at >= window_start {
+                if now >= window_start && now < window_end {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -497,10 +497,10 @@ impl Handler<AppendCustom> for Broker {
     type Result = ResponseFuture<Result<u64, FrameError>>;
 
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
-        crate::metrics::DURABLE_EVENTS.inc();
         match &mut self.backend {
             Backend::Memory(store) => {
                 let (seq, frame) = store.append_custom(&msg.board, &msg.kind, &msg.payload);
+                crate::metrics::DURABLE_EVENTS.inc();
                 self.deliver(
                     &msg.board,
                     BoardEvent::Durable {
@@ -514,9 +514,11 @@ impl Handler<AppendCustom> for Broker {
             Backend::Redis(redis) => {
                 let redis = redis.clone();
                 Box::pin(async move {
-                    redis
+                    let seq = redis
                         .append_custom(&msg.board, &msg.kind, &msg.payload)
-                        .await
+                        .await?;
+                    crate::metrics::DURABLE_EVENTS.inc();
+                    Ok(seq)
                 })
             }
         }
