@@ -169,6 +169,18 @@ impl Broker {
         }
     }
 
+    /// Stops listening on a Redis channel nothing here needs any more.
+    fn leave_channel(&mut self, channel: String, ctx: &mut Context<Self>) {
+        self.channels.remove(&channel);
+        let Some(redis) = self.redis() else { return };
+        ctx.spawn(
+            async move {
+                let _ = redis.conn().unsubscribe(&channel).await;
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Tells every room to catch up: fill missed events and re-register its sessions.
     fn resync_rooms(&self) {
         for room in self.rooms.values() {
@@ -365,14 +377,7 @@ impl Handler<Unsubscribe> for Broker {
         }
         self.rooms.remove(&msg.board);
         if let Some(redis) = self.redis() {
-            let channel = redis.board_channel(&msg.board);
-            self.channels.remove(&channel);
-            ctx.spawn(
-                async move {
-                    let _ = redis.conn().unsubscribe(&channel).await;
-                }
-                .into_actor(self),
-            );
+            self.leave_channel(redis.board_channel(&msg.board), ctx);
         }
     }
 }
@@ -672,14 +677,7 @@ impl Handler<UnsubscribeUser> for Broker {
         }
         self.users.remove(&key);
         if let Some(redis) = self.redis() {
-            let channel = redis.user_channel(&key.0, &key.1);
-            self.channels.remove(&channel);
-            ctx.spawn(
-                async move {
-                    let _ = redis.conn().unsubscribe(&channel).await;
-                }
-                .into_actor(self),
-            );
+            self.leave_channel(redis.user_channel(&key.0, &key.1), ctx);
         }
     }
 }
