@@ -24,6 +24,8 @@
 //! - [`limits`]: rate limits and the cursor throttle.
 //! - [`metrics`]: counters for `/metrics`.
 
+#![warn(missing_docs)]
+
 pub mod actors;
 pub mod auth;
 pub mod board;

@@ -10,6 +10,8 @@
 //!
 //! Every target is a loopback URL; every loop stops by itself.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod procfs;
 pub mod report;
