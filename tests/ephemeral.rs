@@ -10,9 +10,7 @@ use serde_json::json;
 in_both_modes! {
 async fn a_cursor_move_reaches_the_others_but_not_the_sender(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("cursor.move", json!({"position":{"x":10.5,"y":-2}}))
         .await;
     assert_eq!(
@@ -44,9 +42,7 @@ async fn the_senders_other_tab_sees_its_cursor(mode) {
 in_both_modes! {
 async fn cursors_are_throttled_and_the_newest_always_arrives(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     let started = Instant::now();
     for x in 1..=40 {
         ann.send_type("cursor.move", json!({"position":{"x":x,"y":0}}))
@@ -80,9 +76,7 @@ async fn cursors_are_throttled_and_the_newest_always_arrives(mode) {
 in_both_modes! {
 async fn typing_is_relayed_and_stops_by_itself_after_five_seconds(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("typing.start", json!({"itemId":"i1","columnId":"c1"}))
         .await;
     let started = Instant::now();
@@ -108,9 +102,7 @@ async fn typing_is_relayed_and_stops_by_itself_after_five_seconds(mode) {
 in_both_modes! {
 async fn an_explicit_typing_stop_is_relayed(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("typing.start", json!({"itemId":"i1","columnId":"c1"}))
         .await;
     ann.send_type("typing.stop", json!({})).await;
@@ -126,9 +118,7 @@ async fn an_explicit_typing_stop_is_relayed(mode) {
 in_both_modes! {
 async fn typing_stops_when_the_user_leaves(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("typing.start", json!({"itemId":"i1","columnId":"c1"}))
         .await;
     assert_eq!(bob.next_frame().await["type"], "typing.start");

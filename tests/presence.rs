@@ -116,9 +116,7 @@ async fn a_client_that_stops_answering_pings_leaves(mode) {
 in_both_modes! {
 async fn a_status_update_reaches_the_others(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("presence.update", json!({"status":"idle"}))
         .await;
     assert_eq!(
@@ -145,9 +143,7 @@ async fn a_status_update_reaches_the_others(mode) {
 in_both_modes! {
 async fn a_snapshot_shows_the_cursors_of_present_users(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut bob, _) = app.join("b", "bob").await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    bob.next_of("presence.join").await;
+    let (mut bob, mut ann) = app.bob_then_ann("b").await;
     ann.send_type("cursor.move", json!({"position":{"x":3,"y":4}}))
         .await;
     bob.next_of("cursor.move").await;

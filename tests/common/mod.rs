@@ -177,6 +177,18 @@ impl TestApp {
         self.join_with(board, &token(user)).await
     }
 
+    /// Connects bob, then ann, to `board`, and waits until bob has seen ann arrive: the
+    /// starting point of most two-user tests.
+    pub async fn bob_then_ann(&self, board: &str) -> (TestClient, TestClient) {
+        let (mut bob, _) = self.join(board, "bob").await;
+        let (ann, _) = self.join(board, "ann").await;
+        assert_eq!(
+            bob.next_of("presence.join").await["payload"]["userId"],
+            "ann"
+        );
+        (bob, ann)
+    }
+
     /// Connects with `token` and reads the first frame.
     pub async fn join_with(&self, board: &str, token: &str) -> (TestClient, Value) {
         let mut client = TestClient::connect(&self.ws_url(board, token)).await;
