@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
+use crate::actors::room::RoomSettings;
 use crate::auth::{AuthError, Verifier};
 use crate::broker::{Broker, GetReady, GetRedis};
 use crate::config::Config;
@@ -94,7 +95,11 @@ impl Application {
         let redis = broker.send(GetRedis).await?;
         let ready = broker.send(GetReady).await?;
         let presence = Presence::new(broker.clone(), redis).start();
-        let registry = Registry::new(presence.clone(), broker.clone(), config.session_queue * 4);
+        let settings = RoomSettings {
+            backlog_bound: config.session_queue * 4,
+            shared: config.redis_url.is_some(),
+        };
+        let registry = Registry::new(presence.clone(), broker.clone(), settings);
         let listener =
             TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?;
         let port = listener

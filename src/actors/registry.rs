@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::prelude::*;
 
 use crate::actors::presence::Presence;
-use crate::actors::room::{CloseAll, Join, Room};
+use crate::actors::room::{CloseAll, Join, Room, RoomSettings};
 use crate::broker::Broker;
 use crate::event::BoardKey;
 
@@ -33,18 +33,22 @@ pub struct Registry {
     presence: Addr<Presence>,
     /// Given to new rooms.
     broker: Addr<Broker>,
-    /// Frames a joining session may hold back; given to new rooms.
-    backlog_bound: usize,
+    /// Given to new rooms.
+    settings: RoomSettings,
 }
 
 impl Registry {
     /// An empty registry whose rooms use `presence` and `broker`.
-    pub fn new(presence: Addr<Presence>, broker: Addr<Broker>, backlog_bound: usize) -> Arc<Self> {
+    pub fn new(
+        presence: Addr<Presence>,
+        broker: Addr<Broker>,
+        settings: RoomSettings,
+    ) -> Arc<Self> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
             presence,
             broker,
-            backlog_bound,
+            settings,
         })
     }
 
@@ -65,7 +69,7 @@ impl Registry {
                 Arc::clone(self),
                 self.presence.clone(),
                 self.broker.clone(),
-                self.backlog_bound,
+                self.settings,
             );
             let id = room.id();
             Entry {

@@ -35,6 +35,84 @@ const SLOW_RETRY: Duration = Duration::from_millis(50);
 
 static NEXT_ROOM_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Settings every room of an instance shares.
+#[derive(Clone, Copy, Debug)]
+pub struct RoomSettings {
+    /// Frames a joining session may hold back before it counts as slow.
+    pub backlog_bound: usize,
+    /// Other instances exist (Redis mode): local events are also published for them.
+    pub shared: bool,
+}
+
+/// How one delivery to one session went.
+enum Delivery {
+    /// Written to its mailbox, held in its backlog, or not needed.
+    Done,
+    /// A cursor frame met a full mailbox: kept aside to retry, newest per user.
+    Deferred(ByteString),
+}
+
+impl Member {
+    /// Delivers `frame` to this member without blocking. A `cursor` frame that meets a full
+    /// mailbox is deferred; any other marks the member lagged.
+    fn deliver(
+        &mut self,
+        frame: ByteString,
+        order: Order,
+        cursor: bool,
+        backlog_bound: usize,
+    ) -> Delivery {
+        let seen = match order {
+            Order::Rev(rev) => rev <= self.rev_floor,
+            Order::Seq(seq) => seq <= self.seq_floor,
+            Order::None => false,
+        };
+        if self.lagged || seen {
+            return Delivery::Done;
+        }
+        if let Some(backlog) = &mut self.backlog {
+            backlog.push((order, frame));
+            if backlog.len() > backlog_bound {
+                self.lag();
+            }
+            return Delivery::Done;
+        }
+        match self.out.try_send(Outbound::Frame(frame)) {
+            Err(SendError::Full(Outbound::Frame(frame))) if cursor => Delivery::Deferred(frame),
+            Err(SendError::Full(_)) => {
+                self.lag();
+                Delivery::Done
+            }
+            // Closed: the session is gone and its Leave is on the way.
+            Ok(()) | Err(_) => Delivery::Done,
+        }
+    }
+
+    /// It missed a frame it must not miss: nothing more is sent, and it closes with 4009.
+    fn lag(&mut self) {
+        self.lagged = true;
+        self.out.do_send(Outbound::Lagged);
+    }
+}
+
+/// Cursor frames kept aside for full mailboxes: per session, the newest per user.
+type SlowCursors = HashMap<SessionId, HashMap<String, ByteString>>;
+
+/// Keeps a deferred cursor frame aside, or forgets those of a member that lagged.
+fn keep_aside(
+    slow: &mut SlowCursors,
+    sid: SessionId,
+    member: &Member,
+    delivery: Delivery,
+    cursor_of: Option<&str>,
+) {
+    if member.lagged {
+        slow.remove(&sid);
+    } else if let (Delivery::Deferred(frame), Some(user)) = (delivery, cursor_of) {
+        slow.entry(sid).or_default().insert(user.to_string(), frame);
+    }
+}
+
 /// What a room sends a session.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -117,7 +195,7 @@ pub struct Room {
     /// Who types, per user.
     typing: HashMap<String, Typing>,
     /// Cursor frames kept aside for full mailboxes: per session, the newest per user.
-    slow_cursors: HashMap<SessionId, HashMap<String, ByteString>>,
+    slow_cursors: SlowCursors,
     /// A retry of `slow_cursors` is scheduled.
     retry_scheduled: bool,
     /// The last durable seq delivered, once one was seen.
@@ -132,8 +210,8 @@ pub struct Room {
     /// Resolves once the room hears its board's channel; catch-ups wait for it so that no
     /// event falls between a snapshot and the live stream.
     subscribed: Option<Shared<BoxFuture<'static, bool>>>,
-    /// Frames a joining session may hold before it counts as slow.
-    backlog_bound: usize,
+    /// Settings shared by the instance's rooms.
+    settings: RoomSettings,
 }
 
 impl Room {
@@ -143,7 +221,7 @@ impl Room {
         registry: Arc<Registry>,
         presence: Addr<Presence>,
         broker: Addr<Broker>,
-        backlog_bound: usize,
+        settings: RoomSettings,
     ) -> Self {
         Room {
             key,
@@ -162,7 +240,7 @@ impl Room {
             filling: false,
             present: HashMap::new(),
             subscribed: None,
-            backlog_bound,
+            settings,
         }
     }
 
@@ -184,44 +262,17 @@ impl Room {
         let Some(member) = self.members.get_mut(&sid) else {
             return;
         };
-        let seen = match order {
-            Order::Rev(rev) => rev <= member.rev_floor,
-            Order::Seq(seq) => seq <= member.seq_floor,
-            Order::None => false,
-        };
-        if member.lagged || seen {
-            return;
-        }
-        if let Some(backlog) = &mut member.backlog {
-            backlog.push((order, frame));
-            if backlog.len() > self.backlog_bound {
-                member.lagged = true;
-                member.out.do_send(Outbound::Lagged);
-            }
-            return;
-        }
-        match member.out.try_send(Outbound::Frame(frame)) {
-            Ok(()) => {}
-            Err(SendError::Full(Outbound::Frame(frame))) => match cursor_of {
-                Some(user) => {
-                    self.slow_cursors
-                        .entry(sid)
-                        .or_default()
-                        .insert(user.to_string(), frame);
-                    self.schedule_retry(ctx);
-                }
-                None => {
-                    member.lagged = true;
-                    member.out.do_send(Outbound::Lagged);
-                    self.slow_cursors.remove(&sid);
-                }
-            },
-            // Closed: the session is gone and its Leave is on the way.
-            Err(_) => {}
-        }
+        let delivery = member.deliver(
+            frame,
+            order,
+            cursor_of.is_some(),
+            self.settings.backlog_bound,
+        );
+        keep_aside(&mut self.slow_cursors, sid, member, delivery, cursor_of);
+        self.schedule_retry(ctx);
     }
 
-    /// Sends `frame` to every member but `except`.
+    /// Sends `frame` to every member but `except`: the same bytes for all.
     fn fan_out(
         &mut self,
         frame: &ByteString,
@@ -230,19 +281,20 @@ impl Room {
         cursor_of: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
-        let targets: Vec<SessionId> = self
-            .members
-            .keys()
-            .copied()
-            .filter(|sid| Some(*sid) != except)
-            .collect();
-        for sid in targets {
-            self.send(sid, frame.clone(), order, cursor_of, ctx);
+        let bound = self.settings.backlog_bound;
+        for (sid, member) in &mut self.members {
+            if Some(*sid) == except {
+                continue;
+            }
+            let delivery = member.deliver(frame.clone(), order, cursor_of.is_some(), bound);
+            keep_aside(&mut self.slow_cursors, *sid, member, delivery, cursor_of);
         }
+        self.schedule_retry(ctx);
     }
 
+    /// Retries the cursor frames kept aside, if any, once [`SLOW_RETRY`] has passed.
     fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
-        if self.retry_scheduled {
+        if self.retry_scheduled || self.slow_cursors.is_empty() {
             return;
         }
         self.retry_scheduled = true;
@@ -278,7 +330,12 @@ impl Room {
         });
     }
 
+    /// Publishes an event this room has delivered to its own sessions, for other instances;
+    /// with none (embedded mode) there is nothing to do.
     fn publish(&self, event: BoardEvent) {
+        if !self.settings.shared {
+            return;
+        }
         self.broker.do_send(Publish {
             board: self.key.clone(),
             event,
@@ -506,10 +563,7 @@ impl Room {
                         "{}: missed events are no longer retained; sessions resync",
                         room.key
                     );
-                    for member in room.members.values_mut() {
-                        member.lagged = true;
-                        member.out.do_send(Outbound::Lagged);
-                    }
+                    room.members.values_mut().for_each(Member::lag);
                     room.ahead.clear();
                     room.last_seq = None;
                 }
