@@ -11,6 +11,14 @@
 
 use std::collections::HashMap;
 
+/// Prints a line; a reader that went away (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
 
 struct Args {
@@ -86,7 +94,7 @@ fn run(args: Args) -> Result<String, String> {
                     warmup: args.num("warmup", 2.0)?,
                 };
                 let r = scenarios::cursors(&target, &opts).await?;
-                println!(
+                say!(
                     "cursors {} x{}: {} boards x {} users x {} Hz = {:.0} deliveries/s offered; {}/{} delivered ({:.4}), echoes {}, errors {}\n  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n  server cpu {:.2}s ({:.2}s per million), rss {:.1} MiB; loadgen cpu {:.2}s",
                     r.target, r.instances, r.boards, r.users, r.hz, r.offered_per_s, r.received, r.expected,
                     r.delivered_ratio, r.echoes, r.errors, r.latency.p50, r.latency.p90, r.latency.p99,
@@ -103,7 +111,7 @@ fn run(args: Args) -> Result<String, String> {
                     seconds: args.num("seconds", 10.0)?,
                 };
                 let r = scenarios::durable(&target, &opts).await?;
-                println!(
+                say!(
                     "durable {} x{}: {} boards x {} writers (depth {}): {} acked, {:.0}/s, seq gaps {}, errors {}\n  ack latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; server cpu {:.2}s",
                     r.target, r.instances, r.boards, r.writers, r.depth, r.acked, r.acks_per_s, r.seq_gaps,
                     r.errors, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max,
@@ -118,7 +126,7 @@ fn run(args: Args) -> Result<String, String> {
                     seconds: args.num("seconds", 5.0)?,
                 };
                 let r = scenarios::idle(&target, &opts).await?;
-                println!(
+                say!(
                     "idle {}: {} connections over {} boards at {:.0}/s; rss {:.1} -> {:.1} MiB = {:.0} bytes per connection",
                     r.target, r.connections, r.boards, r.connect_per_s, r.rss_before_mib, r.rss_after_mib,
                     r.bytes_per_connection
@@ -134,7 +142,7 @@ fn run(args: Args) -> Result<String, String> {
                     seconds: args.num("seconds", 10.0)?,
                 };
                 let r = scenarios::churn(&target, &opts).await?;
-                println!(
+                say!(
                     "churn {}: {} sessions, {:.1} transitions/s per observer, failures {}\n  join seen after ms p50 {:.2} p99 {:.2} max {:.2}",
                     r.target, r.sessions, r.transitions_per_s, r.failures, r.join_seen.p50, r.join_seen.p99,
                     r.join_seen.max
@@ -160,7 +168,7 @@ fn main() -> std::process::ExitCode {
         let path = args.text("results", "target/bench/results.jsonl");
         return match std::fs::read_to_string(&path) {
             Ok(lines) => {
-                print!("{}", boardcast_bench::report::markdown(&lines));
+                say!("{}", boardcast_bench::report::markdown(&lines).trim_end());
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
@@ -171,7 +179,7 @@ fn main() -> std::process::ExitCode {
     }
     match run(args) {
         Ok(json) => {
-            println!("{json}");
+            say!("{json}");
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
