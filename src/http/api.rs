@@ -66,13 +66,15 @@ fn server(state: &AppState, req: &HttpRequest) -> Result<Identity, ApiError> {
     Ok(identity)
 }
 
-fn board_key(identity: &Identity, board: &str) -> Result<BoardKey, ApiError> {
+/// The board a `server` token's request is about, in the token's tenant.
+fn server_board(state: &AppState, req: &HttpRequest, board: &str) -> Result<BoardKey, ApiError> {
+    let identity = server(state, req)?;
     if !valid_board_id(board) {
         return Err(ApiError::BadRequest(
             "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
         ));
     }
-    Ok(BoardKey::new(identity.tenant.clone(), board))
+    Ok(BoardKey::new(identity.tenant, board))
 }
 
 /// Reads a JSON body of at most `MAX_MESSAGE_BYTES`.
@@ -129,8 +131,7 @@ pub async fn board_event(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = server(&state, &req)?;
-    let key = board_key(&identity, &board)?;
+    let key = server_board(&state, &req, &board)?;
     let body: EventBody = json_body(&state, body).await?;
     check_type(&body.kind)?;
     let payload = payload_object(body.payload)?;
@@ -216,8 +217,7 @@ pub async fn presence(
     board: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = server(&state, &req)?;
-    let key = board_key(&identity, &board)?;
+    let key = server_board(&state, &req, &board)?;
     let cursors = match state.registry.get(&key) {
         Some(room) => room.send(GetCursors).await.unwrap_or_default(),
         None => Default::default(),
@@ -252,8 +252,7 @@ pub async fn kick(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = server(&state, &req)?;
-    let key = board_key(&identity, &board)?;
+    let key = server_board(&state, &req, &board)?;
     let body: KickBody = json_body(&state, body).await?;
     state.broker.do_send(Publish {
         board: key,
