@@ -54,8 +54,7 @@ async fn presence_and_colors_are_shared_across_instances() {
         "cid"
     );
     // Closing one of ann's tabs announces nothing; the last one does.
-    ann2.ws.close(None).await.expect("close");
-    ann2.expect_close().await;
+    ann2.leave().await;
     drop(_ann1);
     assert_eq!(
         bob.next_of("presence.leave").await["payload"]["userId"],
@@ -158,8 +157,7 @@ async fn a_client_resumes_on_another_instance() {
         .await;
     let (mut bob, snapshot) = nodes[0].app().join("b", "bob").await;
     let last = snapshot["payload"]["seq"].as_u64().expect("seq");
-    bob.ws.close(None).await.expect("close");
-    bob.expect_close().await;
+    bob.leave().await;
     for n in 1..=3 {
         ann.request(
             "value.set",
@@ -168,11 +166,7 @@ async fn a_client_resumes_on_another_instance() {
         )
         .await;
     }
-    let url = format!(
-        "{}&last_seq={last}",
-        nodes[1].app().ws_url("b", &token("bob"))
-    );
-    let mut bob = TestClient::connect(&url).await;
+    let mut bob = nodes[1].app().resume("b", "bob", last).await;
     let resumed = bob.next_frame().await;
     assert_eq!(resumed["type"], "board.resumed");
     assert_eq!(

@@ -238,8 +238,7 @@ async fn board_state_outlives_its_sessions(mode) {
         "2",
     )
     .await;
-    ann.ws.close(None).await.expect("close");
-    ann.expect_close().await;
+    ann.leave().await;
     let (_bob, snapshot) = app.join("b", "bob").await;
     assert_eq!(snapshot["payload"]["seq"], 2);
     assert_eq!(
@@ -261,8 +260,7 @@ async fn a_resume_gets_exactly_the_missed_events_then_live_ones(mode) {
         .await;
     let (mut bob, snapshot) = app.join("b", "bob").await;
     let last = snapshot["payload"]["seq"].as_u64().expect("seq");
-    bob.ws.close(None).await.expect("close");
-    bob.expect_close().await;
+    bob.leave().await;
     for n in 1..=3 {
         ann.request(
             "value.set",
@@ -271,8 +269,7 @@ async fn a_resume_gets_exactly_the_missed_events_then_live_ones(mode) {
         )
         .await;
     }
-    let url = format!("{}&last_seq={last}", app.ws_url("b", &token("bob")));
-    let mut bob = TestClient::connect(&url).await;
+    let mut bob = app.resume("b", "bob", last).await;
     let resumed = bob.next_frame().await;
     assert_eq!(resumed["type"], "board.resumed");
     assert_eq!(resumed["payload"]["fromSeq"], last + 1);
@@ -304,8 +301,7 @@ async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs(mode) {
     let (mut ann, _) = app.join("b", "ann").await;
     ann.request("item.created", json!({"item":{"id":"i"}}), "0")
         .await;
-    let url = |n: u64| format!("{}&last_seq={n}", app.ws_url("b", &token("bob")));
-    let mut bob = TestClient::connect(&url(1)).await;
+    let mut bob = app.resume("b", "bob", 1).await;
     let resumed = bob.next_frame().await;
     assert_eq!(resumed["type"], "board.resumed");
     assert_eq!(
@@ -315,7 +311,7 @@ async fn a_resume_at_the_head_replays_nothing_and_one_ahead_resyncs(mode) {
         ),
         (Some(2), Some(1))
     );
-    let mut ahead = TestClient::connect(&url(9)).await;
+    let mut ahead = app.resume("b", "bob", 9).await;
     let snapshot = ahead.next_frame().await;
     assert_eq!(snapshot["type"], "board.snapshot");
     assert_eq!(snapshot["payload"]["resync"], true);
@@ -338,8 +334,7 @@ async fn a_resume_older_than_the_log_gets_a_resync_snapshot(mode) {
         )
         .await;
     }
-    let url = format!("{}&last_seq=1", app.ws_url("b", &token("bob")));
-    let mut bob = TestClient::connect(&url).await;
+    let mut bob = app.resume("b", "bob", 1).await;
     let snapshot = bob.next_frame().await;
     assert_eq!(snapshot["type"], "board.snapshot");
     assert_eq!(snapshot["payload"]["resync"], true);

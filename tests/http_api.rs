@@ -84,8 +84,7 @@ async fn custom_events_are_sequenced_unless_ephemeral(mode) {
         json!({"type":"order.progress","payload":{"p":50,"userId":"server"}})
     );
     // Sequenced custom events are replayed on resume.
-    let url = format!("{}&last_seq=0", app.ws_url("b", &token("bob")));
-    let mut bob = TestClient::connect(&url).await;
+    let mut bob = app.resume("b", "bob", 0).await;
     assert_eq!(bob.next_frame().await["payload"]["toSeq"], 1);
     assert_eq!(bob.next_frame().await["type"], "order.shipped");
 }

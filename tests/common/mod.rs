@@ -189,6 +189,15 @@ impl TestApp {
         (bob, ann)
     }
 
+    /// Connects `user` to `board` resuming after `last_seq`; the first frame is not read.
+    pub async fn resume(&self, board: &str, user: &str, last_seq: u64) -> TestClient {
+        TestClient::connect(&format!(
+            "{}&last_seq={last_seq}",
+            self.ws_url(board, &token(user))
+        ))
+        .await
+    }
+
     /// Connects with `token` and reads the first frame.
     pub async fn join_with(&self, board: &str, token: &str) -> (TestClient, Value) {
         let mut client = TestClient::connect(&self.ws_url(board, token)).await;
@@ -273,6 +282,12 @@ impl TestClient {
                 "expected {kind}, got {frame}"
             );
         }
+    }
+
+    /// Closes the socket and waits for the server's answer.
+    pub async fn leave(&mut self) {
+        self.ws.close(None).await.expect("close");
+        self.expect_close().await;
     }
 
     /// Reads until the server closes; returns the close code (1006 when the socket just ended).
