@@ -211,6 +211,40 @@ mod tests {
         assert!(verifier.verify(token).is_err());
     }
 
+    /// A P-256 key pair made for this test only.
+    const TEST_EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgrPuM+FTgVmLrOSfT
+Nz5mp3TkKT8Ztrpal9cfdOLfKVehRANCAARKk0km85uqMsY6VQsrW+IVyHA1fMpQ
+hZcF6xNN+KFPcJyHbwCqs5zAvMcIqhQqycBVPtNBpTKlsg7HST7AZnRj
+-----END PRIVATE KEY-----
+";
+    const TEST_EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAESpNJJvObqjLGOlULK1viFchwNXzK
+UIWXBesTTfihT3Cch28AqrOcwLzHCKoUKsnAVT7TQaUypbIOx0k+wGZ0Yw==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn a_public_key_instance_accepts_its_algorithm_only() {
+        let verifier = Verifier::new(&JwtKey::PublicKey {
+            algorithm: Algorithm::ES256,
+            pem: TEST_EC_PUBLIC.as_bytes().to_vec(),
+        })
+        .expect("key");
+        let signer = EncodingKey::from_ec_pem(TEST_EC_PRIVATE.as_bytes()).expect("private key");
+        let es256 = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims("u1", now_secs() + 60),
+            &signer,
+        )
+        .expect("signing works");
+        assert_eq!(verifier.verify(&es256).expect("valid token").user_id, "u1");
+        // An HS256 token, even one signed with the public key's text as its secret, is refused.
+        let hs256 = sign(TEST_EC_PUBLIC.as_bytes(), &claims("u1", now_secs() + 60));
+        assert!(verifier.verify(&hs256).is_err());
+        assert!(verifier.sign_dev(&claims("u1", now_secs() + 60)).is_none());
+    }
+
     #[test]
     fn dev_mode_signs_tokens_it_accepts() {
         let verifier =

@@ -93,6 +93,26 @@ async fn a_user_leaves_only_when_the_last_tab_closes(mode) {
 }
 
 in_both_modes! {
+async fn the_server_pings_every_heartbeat_interval(mode) {
+    let mut config = test_config();
+    config.heartbeat_interval = Duration::from_millis(100);
+    let app = spawn_app_with_in(mode, config).await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let mut pings = 0;
+    while pings < 2 {
+        let msg = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ann.ws))
+            .await
+            .expect("a ping in time")
+            .expect("open")
+            .expect("a valid frame");
+        if msg.is_ping() {
+            pings += 1;
+        }
+    }
+}
+}
+
+in_both_modes! {
 async fn a_client_that_stops_answering_pings_leaves(mode) {
     let mut config = test_config();
     config.heartbeat_interval = Duration::from_millis(100);
