@@ -958,3 +958,93 @@ impl Handler<Resync> for Room {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::dev::channel::{channel, AddressReceiver};
+
+    /// A session that never reads its mailbox.
+    struct Stuck;
+
+    impl Actor for Stuck {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Stuck {
+        type Result = ();
+
+        fn handle(&mut self, _: Outbound, _: &mut Self::Context) {}
+    }
+
+    fn stuck_member(capacity: usize) -> (Member, AddressReceiver<Stuck>) {
+        let (tx, rx) = channel::<Stuck>(capacity);
+        let member = Member {
+            user_id: "bob".into(),
+            info: UserInfo::default(),
+            out: Addr::new(tx).recipient(),
+            backlog: None,
+            lagged: false,
+            rev_floor: 0,
+            seq_floor: 0,
+        };
+        (member, rx)
+    }
+
+    fn cursor(x: u32) -> ByteString {
+        ByteString::from(format!(
+            r#"{{"type":"cursor.move","payload":{{"userId":"ann","position":{{"x":{x},"y":0}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn a_full_mailbox_keeps_only_the_newest_cursor_and_lags_on_anything_else() {
+        let (mut member, _mailbox) = stuck_member(2);
+        let sid = SessionId(1);
+        let mut slow = SlowCursors::new();
+        let mut deferred = 0;
+        for x in 0..10 {
+            let delivery = member.deliver(cursor(x), Order::None, true, 100);
+            deferred += usize::from(matches!(delivery, Delivery::Deferred(_)));
+            keep_aside(&mut slow, sid, &member, delivery, Some("ann"));
+        }
+        assert!(deferred > 0, "the mailbox filled up");
+        assert!(!member.lagged, "cursor frames never lag a session");
+        assert_eq!(slow[&sid].len(), 1, "one frame kept per user");
+        assert_eq!(slow[&sid]["ann"], cursor(9), "the newest one");
+
+        let frame =
+            ByteString::from_static(r#"{"type":"presence.leave","payload":{"userId":"cid"}}"#);
+        let delivery = member.deliver(frame, Order::Rev(1), false, 100);
+        keep_aside(&mut slow, sid, &member, delivery, None);
+        assert!(member.lagged, "a frame that must arrive lags the session");
+        assert!(
+            !slow.contains_key(&sid),
+            "nothing is retried for a lagged session"
+        );
+        assert!(matches!(
+            member.deliver(cursor(10), Order::None, true, 100),
+            Delivery::Done
+        ));
+    }
+
+    #[test]
+    fn frames_a_snapshot_already_holds_are_not_sent_again() {
+        let (mut member, _mailbox) = stuck_member(16);
+        member.rev_floor = 5;
+        member.seq_floor = 7;
+        member.backlog = Some(Vec::new());
+        let frame = ByteString::from_static("{}");
+        member.deliver(frame.clone(), Order::Rev(5), false, 100);
+        member.deliver(frame.clone(), Order::Seq(7), false, 100);
+        member.deliver(frame.clone(), Order::Seq(8), false, 100);
+        member.deliver(frame, Order::Rev(6), false, 100);
+        let kept: Vec<_> = member
+            .backlog
+            .iter()
+            .flatten()
+            .map(|(o, _)| format!("{o:?}"))
+            .collect();
+        assert_eq!(kept, ["Seq(8)", "Rev(6)"]);
+    }
+}
