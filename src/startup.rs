@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::{Extensions, Server};
-use actix_web::{web, App, HttpServer};
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config};
+use actix_web::dev::{AppConfig, Extensions, Server};
+use actix_web::{web, App};
+use tokio::net::TcpStream;
 
 use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
@@ -121,7 +124,7 @@ impl Application {
             ready,
         });
         let app_state = state.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
@@ -152,13 +155,25 @@ impl Application {
                     "/client/boardcast.d.ts",
                     web::get().to(http::assets::client_types),
                 )
-        })
-        .workers(workers)
-        .on_connect(tune_socket)
-        .disable_signals()
-        .listen(listener)
-        .map_err(|e| StartupError::Bind(([0, 0, 0, 0], port).into(), e))?
-        .run();
+        };
+        let sessions = state.clone().into_inner();
+        // The HTTP server, built from its parts so that WebSocket upgrades leave the HTTP/1
+        // dispatcher (see `http::upgrade`) while everything else is routed by the app.
+        let server = Server::build()
+            .workers(workers)
+            .disable_signals()
+            .listen("boardcast", listener, move || {
+                let sessions = Arc::clone(&sessions);
+                HttpService::build()
+                    .on_connect_ext(tune_socket)
+                    .upgrade(fn_service(move |request| {
+                        http::upgrade::serve(Arc::clone(&sessions), request)
+                    }))
+                    .h1(map_config(app(), |_| AppConfig::default()))
+                    .tcp()
+            })
+            .map_err(|e| StartupError::Bind(([0, 0, 0, 0], port).into(), e))?
+            .run();
         Ok(Application {
             port,
             server,
@@ -225,8 +240,8 @@ async fn shutdown_signal() {
 
 /// No Nagle delay, keepalive and a user timeout on every accepted socket, so frames leave at
 /// once and a vanished peer is noticed even while its session is not being polled.
-fn tune_socket(conn: &dyn std::any::Any, _: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+fn tune_socket(tcp: &TcpStream, _: &mut Extensions) {
+    {
         // Realtime frames are small and must not wait for Nagle's algorithm (with delayed ACKs
         // it adds about 40 ms per frame).
         if let Err(e) = tcp.set_nodelay(true) {

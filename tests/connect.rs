@@ -326,3 +326,78 @@ async fn the_demo_and_the_client_are_served_and_the_demo_can_be_turned_off() {
         200
     );
 }
+
+/// An upgrade request for `/ws/b` with `token`, as raw bytes.
+fn raw_upgrade(token: &str) -> Vec<u8> {
+    format!(
+        "GET /ws/b?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[actix_web::test]
+async fn a_refused_upgrade_is_answered_with_the_json_error_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    tcp.write_all(&raw_upgrade("garbage")).await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[actix_web::test]
+async fn an_upgrade_elsewhere_is_404_and_a_plain_get_of_the_socket_is_checked_then_400() {
+    let app = spawn_app().await;
+    let elsewhere = format!("ws://127.0.0.1:{}/healthz?token={}", app.port, token("ann"));
+    assert_eq!(app.upgrade_status(elsewhere).await, 404);
+    let nested = format!("ws://127.0.0.1:{}/ws/b/c?token={}", app.port, token("ann"));
+    assert_eq!(app.upgrade_status(nested).await, 404);
+    // Without upgrade headers the request is routed: the same checks, then 400.
+    assert_eq!(app.get("/ws/b", None).await.0, 401);
+    let (status, body) = app.get("/ws/b", Some(&token("ann"))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_request");
+}
+
+#[actix_web::test]
+async fn a_frame_sent_along_with_the_upgrade_request_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let mut bytes = raw_upgrade(&token("ann"));
+    // One masked text frame, in the same write as the request.
+    let payload = br#"{"type":"ping","payload":{"early":true}}"#;
+    let mask = [7u8, 42, 99, 200];
+    bytes.extend([0x81, 0x80 | payload.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.expect("write");
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the pong");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if text.contains(r#"{"type":"pong","payload":{"early":true}}"#) {
+                return text.starts_with("HTTP/1.1 101");
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{}", String::from_utf8_lossy(&seen));
+}

@@ -12,8 +12,8 @@ use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
 use crate::board::DurableOp;
 use crate::broker::{Append, AppendCustom, Publish, PublishUser};
-use crate::event::{valid_board_id, BoardEvent, BoardKey, PresenceEntry};
-use crate::http::ws::authenticate;
+use crate::event::{BoardEvent, BoardKey, PresenceEntry};
+use crate::http::ws::{authenticate, checked_board};
 use crate::http::ApiError;
 use crate::protocol::encode;
 use crate::startup::AppState;
@@ -57,7 +57,7 @@ fn check_type(kind: &str) -> Result<(), ApiError> {
 
 /// The caller, who must hold a `server` token.
 fn server(state: &AppState, req: &HttpRequest) -> Result<Identity, ApiError> {
-    let identity = authenticate(state, req, None)?;
+    let identity = authenticate(state, req.headers(), None)?;
     if identity.role != Role::Server {
         return Err(ApiError::Forbidden(
             "the HTTP API needs a token with role server".into(),
@@ -69,12 +69,7 @@ fn server(state: &AppState, req: &HttpRequest) -> Result<Identity, ApiError> {
 /// The board a `server` token's request is about, in the token's tenant.
 fn server_board(state: &AppState, req: &HttpRequest, board: &str) -> Result<BoardKey, ApiError> {
     let identity = server(state, req)?;
-    if !valid_board_id(board) {
-        return Err(ApiError::BadRequest(
-            "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
-        ));
-    }
-    Ok(BoardKey::new(identity.tenant, board))
+    Ok(BoardKey::new(identity.tenant, checked_board(board)?))
 }
 
 /// Reads a JSON body of at most `MAX_MESSAGE_BYTES`.

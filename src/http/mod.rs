@@ -6,6 +6,7 @@ pub mod api;
 pub mod assets;
 pub mod dev;
 pub mod health;
+pub mod upgrade;
 pub mod ws;
 
 use actix_web::http::StatusCode;

@@ -1,5 +1,10 @@
 //! `GET /ws/{board}`: every check of the connection table, then the upgrade to a session.
+//!
+//! Upgrade requests are normally taken out of the HTTP/1 dispatcher before routing
+//! ([`crate::http::upgrade`]); both paths admit a connection with [`admit`], so they answer
+//! the same errors.
 
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
@@ -10,11 +15,11 @@ use crate::http::ApiError;
 use crate::startup::AppState;
 
 /// The token from `?token=` or, for non-browser clients, `Authorization: Bearer`.
-pub fn bearer_or_query(req: &HttpRequest, query_token: Option<&str>) -> Option<String> {
+pub fn bearer_or_query(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
     if let Some(token) = query_token.filter(|t| !t.is_empty()) {
         return Some(token.to_string());
     }
-    let header = req.headers().get(actix_web::http::header::AUTHORIZATION)?;
+    let header = headers.get(actix_web::http::header::AUTHORIZATION)?;
     let value = header.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -26,13 +31,24 @@ pub fn bearer_or_query(req: &HttpRequest, query_token: Option<&str>) -> Option<S
 /// Verifies the request's token, mapping failures to 401.
 pub fn authenticate(
     state: &AppState,
-    req: &HttpRequest,
+    headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Identity, ApiError> {
-    let token = bearer_or_query(req, query_token).ok_or(AuthError::Missing);
+    let token = bearer_or_query(headers, query_token).ok_or(AuthError::Missing);
     token
         .and_then(|t| state.verifier.verify(&t))
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
+}
+
+/// `board`, checked: 400 unless it is 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn checked_board(board: &str) -> Result<&str, ApiError> {
+    if valid_board_id(board) {
+        Ok(board)
+    } else {
+        Err(ApiError::BadRequest(
+            "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+        ))
+    }
 }
 
 /// Query parameters of the upgrade request.
@@ -44,34 +60,39 @@ pub struct WsQuery {
     last_seq: Option<String>,
 }
 
-/// Checks board, token, role, boards claim and origin, then upgrades.
-pub async fn connect(
-    req: HttpRequest,
-    stream: web::Payload,
-    board: web::Path<String>,
-    query: web::Query<WsQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let board = board.into_inner();
-    if !valid_board_id(&board) {
-        return Err(ApiError::BadRequest(
-            "board must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
-        ));
-    }
-    let identity = authenticate(&state, &req, query.token.as_deref())?;
+/// A connection that passed every check: who joins which board, resuming from where.
+pub struct Admitted {
+    /// The board, in the token's tenant.
+    pub key: BoardKey,
+    /// The verified token.
+    pub identity: Identity,
+    /// The resume point, from `?last_seq=`.
+    pub last_seq: Option<u64>,
+}
+
+/// Checks board, token, role, boards claim, origin and `last_seq`, in that order.
+pub fn admit(
+    state: &AppState,
+    board: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Admitted, ApiError> {
+    let board = checked_board(board)?;
+    let query = web::Query::<WsQuery>::from_query(query)
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
+        .into_inner();
+    let identity = authenticate(state, headers, query.token.as_deref())?;
     if identity.role == Role::Server {
         return Err(ApiError::Forbidden(
             "server tokens are for the HTTP API".into(),
         ));
     }
-    if !identity.may_join(&board) {
+    if !identity.may_join(board) {
         return Err(ApiError::Forbidden(
             "the token does not allow this board".into(),
         ));
     }
-    if let (Some(allowed), Some(origin)) =
-        (&state.config.allowed_origins, req.headers().get("origin"))
-    {
+    if let (Some(allowed), Some(origin)) = (&state.config.allowed_origins, headers.get("origin")) {
         let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
         if !allowed.contains(origin) {
             return Err(ApiError::Forbidden("origin not allowed".into()));
@@ -84,16 +105,30 @@ pub async fn connect(
                 .map_err(|_| ApiError::BadRequest("last_seq must be a whole number".into()))?,
         ),
     };
-    let key = BoardKey::new(identity.tenant.clone(), board);
+    Ok(Admitted {
+        key: BoardKey::new(identity.tenant.clone(), board),
+        identity,
+        last_seq,
+    })
+}
+
+/// The routed path: requests that reached the application, which are not upgrades the
+/// HTTP/1 layer recognised. Admits them the same way, then upgrades or answers 400.
+pub async fn connect(
+    req: HttpRequest,
+    stream: web::Payload,
+    board: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Admitted {
+        key,
+        identity,
+        last_seq,
+    } = admit(&state, &board, req.query_string(), req.headers())?;
+    let max = state.config.max_message_bytes;
     let session = Session::new(key, identity, last_seq, state.into_inner());
-    let max = session_frame_limit(&req);
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(max)
         .start()
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
-}
-
-fn session_frame_limit(req: &HttpRequest) -> usize {
-    req.app_data::<web::Data<AppState>>()
-        .map_or(65_536, |s| s.config.max_message_bytes)
 }

@@ -1,0 +1,213 @@
+//! WebSocket upgrades taken out of the HTTP/1 dispatcher.
+//!
+//! actix-http hands an upgrade request and its connection to this service instead of routing
+//! it. The service admits the connection exactly as the routed path does
+//! ([`crate::http::ws::admit`]), answers `101 Switching Protocols`, and then runs the session
+//! over the bare socket. Why: the HTTP/1 dispatcher keeps a read and a write buffer of 8 KiB
+//! each for as long as a connection lives, which is most of an idle session's memory. Here a
+//! read buffer exists only while bytes are being read, and what the session writes goes
+//! straight to the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use actix_codec::{Framed, FramedParts};
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::h1::{self, Message};
+use actix_http::{ConnectionType, HttpMessage, Request, Response};
+use actix_web::error::PayloadError;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::ResponseError;
+use actix_web_actors::ws::WebsocketContext;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::net::TcpStream;
+
+use crate::actors::session::Session;
+use crate::http::ws::{admit, Admitted};
+use crate::http::ApiError;
+use crate::startup::AppState;
+
+/// Bytes read from the socket at most per read; a larger message takes several reads.
+const READ_CHUNK: usize = 4096;
+
+/// The connection an upgrade request arrives on.
+pub type Upgraded = Framed<TcpStream, h1::Codec>;
+
+/// Serves one upgrade request: admits it, switches protocols and runs the session until
+/// either side closes. A refused request is answered with its error; a socket failure only
+/// ends the connection (it is logged at debug level, as peers vanish all the time).
+pub async fn serve(
+    state: Arc<AppState>,
+    request: (Request, Upgraded),
+) -> Result<(), actix_web::Error> {
+    if let Err(err) = upgrade(state, request).await {
+        log::debug!("WebSocket connection: {err}");
+    }
+    Ok(())
+}
+
+async fn upgrade(state: Arc<AppState>, (req, framed): (Request, Upgraded)) -> io::Result<()> {
+    let path = req.path().to_string();
+    let board = match path.strip_prefix("/ws/") {
+        Some(board) if !board.contains('/') => board,
+        _ => return reject(framed, ApiError::NotFound("no such endpoint".into())).await,
+    };
+    let query = req.uri().query().unwrap_or_default();
+    let admitted = match admit(&state, board, query, req.headers()) {
+        Ok(admitted) => admitted,
+        Err(err) => return reject(framed, err).await,
+    };
+    let switching = match actix_http::ws::handshake(req.head()) {
+        Ok(mut builder) => builder.finish().drop_body(),
+        Err(err) => {
+            let err = ApiError::BadRequest(format!("not a WebSocket upgrade: {err}"));
+            return reject(framed, err).await;
+        }
+    };
+    // The request's headers share the dispatcher's 8 KiB read buffer: let both go before the
+    // session starts.
+    drop(req);
+    run(state, admitted, switching, framed).await
+}
+
+/// Answers `err` on the connection and closes it.
+async fn reject(mut framed: Upgraded, err: ApiError) -> io::Result<()> {
+    let response: Response<_> = err.error_response().into();
+    let (mut head, body) = response.into_parts();
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    let body = body.try_into_bytes().unwrap_or_default();
+    framed
+        .send(Message::Item((head, BodySize::Sized(body.len() as u64))))
+        .await?;
+    framed.send(Message::Chunk(Some(body))).await?;
+    framed.send(Message::Chunk(None)).await?;
+    let parts = framed.into_parts();
+    shutdown(&parts.io);
+    Ok(())
+}
+
+/// Sends `101 Switching Protocols` and starts the session with its pump.
+async fn run(
+    state: Arc<AppState>,
+    admitted: Admitted,
+    switching: Response<()>,
+    mut framed: Upgraded,
+) -> io::Result<()> {
+    framed
+        .send(Message::Item((switching, BodySize::None)))
+        .await?;
+    // The dispatcher's buffers go here; only bytes the client sent early are kept.
+    let FramedParts { io, read_buf, .. } = framed.into_parts();
+    let early = (!read_buf.is_empty()).then(|| read_buf.freeze());
+    let tcp = Rc::new(io);
+    let input = SocketInput {
+        tcp: Rc::clone(&tcp),
+        early,
+        done: false,
+    };
+    let codec = actix_http::ws::Codec::new().max_size(state.config.max_message_bytes);
+    let Admitted {
+        key,
+        identity,
+        last_seq,
+    } = admitted;
+    let session = Session::new(key, identity, last_seq, state);
+    let output = WebsocketContext::with_codec(session, input, codec);
+    // A task of its own, sized for the session alone: the connection's HTTP/1 task, sized for
+    // any request, ends here.
+    actix_web::rt::spawn(pump(tcp, output));
+    Ok(())
+}
+
+/// Runs the session to its end, then closes the socket's sending side.
+async fn pump<S>(tcp: Rc<TcpStream>, output: S)
+where
+    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+{
+    // `write_out` owns the output: by the time it returns the session has stopped.
+    if let Err(err) = write_out(&tcp, output).await {
+        log::debug!("WebSocket write failed: {err}");
+    }
+    shutdown(&tcp);
+}
+
+/// Writes what the session sends until it ends or the socket fails. Returning drops the
+/// output, which stops the session if it still runs.
+async fn write_out<S>(tcp: &TcpStream, output: S) -> io::Result<()>
+where
+    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+{
+    let mut output = std::pin::pin!(output);
+    while let Some(chunk) = output.next().await {
+        let bytes = chunk.map_err(|err| io::Error::other(err.to_string()))?;
+        write_all(tcp, &bytes).await?;
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes`, waiting while the socket's send buffer is full.
+async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match tcp.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Ends the sending side so that the peer reads a clean end of stream.
+fn shutdown(tcp: &TcpStream) {
+    if let Err(err) = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write) {
+        log::debug!("socket shutdown: {err}");
+    }
+}
+
+/// What the client sends, as chunks of bytes, read only when the socket is readable: an idle
+/// connection holds no read buffer.
+struct SocketInput {
+    /// The socket, shared with the writer.
+    tcp: Rc<TcpStream>,
+    /// Bytes that arrived with the upgrade request, delivered first.
+    early: Option<Bytes>,
+    /// The client closed its side or the socket failed.
+    done: bool,
+}
+
+impl Stream for SocketInput {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(early) = self.early.take() {
+            return Poll::Ready(Some(Ok(early)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Err(err) = ready!(self.tcp.poll_read_ready(cx)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(PayloadError::Io(err))));
+            }
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            match self.tcp.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(_) => return Poll::Ready(Some(Ok(buf.freeze()))),
+                // A spurious wake-up: readiness was cleared, wait for the next.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(PayloadError::Io(err))));
+                }
+            }
+        }
+    }
+}
