@@ -108,8 +108,19 @@ fn keep_aside(
 ) {
     if member.lagged {
         slow.remove(&sid);
-    } else if let (Delivery::Deferred(frame), Some(user)) = (delivery, cursor_of) {
-        slow.entry(sid).or_default().insert(user.to_string(), frame);
+        return;
+    }
+    match (delivery, cursor_of) {
+        (Delivery::Deferred(frame), Some(user)) => {
+            slow.entry(sid).or_default().insert(user.to_string(), frame);
+        }
+        // A newer move of this user went through: the older one kept aside must not follow.
+        (Delivery::Done, Some(user)) if !slow.is_empty() => {
+            if let Some(kept) = slow.get_mut(&sid) {
+                kept.remove(user);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1026,6 +1037,28 @@ mod tests {
             member.deliver(cursor(10), Order::None, true, 100),
             Delivery::Done
         ));
+    }
+
+    #[test]
+    fn a_kept_aside_cursor_is_forgotten_once_a_newer_one_goes_through() {
+        use futures_util::StreamExt;
+        let (mut member, mut mailbox) = stuck_member(1);
+        let sid = SessionId(1);
+        let mut slow = SlowCursors::new();
+        for x in 0..4 {
+            let delivery = member.deliver(cursor(x), Order::None, true, 100);
+            keep_aside(&mut slow, sid, &member, delivery, Some("ann"));
+        }
+        assert_eq!(slow[&sid]["ann"], cursor(3), "kept aside while full");
+        // The session reads its mailbox; the next move fits and is delivered.
+        while mailbox.next().now_or_never().flatten().is_some() {}
+        let delivery = member.deliver(cursor(4), Order::None, true, 100);
+        assert!(matches!(delivery, Delivery::Done));
+        keep_aside(&mut slow, sid, &member, delivery, Some("ann"));
+        assert!(
+            slow.get(&sid).is_none_or(|kept| !kept.contains_key("ann")),
+            "the older move must not be retried after the newer one"
+        );
     }
 
     #[test]
