@@ -127,20 +127,22 @@ async fn pump<S>(tcp: Rc<TcpStream>, output: S)
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
-    // `write_out` owns the output: by the time it returns the session has stopped.
-    if let Err(err) = write_out(&tcp, output).await {
-        log::debug!("WebSocket write failed: {err}");
+    {
+        // Pinned in this task's own state (moving it into a callee would store it twice).
+        let output = std::pin::pin!(output);
+        if let Err(err) = write_out(&tcp, output).await {
+            log::debug!("WebSocket write failed: {err}");
+        }
+        // The output is dropped here, which stops the session if it still runs.
     }
     shutdown(&tcp);
 }
 
-/// Writes what the session sends until it ends or the socket fails. Returning drops the
-/// output, which stops the session if it still runs.
-async fn write_out<S>(tcp: &TcpStream, output: S) -> io::Result<()>
+/// Writes what the session sends until it ends or the socket fails.
+async fn write_out<S>(tcp: &TcpStream, mut output: Pin<&mut S>) -> io::Result<()>
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
-    let mut output = std::pin::pin!(output);
     while let Some(chunk) = output.next().await {
         let mut bytes = chunk.map_err(|err| io::Error::other(err.to_string()))?;
         // Let the other tasks of this thread run once before writing: frames that reach the
