@@ -216,7 +216,8 @@ pub struct Room {
     /// A gap fill is under way.
     filling: bool,
     /// Present users as this room last heard, to tell its sessions what changed while the
-    /// backend was out of reach.
+    /// backend was out of reach. Kept only with a shared backend (Redis): the embedded one is
+    /// never out of reach.
     present: HashMap<String, PresentUser>,
     /// Resolves once the room hears its board's channel; catch-ups wait for it so that no
     /// event falls between a snapshot and the live stream.
@@ -438,8 +439,10 @@ impl Room {
         if self.last_seq.is_none() {
             self.last_seq = Some(seq);
         }
-        for user in &arrived.users {
-            self.present.insert(user.user_id.clone(), user.clone());
+        if self.settings.shared {
+            for user in &arrived.users {
+                self.present.insert(user.user_id.clone(), user.clone());
+            }
         }
         let mut first = vec![];
         match catchup {
@@ -630,7 +633,9 @@ impl Room {
     fn on_event(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
         match event {
             BoardEvent::Joined { rev, user } => {
-                self.present.insert(user.user_id.clone(), user.clone());
+                if self.settings.shared {
+                    self.present.insert(user.user_id.clone(), user.clone());
+                }
                 let frame = encode(
                     "presence.join",
                     &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
