@@ -94,6 +94,8 @@ sleep 1
 run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
 run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
+  --boards $((BOARDS / 2)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-half || true
+run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards $((BOARDS / 5)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-light || true
 run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true

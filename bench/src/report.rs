@@ -241,11 +241,19 @@ pub fn markdown(lines: &str) -> String {
     };
     if let (Some((b, n)), Some((node, _))) = (idle("boardcast"), idle("node")) {
         verdict(
-            &format!(
-                "idle: bytes per connection ≤ the Node reference's ({n} connections; 50,000 asked)"
-            ),
+            &format!("idle: bytes per connection ≤ the Node reference's ({n} connections)"),
             format!("{b:.0} vs {node:.0} ({:.2}×)", b / node.max(1.0)),
-            b <= node && n >= 50_000,
+            b <= node,
+        );
+        verdict(
+            "idle: bytes per connection ≤ half the Node reference's (the aim)",
+            format!("{b:.0} vs {:.0}", node / 2.0),
+            b <= node / 2.0,
+        );
+        verdict(
+            "idle: 50,000 connections on one instance",
+            format!("{n} (the open-file limit of the machine)"),
+            n >= 50_000,
         );
     }
     for r in runs
