@@ -152,20 +152,7 @@ async fn seq_is_gap_free_with_writers_on_every_instance() {
 async fn a_client_resumes_on_another_instance() {
     let (_redis, nodes) = cluster(2, &[]);
     ready(&nodes).await;
-    let (mut ann, _) = nodes[0].app().join("b", "ann").await;
-    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
-        .await;
-    let (mut bob, snapshot) = nodes[0].app().join("b", "bob").await;
-    let last = snapshot["payload"]["seq"].as_u64().expect("seq");
-    bob.leave().await;
-    for n in 1..=3 {
-        ann.request(
-            "value.set",
-            json!({"itemId":"i","columnId":"c","value":n}),
-            &n.to_string(),
-        )
-        .await;
-    }
+    let (mut ann, last) = values_set_while_bob_is_away(&nodes[0].app()).await;
     let mut bob = nodes[1].app().resume("b", "bob", last).await;
     let resumed = bob.next_frame().await;
     assert_eq!(resumed["type"], "board.resumed");
@@ -322,13 +309,7 @@ async fn an_instance_started_before_redis_is_unready_until_redis_answers() {
     let instance = Instance::start(&[("REDIS_URL", &url)]);
     let app = instance.app();
     app.wait_readyz(503).await;
-    assert_eq!(
-        reqwest::get(app.url("/healthz"))
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/healthz", None).await.0, 200);
     let redis = RedisServer::start_on(port);
     app.wait_ready().await;
     let (mut ann, _) = app.join("b", "ann").await;

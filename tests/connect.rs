@@ -250,13 +250,7 @@ async fn dev_tokens_exist_only_in_dev_mode(mode) {
 in_both_modes! {
 async fn health_and_readiness_answer(mode) {
     let app = spawn_app_in(mode).await;
-    assert_eq!(
-        reqwest::get(app.url("/healthz"))
-            .await
-            .expect("get")
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/healthz", None).await.0, 200);
     assert_eq!(
         reqwest::get(app.url("/readyz"))
             .await

@@ -255,20 +255,7 @@ async fn board_state_outlives_its_sessions(mode) {
 in_both_modes! {
 async fn a_resume_gets_exactly_the_missed_events_then_live_ones(mode) {
     let app = spawn_app_in(mode).await;
-    let (mut ann, _) = app.join("b", "ann").await;
-    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
-        .await;
-    let (mut bob, snapshot) = app.join("b", "bob").await;
-    let last = snapshot["payload"]["seq"].as_u64().expect("seq");
-    bob.leave().await;
-    for n in 1..=3 {
-        ann.request(
-            "value.set",
-            json!({"itemId":"i","columnId":"c","value":n}),
-            &n.to_string(),
-        )
-        .await;
-    }
+    let (mut ann, last) = values_set_while_bob_is_away(&app).await;
     let mut bob = app.resume("b", "bob", last).await;
     let resumed = bob.next_frame().await;
     assert_eq!(resumed["type"], "board.resumed");

@@ -564,3 +564,23 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// ann creates item `i` on board `b`; bob joins and leaves; ann then sets three values while
+/// bob is away. Returns ann's client and the last seq bob saw, to resume from.
+pub async fn values_set_while_bob_is_away(app: &TestApp) -> (TestClient, u64) {
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
+        .await;
+    let (mut bob, snapshot) = app.join("b", "bob").await;
+    let last = snapshot["payload"]["seq"].as_u64().expect("seq");
+    bob.leave().await;
+    for n in 1..=3 {
+        ann.request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":n}),
+            &n.to_string(),
+        )
+        .await;
+    }
+    (ann, last)
+}
