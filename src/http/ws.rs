@@ -1,14 +1,12 @@
 //! `GET /ws/{board}`: every check of the connection table, then the upgrade to a session.
 //!
-//! Upgrade requests are normally taken out of the HTTP/1 dispatcher before routing
-//! ([`crate::http::upgrade`]); both paths admit a connection with [`admit`], so they answer
-//! the same errors.
+//! Upgrade requests are taken out of the HTTP/1 dispatcher before routing
+//! ([`crate::http::upgrade`]); both that path and the routed one check with [`admit`], so
+//! they answer the same errors.
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 
-use crate::actors::session::Session;
 use crate::auth::{AuthError, Identity, Role};
 use crate::event::{valid_board_id, BoardKey};
 use crate::http::ApiError;
@@ -112,23 +110,20 @@ pub fn admit(
     })
 }
 
-/// The routed path: requests that reached the application, which are not upgrades the
-/// HTTP/1 layer recognised. Admits them the same way, then upgrades or answers 400.
+/// The routed path. An upgrade request never reaches it: actix-http hands every request with
+/// `Upgrade: websocket` to [`crate::http::upgrade`] before routing. What does arrive is a plain
+/// request for the socket: it gets the same checks, then 400.
 pub async fn connect(
     req: HttpRequest,
-    stream: web::Payload,
     board: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let Admitted {
-        key,
-        identity,
-        last_seq,
-    } = admit(&state, &board, req.query_string(), req.headers())?;
-    let max = state.config.max_message_bytes;
-    let session = Session::new(key, identity, last_seq, state.into_inner());
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(max)
-        .start()
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
+    admit(&state, &board, req.query_string(), req.headers())?;
+    let reason = match actix_http::ws::verify_handshake(req.head()) {
+        Err(err) => err.to_string(),
+        Ok(()) => "chunked upgrade requests are not supported".into(),
+    };
+    Err(ApiError::BadRequest(format!(
+        "not a WebSocket upgrade: {reason}"
+    )))
 }
