@@ -395,3 +395,15 @@ async fn a_frame_sent_along_with_the_upgrade_request_is_read() {
     .await;
     assert_eq!(found, Ok(true), "{}", String::from_utf8_lossy(&seen));
 }
+
+#[actix_web::test]
+async fn a_last_seq_that_is_not_a_whole_number_is_400() {
+    let app = spawn_app().await;
+    let t = token("ann");
+    for bad in ["abc", "-1", "1.5"] {
+        let url = format!("{}&last_seq={bad}", app.ws_url("b", &t));
+        assert_eq!(app.upgrade_status(url).await, 400, "{bad}");
+    }
+    let url = format!("{}&last_seq=0", app.ws_url("b", &t));
+    assert_eq!(app.upgrade_status(url).await, 101);
+}
