@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::JwtKey;
 
-/// Largest clock skew tolerated on `exp`, in seconds.
+/// Largest clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
 
 /// What a token lets its holder do.
@@ -46,6 +46,33 @@ pub struct Claims {
     /// The holder's role; editor when absent.
     #[serde(default)]
     pub role: Role,
+}
+
+/// The claims as a token carries them, read leniently where RFC 7519 allows: `exp` and `nbf`
+/// are NumericDates, which may have a fraction.
+#[derive(Deserialize)]
+struct Incoming {
+    sub: String,
+    exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    avatar: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    boards: Option<Vec<String>>,
+    #[serde(default)]
+    role: Role,
+}
+
+/// Whether `tenant` is usable as a tenant name: 1–64 characters of `[A-Za-z0-9_-]`, the same
+/// alphabet as board ids, so that every name built from it (Redis keys and channels) can be
+/// split back into its parts.
+pub fn valid_tenant(tenant: &str) -> bool {
+    crate::event::valid_board_id(tenant)
 }
 
 /// A verified token, as the rest of the service sees it.
@@ -118,9 +145,12 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `exp` and `nbf` are checked in `verify`, which accepts fractional dates; the library
+        // reads them as whole numbers only.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
         Ok(Verifier {
             key,
             validation,
@@ -128,22 +158,61 @@ impl Verifier {
         })
     }
 
-    /// Checks signature, algorithm, expiry and claims, and returns who the token speaks for.
+    /// Requires `aud` to name `audience` and `iss` to be `issuer`, each when given. Tokens are
+    /// not checked for either otherwise: an `aud` claim alone is no reason to refuse a token.
+    pub fn expecting(mut self, audience: Option<&str>, issuer: Option<&str>) -> Verifier {
+        let mut required = vec![];
+        if let Some(audience) = audience {
+            self.validation.validate_aud = true;
+            self.validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
+    }
+
+    /// Checks signature, algorithm, expiry, not-before and claims, and returns who the token
+    /// speaks for.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = decode::<Claims>(token, &self.key, &self.validation)
+        self.verify_at(token, now_secs())
+    }
+
+    fn verify_at(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let data = decode::<Incoming>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
+        let exp = numeric_date(claims.exp, "exp")?;
+        if exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(AuthError::Invalid("the token has expired".into()));
+        }
+        if let Some(nbf) = claims.nbf {
+            if numeric_date(nbf, "nbf")? > now.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::Invalid(
+                    "the token is not valid yet (nbf)".into(),
+                ));
+            }
+        }
+        let tenant = claims.tenant.unwrap_or_else(|| "default".into());
+        if !valid_tenant(&tenant) {
+            return Err(AuthError::Invalid(
+                "tenant must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
         Ok(Identity {
             user_id: claims.sub,
-            tenant: claims.tenant.unwrap_or_else(|| "default".into()),
+            tenant,
             name: claims.name,
             avatar: claims.avatar,
             boards: claims.boards,
             role: claims.role,
-            exp: claims.exp,
+            exp,
         })
     }
 
@@ -151,6 +220,16 @@ impl Verifier {
     pub fn sign_dev(&self, claims: &Claims) -> Option<String> {
         let key = self.dev_signer.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key).ok()
+    }
+}
+
+/// A NumericDate claim as whole seconds (a fraction is dropped); negative or not finite is
+/// refused.
+fn numeric_date(value: f64, claim: &str) -> Result<u64, AuthError> {
+    if value.is_finite() && value >= 0.0 && value < u64::MAX as f64 {
+        Ok(value as u64)
+    } else {
+        Err(AuthError::Invalid(format!("{claim} is not a date")))
     }
 }
 
@@ -253,6 +332,88 @@ UIWXBesTTfihT3Cch28AqrOcwLzHCKoUKsnAVT7TQaUypbIOx0k+wGZ0Yw==
             .sign_dev(&claims("u2", now_secs() + 60))
             .expect("dev mode signs");
         assert_eq!(verifier.verify(&token).expect("valid").user_id, "u2");
+    }
+
+    fn secret_verifier() -> Verifier {
+        Verifier::new(&JwtKey::Secret(b"0123456789abcdef".to_vec())).expect("key")
+    }
+
+    fn sign_json(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef"),
+        )
+        .expect("signing works")
+    }
+
+    #[test]
+    fn nbf_is_honoured_with_the_leeway() {
+        let verifier = secret_verifier();
+        let now = now_secs();
+        let later = sign_json(serde_json::json!({"sub":"u","exp":now+7200,"nbf":now+3600}));
+        assert!(
+            verifier.verify(&later).is_err(),
+            "valid only an hour from now"
+        );
+        let skewed = sign_json(serde_json::json!({"sub":"u","exp":now+7200,"nbf":now+3}));
+        assert!(verifier.verify(&skewed).is_ok(), "within the leeway");
+        let past = sign_json(serde_json::json!({"sub":"u","exp":now+60,"nbf":now-60}));
+        assert!(verifier.verify(&past).is_ok());
+    }
+
+    #[test]
+    fn fractional_dates_are_numeric_dates() {
+        let verifier = secret_verifier();
+        let now = now_secs() as f64;
+        let token = sign_json(serde_json::json!({"sub":"u","exp":now+60.5,"nbf":now-0.25}));
+        assert!(verifier.verify(&token).is_ok());
+        let expired = sign_json(serde_json::json!({"sub":"u","exp":now-60.5}));
+        assert!(verifier.verify(&expired).is_err());
+        for bad in [
+            serde_json::json!(-1.0),
+            serde_json::json!("soon"),
+            serde_json::json!(1e300),
+        ] {
+            let token = sign_json(serde_json::json!({"sub":"u","exp":bad}));
+            assert!(verifier.verify(&token).is_err(), "exp {bad}");
+        }
+    }
+
+    #[test]
+    fn aud_and_iss_are_checked_only_when_configured() {
+        let now = now_secs();
+        let with_aud =
+            sign_json(serde_json::json!({"sub":"u","exp":now+60,"aud":"app","iss":"me"}));
+        let without = sign_json(serde_json::json!({"sub":"u","exp":now+60}));
+        assert!(
+            secret_verifier().verify(&with_aud).is_ok(),
+            "no audience configured"
+        );
+        let strict = secret_verifier().expecting(Some("app"), Some("me"));
+        assert!(strict.verify(&with_aud).is_ok());
+        assert!(strict.verify(&without).is_err(), "aud and iss required");
+        let other = secret_verifier().expecting(Some("other"), None);
+        assert!(other.verify(&with_aud).is_err());
+        let wrong_iss = secret_verifier().expecting(None, Some("them"));
+        assert!(wrong_iss.verify(&with_aud).is_err());
+    }
+
+    #[test]
+    fn tenants_outside_the_board_alphabet_are_refused() {
+        let verifier = secret_verifier();
+        let now = now_secs();
+        for tenant in ["acme|x", "t}:v:X", "", "a b", &"t".repeat(65)] {
+            let token = sign_json(serde_json::json!({"sub":"u","exp":now+60,"tenant":tenant}));
+            assert!(verifier.verify(&token).is_err(), "tenant {tenant:?}");
+        }
+        let token =
+            sign_json(serde_json::json!({"sub":"auth0|123","exp":now+60,"tenant":"acme-1_x"}));
+        let identity = verifier.verify(&token).expect("valid");
+        assert_eq!(
+            (identity.user_id.as_str(), identity.tenant.as_str()),
+            ("auth0|123", "acme-1_x")
+        );
     }
 
     #[test]

@@ -67,8 +67,7 @@ impl DurableOp {
     ) -> Result<Option<DurableOp>, String> {
         let expected = |payload: &mut Map<String, Value>| match payload.remove("expectedVersion") {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
+            Some(v) => whole_number(&v)
                 .map(Some)
                 .ok_or_else(|| "expectedVersion must be a whole number".to_string()),
         };
@@ -157,6 +156,16 @@ impl DurableOp {
     }
 }
 
+/// A whole number at or above 0, also when written as a float (`1.0`): JSON does not tell the
+/// two apart and some encoders write every number as a float.
+pub(crate) fn whole_number(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    (f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0).then_some(f as u64)
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().count() <= 128
 }
@@ -181,6 +190,35 @@ pub struct Applied {
     pub version: Option<u64>,
 }
 
+/// The size bounds of one board, so that one editor cannot make the service hold more than a
+/// known amount for a board. Sizes are bytes of stored JSON text: an item counts its own text
+/// plus, for each of its cells, the column id and the cell's `{"value","version"}` text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoardLimits {
+    /// Items one board may hold (`MAX_ITEMS`).
+    pub max_items: usize,
+    /// Bytes one item may hold, its values included (`MAX_ITEM_BYTES`).
+    pub max_item_bytes: usize,
+    /// Bytes all items of a board may hold together (`MAX_BOARD_BYTES`).
+    pub max_board_bytes: usize,
+    /// Events the replay log keeps per board (`REPLAY_EVENTS`).
+    pub replay_events: usize,
+    /// Bytes of event frames the replay log keeps per board (`REPLAY_BYTES`); the oldest go
+    /// first when either bound is passed.
+    pub replay_bytes: usize,
+}
+
+impl BoardLimits {
+    /// No bound at all: for a partial state whose bounds are checked elsewhere.
+    pub const NONE: BoardLimits = BoardLimits {
+        max_items: usize::MAX,
+        max_item_bytes: usize::MAX,
+        max_board_bytes: usize::MAX,
+        replay_events: usize::MAX,
+        replay_bytes: usize::MAX,
+    };
+}
+
 /// A value of one cell and its version.
 #[derive(Clone, Debug, PartialEq)]
 struct Cell {
@@ -197,6 +235,10 @@ pub struct BoardState {
     items: HashMap<String, Map<String, Value>>,
     /// Cell values by item, then column; ordered so snapshots are stable.
     values: HashMap<String, BTreeMap<String, Cell>>,
+    /// Stored size of each item, its values included (see [`BoardLimits`]).
+    sizes: HashMap<String, usize>,
+    /// Sum of `sizes`.
+    bytes: usize,
 }
 
 impl BoardState {
@@ -222,7 +264,8 @@ impl BoardState {
                     .or_default()
                     .insert(column.to_string(), Cell { value, version });
             }
-            state.items.insert(id, item);
+            state.items.insert(id.clone(), item);
+            state.resize(&id, BoardLimits::NONE).ok();
         }
         Ok(state)
     }
@@ -236,21 +279,117 @@ impl BoardState {
 
     /// The stored form of a cell, `{"value","version"}`, `None` when absent.
     pub fn cell_text(&self, item_id: &str, column_id: &str) -> Option<String> {
-        let cell = self.values.get(item_id)?.get(column_id)?;
-        Some(json!({"value": cell.value, "version": cell.version}).to_string())
+        Some(cell_json(self.values.get(item_id)?.get(column_id)?).to_string())
     }
 
-    /// Number of items on the board.
-    pub fn item_count(&self) -> usize {
-        self.items.len()
+    /// Bytes the board's items and values hold (see [`BoardLimits`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
-    /// Applies `op` by `user_id`, or says why not. `max_items` bounds creations.
+    /// The stored size of an item: its text, and the column id and text of each of its cells.
+    fn measure(&self, item_id: &str) -> usize {
+        let Some(item) = self.items.get(item_id) else {
+            return 0;
+        };
+        let cells = self.values.get(item_id).map_or(0, |cells| {
+            cells
+                .iter()
+                .map(|(column, cell)| column.len() + json_len(&cell_json(cell)))
+                .sum()
+        });
+        json_len(item) + cells
+    }
+
+    /// Brings the recorded size of `item_id` up to date after a change, or refuses a change
+    /// that grew it past a bound (the caller then undoes the change).
+    fn resize(&mut self, item_id: &str, limits: BoardLimits) -> Result<(), FrameError> {
+        let new = self.measure(item_id);
+        let old = self.sizes.get(item_id).copied().unwrap_or(0);
+        if new > old {
+            if new > limits.max_item_bytes {
+                return Err(too_large(format!(
+                    "an item holds at most {} bytes with its values",
+                    limits.max_item_bytes
+                )));
+            }
+            if self.bytes - old + new > limits.max_board_bytes {
+                return Err(too_large(format!(
+                    "a board holds at most {} bytes",
+                    limits.max_board_bytes
+                )));
+            }
+        }
+        self.bytes = self.bytes - old + new;
+        if new == 0 {
+            self.sizes.remove(item_id);
+        } else {
+            self.sizes.insert(item_id.to_string(), new);
+        }
+        Ok(())
+    }
+
+    /// Applies `op` by `user_id`, or says why not; `limits` bound what the board may hold.
     pub fn apply(
         &mut self,
         op: DurableOp,
         user_id: &str,
-        max_items: usize,
+        limits: BoardLimits,
+    ) -> Result<Applied, FrameError> {
+        let item_id = op.item_id().to_string();
+        let undo = self.undo_record(&op);
+        let applied = self.apply_unchecked(op, user_id, limits)?;
+        if let Err(err) = self.resize(&item_id, limits) {
+            self.restore(&item_id, undo);
+            return Err(err);
+        }
+        Ok(applied)
+    }
+
+    /// What an operation may change, kept to undo it when it breaks a size bound.
+    fn undo_record(&self, op: &DurableOp) -> Undo {
+        let item_id = op.item_id();
+        match op {
+            DurableOp::SetValue { column_id, .. } => Undo::Cell(
+                column_id.clone(),
+                self.values
+                    .get(item_id)
+                    .and_then(|cells| cells.get(column_id))
+                    .cloned(),
+            ),
+            // Deletions only shrink the board.
+            DurableOp::Delete { .. } => Undo::Nothing,
+            _ => Undo::Item(self.items.get(item_id).cloned()),
+        }
+    }
+
+    fn restore(&mut self, item_id: &str, undo: Undo) {
+        match undo {
+            Undo::Nothing => {}
+            Undo::Item(Some(item)) => {
+                self.items.insert(item_id.to_string(), item);
+            }
+            Undo::Item(None) => {
+                self.items.remove(item_id);
+            }
+            Undo::Cell(column, cell) => {
+                let cells = self.values.entry(item_id.to_string()).or_default();
+                match cell {
+                    Some(cell) => cells.insert(column, cell),
+                    None => cells.remove(&column),
+                };
+                if cells.is_empty() {
+                    self.values.remove(item_id);
+                }
+            }
+        }
+    }
+
+    fn apply_unchecked(
+        &mut self,
+        op: DurableOp,
+        user_id: &str,
+        limits: BoardLimits,
     ) -> Result<Applied, FrameError> {
         match op {
             DurableOp::Create { mut item } => {
@@ -261,12 +400,11 @@ impl BoardState {
                         Value::Object(current.clone()),
                     ));
                 }
-                if self.items.len() >= max_items {
-                    return Err(FrameError::new(
-                        None,
-                        ErrorCode::TooLarge,
-                        format!("a board holds at most {max_items} items"),
-                    ));
+                if self.items.len() >= limits.max_items {
+                    return Err(too_large(format!(
+                        "a board holds at most {} items",
+                        limits.max_items
+                    )));
                 }
                 item.insert("version".into(), json!(1));
                 self.items.insert(id, item.clone());
@@ -387,6 +525,17 @@ impl BoardState {
     /// Applies an event that was accepted earlier (from the log). Events that do not fit the
     /// state are skipped: the log is the authority and was produced by [`Self::apply`].
     pub fn replay(&mut self, kind: &str, payload: &Value) {
+        self.replay_unmeasured(kind, payload);
+        let touched = match kind {
+            "item.created" => payload.get("item").and_then(|i| i.get("id")),
+            _ => payload.get("itemId"),
+        };
+        if let Some(id) = touched.and_then(Value::as_str) {
+            self.resize(id, BoardLimits::NONE).ok();
+        }
+    }
+
+    fn replay_unmeasured(&mut self, kind: &str, payload: &Value) {
         let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
         let version = payload.get("version").and_then(Value::as_u64);
         match kind {
@@ -460,6 +609,41 @@ impl BoardState {
     }
 }
 
+/// What [`BoardState::apply`] keeps to undo an operation.
+enum Undo {
+    /// Nothing to undo.
+    Nothing,
+    /// The item as it was (absent: `None`).
+    Item(Option<Map<String, Value>>),
+    /// A column's cell as it was.
+    Cell(String, Option<Cell>),
+}
+
+fn cell_json(cell: &Cell) -> Value {
+    json!({"value": cell.value, "version": cell.version})
+}
+
+/// Length of a value's JSON text, without keeping the text.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).ok();
+    counter.0
+}
+
+fn too_large(message: String) -> FrameError {
+    FrameError::new(None, ErrorCode::TooLarge, message)
+}
+
 fn item_id_of(item: &Map<String, Value>) -> String {
     item.get("id")
         .and_then(Value::as_str)
@@ -495,6 +679,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn items(max_items: usize) -> BoardLimits {
+        BoardLimits {
+            max_items,
+            ..BoardLimits::NONE
+        }
+    }
+
     fn op(kind: &str, payload: Value) -> DurableOp {
         let Value::Object(map) = payload else {
             panic!("object")
@@ -511,7 +702,7 @@ mod tests {
     #[test]
     fn a_created_item_has_version_one() {
         let mut board = BoardState::default();
-        let applied = board.apply(create("a"), "u", 10).expect("created");
+        let applied = board.apply(create("a"), "u", items(10)).expect("created");
         assert_eq!(applied.payload["item"]["version"], 1);
         assert_eq!(applied.payload["userId"], "u");
         assert_eq!(
@@ -523,8 +714,10 @@ mod tests {
     #[test]
     fn creating_an_existing_id_conflicts_with_the_current_item() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 10).expect("created");
-        let err = board.apply(create("a"), "u", 10).expect_err("exists");
+        board.apply(create("a"), "u", items(10)).expect("created");
+        let err = board
+            .apply(create("a"), "u", items(10))
+            .expect_err("exists");
         assert_eq!(err.code, ErrorCode::Conflict);
         assert_eq!(err.current.expect("current")["version"], 1);
     }
@@ -532,7 +725,7 @@ mod tests {
     #[test]
     fn updates_merge_shallowly_and_bump_the_version() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 10).expect("created");
+        board.apply(create("a"), "u", items(10)).expect("created");
         let applied = board
             .apply(
                 op(
@@ -540,7 +733,7 @@ mod tests {
                     json!({"itemId":"a","changes":{"color":"red"}}),
                 ),
                 "u",
-                10,
+                items(10),
             )
             .expect("updated");
         assert_eq!(applied.version, Some(2));
@@ -553,7 +746,7 @@ mod tests {
     #[test]
     fn a_stale_expected_version_conflicts_and_changes_nothing() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 10).expect("created");
+        board.apply(create("a"), "u", items(10)).expect("created");
         let before = board.clone();
         let err = board
             .apply(
@@ -562,7 +755,7 @@ mod tests {
                     json!({"itemId":"a","groupId":"g","position":1,"expectedVersion":7}),
                 ),
                 "u",
-                10,
+                items(10),
             )
             .expect_err("stale");
         assert_eq!(err.code, ErrorCode::Conflict);
@@ -578,7 +771,7 @@ mod tests {
             op("value.set", json!({"itemId":"x","columnId":"c","value":1})),
         ] {
             assert_eq!(
-                board.apply(o, "u", 10).expect_err("unknown").code,
+                board.apply(o, "u", items(10)).expect_err("unknown").code,
                 ErrorCode::NotFound
             );
         }
@@ -587,7 +780,7 @@ mod tests {
     #[test]
     fn values_are_versioned_per_cell() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 10).expect("created");
+        board.apply(create("a"), "u", items(10)).expect("created");
         let set = |v: i64, expected: Option<u64>| {
             op(
                 "value.set",
@@ -596,16 +789,21 @@ mod tests {
         };
         assert_eq!(
             board
-                .apply(set(1, Some(0)), "u", 10)
+                .apply(set(1, Some(0)), "u", items(10))
                 .expect("first")
                 .version,
             Some(1)
         );
         assert_eq!(
-            board.apply(set(2, None), "u", 10).expect("second").version,
+            board
+                .apply(set(2, None), "u", items(10))
+                .expect("second")
+                .version,
             Some(2)
         );
-        let err = board.apply(set(3, Some(1)), "u", 10).expect_err("stale");
+        let err = board
+            .apply(set(3, Some(1)), "u", items(10))
+            .expect_err("stale");
         assert_eq!(
             err.current.expect("current"),
             json!({"itemId":"a","columnId":"c","value":2,"version":2})
@@ -615,16 +813,16 @@ mod tests {
     #[test]
     fn deleting_an_item_drops_its_values() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 10).expect("created");
+        board.apply(create("a"), "u", items(10)).expect("created");
         board
             .apply(
                 op("value.set", json!({"itemId":"a","columnId":"c","value":1})),
                 "u",
-                10,
+                items(10),
             )
             .expect("set");
         let applied = board
-            .apply(op("item.deleted", json!({"itemId":"a"})), "u", 10)
+            .apply(op("item.deleted", json!({"itemId":"a"})), "u", items(10))
             .expect("deleted");
         assert_eq!(applied.version, None);
         assert!(board.items().is_empty() && board.values().is_empty());
@@ -633,11 +831,102 @@ mod tests {
     #[test]
     fn the_item_bound_answers_too_large() {
         let mut board = BoardState::default();
-        board.apply(create("a"), "u", 1).expect("created");
+        board.apply(create("a"), "u", items(1)).expect("created");
         assert_eq!(
-            board.apply(create("b"), "u", 1).expect_err("full").code,
+            board
+                .apply(create("b"), "u", items(1))
+                .expect_err("full")
+                .code,
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn items_and_boards_are_bounded_by_bytes_and_a_refusal_changes_nothing() {
+        let limits = BoardLimits {
+            max_items: 100,
+            max_item_bytes: 200,
+            max_board_bytes: 500,
+            ..BoardLimits::NONE
+        };
+        let mut board = BoardState::default();
+        let big = op(
+            "item.created",
+            json!({"item":{"id":"big","t":"x".repeat(300)}}),
+        );
+        assert_eq!(
+            board.apply(big, "u", limits).expect_err("item").code,
+            ErrorCode::TooLarge
+        );
+        assert!(board.items().is_empty());
+        assert_eq!(board.bytes(), 0);
+        board.apply(create("a"), "u", limits).expect("small");
+        // Values count towards their item.
+        let value = |v: &str| op("value.set", json!({"itemId":"a","columnId":"c","value": v}));
+        board
+            .apply(value(&"v".repeat(100)), "u", limits)
+            .expect("fits");
+        let grown = board.clone();
+        let err = board
+            .apply(value(&"v".repeat(190)), "u", limits)
+            .expect_err("too big");
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(board, grown, "a refused value changes nothing");
+        let err = board
+            .apply(
+                op(
+                    "item.updated",
+                    json!({"itemId":"a","changes":{"t":"x".repeat(150)}}),
+                ),
+                "u",
+                limits,
+            )
+            .expect_err("too big");
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert_eq!(board, grown, "a refused update changes nothing");
+        // Shrinking is always allowed.
+        board.apply(value("v"), "u", limits).expect("shrinks");
+        assert!(board.bytes() < grown.bytes());
+        board
+            .apply(op("item.deleted", json!({"itemId":"a"})), "u", limits)
+            .expect("deleted");
+        assert_eq!(board.bytes(), 0);
+        // The board's bound: items of 100-odd bytes until 500 is reached.
+        let mut board = BoardState::default();
+        let mut made = 0;
+        for n in 0..10 {
+            let item = op(
+                "item.created",
+                json!({"item":{"id":format!("i{n}"),"t":"x".repeat(80)}}),
+            );
+            match board.apply(item, "u", limits) {
+                Ok(_) => made += 1,
+                Err(err) => assert_eq!(err.code, ErrorCode::TooLarge),
+            }
+            assert!(board.bytes() <= 500, "{}", board.bytes());
+        }
+        assert!((3..10).contains(&made), "{made}");
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        let decoded = DurableOp::decode(
+            "item.deleted",
+            json!({"itemId":"a","expectedVersion":1.0})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        );
+        assert_eq!(
+            decoded,
+            Ok(Some(DurableOp::Delete {
+                item_id: "a".into(),
+                expected_version: Some(1)
+            }))
+        );
+        for bad in [json!(1.5), json!(-1.0), json!("1"), json!(1e300)] {
+            assert_eq!(whole_number(&bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -690,7 +979,8 @@ mod tests {
             let mut live = BoardState::default();
             let mut log = Vec::new();
             for o in ops {
-                if let Ok(applied) = live.apply(o, "u", 2) {
+                let limits = BoardLimits { max_item_bytes: 110, max_board_bytes: 250, ..items(2) };
+                if let Ok(applied) = live.apply(o, "u", limits) {
                     log.push(applied);
                 }
             }

@@ -71,6 +71,20 @@ pub struct Config {
     pub session_queue: usize,
     /// `MAX_ITEMS`: items one board may hold.
     pub max_items: usize,
+    /// `MAX_ITEM_BYTES`: bytes one item may hold, its values included.
+    pub max_item_bytes: usize,
+    /// `MAX_BOARD_BYTES`: bytes one board's items and values may hold together.
+    pub max_board_bytes: usize,
+    /// `REPLAY_BYTES`: bytes of event frames retained per board for resume.
+    pub replay_bytes: usize,
+    /// `MAX_SESSIONS_PER_USER`: sessions one user may hold on this instance.
+    pub max_sessions_per_user: usize,
+    /// `WRITE_TIMEOUT`: how long a write to a client may wait before the socket is dropped.
+    pub write_timeout: Duration,
+    /// `JWT_AUDIENCE`: when set, tokens must name it in `aud`.
+    pub jwt_audience: Option<String>,
+    /// `JWT_ISSUER`: when set, tokens must carry it as `iss`.
+    pub jwt_issuer: Option<String>,
     /// `DEMO`: serve the demo board at `/`.
     pub demo: bool,
     /// `WORKERS`: HTTP worker threads; 0 means one per core.
@@ -93,6 +107,13 @@ impl Default for Config {
             rate_burst: 100.0,
             session_queue: 256,
             max_items: 10_000,
+            max_item_bytes: 16 * 1024,
+            max_board_bytes: 8 * 1024 * 1024,
+            replay_bytes: 16 * 1024 * 1024,
+            max_sessions_per_user: 32,
+            write_timeout: Duration::from_secs(10),
+            jwt_audience: None,
+            jwt_issuer: None,
             demo: true,
             workers: 0,
         }
@@ -106,6 +127,18 @@ fn random_secret() -> Vec<u8> {
 }
 
 impl Config {
+    /// The bounds of every board, from `MAX_ITEMS`, `MAX_ITEM_BYTES`, `MAX_BOARD_BYTES`,
+    /// `REPLAY_EVENTS` and `REPLAY_BYTES`.
+    pub fn board_limits(&self) -> crate::board::BoardLimits {
+        crate::board::BoardLimits {
+            max_items: self.max_items,
+            max_item_bytes: self.max_item_bytes,
+            max_board_bytes: self.max_board_bytes,
+            replay_events: self.replay_events,
+            replay_bytes: self.replay_bytes,
+        }
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -135,7 +168,10 @@ impl Config {
         if let Some(v) = get("REDIS_PREFIX") {
             config.redis_prefix = v.trim().to_string();
         }
-        config.jwt = jwt_from(&get)?;
+        config.jwt = jwt_from(&lookup, &get)?;
+        config.jwt_audience = get("JWT_AUDIENCE").map(|v| v.trim().to_string());
+        config.jwt_issuer = get("JWT_ISSUER").map(|v| v.trim().to_string());
+        dev_mode_allowed(&config, get("DEV_MODE"))?;
         if let Some(v) = get("ALLOWED_ORIGINS") {
             let origins: HashSet<String> = v
                 .split(',')
@@ -168,6 +204,21 @@ impl Config {
         if let Some(v) = get("MAX_ITEMS") {
             config.max_items = positive(&v, "MAX_ITEMS")?;
         }
+        if let Some(v) = get("MAX_ITEM_BYTES") {
+            config.max_item_bytes = positive(&v, "MAX_ITEM_BYTES")?;
+        }
+        if let Some(v) = get("MAX_BOARD_BYTES") {
+            config.max_board_bytes = positive(&v, "MAX_BOARD_BYTES")?;
+        }
+        if let Some(v) = get("REPLAY_BYTES") {
+            config.replay_bytes = positive(&v, "REPLAY_BYTES")?;
+        }
+        if let Some(v) = get("MAX_SESSIONS_PER_USER") {
+            config.max_sessions_per_user = positive(&v, "MAX_SESSIONS_PER_USER")?;
+        }
+        if let Some(v) = get("WRITE_TIMEOUT") {
+            config.write_timeout = duration(&v, "WRITE_TIMEOUT")?;
+        }
         if let Some(v) = get("DEMO") {
             config.demo = match v.trim().to_ascii_lowercase().as_str() {
                 "on" | "true" | "1" | "yes" => true,
@@ -192,7 +243,15 @@ impl Config {
     }
 }
 
-fn jwt_from(get: &impl Fn(&str) -> Option<String>) -> Result<JwtKey, ConfigError> {
+/// Shortest `JWT_SECRET` accepted, in bytes.
+const MIN_SECRET_BYTES: usize = 16;
+
+/// The key from `JWT_PUBLIC_KEY` or `JWT_SECRET`. `raw` sees values as they are: a secret that
+/// is set but blank is an error, never dev mode.
+fn jwt_from(
+    raw: &impl Fn(&str) -> Option<String>,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<JwtKey, ConfigError> {
     if let Some(path) = get("JWT_PUBLIC_KEY") {
         let alg = get("JWT_ALGORITHM").unwrap_or_else(|| "RS256".into());
         let algorithm = match alg.trim() {
@@ -213,14 +272,51 @@ fn jwt_from(get: &impl Fn(&str) -> Option<String>) -> Result<JwtKey, ConfigError
         })?;
         return Ok(JwtKey::PublicKey { algorithm, pem });
     }
-    match get("JWT_SECRET") {
-        Some(secret) if secret.len() < 16 => Err(ConfigError {
+    match raw("JWT_SECRET") {
+        Some(secret) if secret.trim().len() < MIN_SECRET_BYTES => Err(ConfigError {
             var: "JWT_SECRET",
             value: "(hidden)".into(),
-            expected: "a secret of at least 16 bytes",
+            expected:
+                "a secret of at least 16 bytes that are not all blank (unset it for dev mode)",
         }),
         Some(secret) => Ok(JwtKey::Secret(secret.into_bytes())),
         None => Ok(JwtKey::Dev(random_secret())),
+    }
+}
+
+/// Dev mode hands out tokens to anyone who asks, so it runs on a loopback address only, unless
+/// `DEV_MODE=on` says the operator means it; `DEV_MODE=off` requires a key.
+fn dev_mode_allowed(config: &Config, dev_mode: Option<String>) -> Result<(), ConfigError> {
+    let setting = dev_mode.as_deref().map(|v| v.trim().to_ascii_lowercase());
+    let explicit = match setting.as_deref() {
+        None => None,
+        Some("on" | "true" | "1" | "yes") => Some(true),
+        Some("off" | "false" | "0" | "no") => Some(false),
+        Some(_) => {
+            return Err(ConfigError {
+                var: "DEV_MODE",
+                value: dev_mode.unwrap_or_default(),
+                expected: "on or off",
+            })
+        }
+    };
+    if !config.jwt.is_dev() {
+        return Ok(());
+    }
+    match explicit {
+        Some(true) => Ok(()),
+        Some(false) => Err(ConfigError {
+            var: "JWT_SECRET",
+            value: String::new(),
+            expected: "a secret of at least 16 bytes (or JWT_PUBLIC_KEY): DEV_MODE=off",
+        }),
+        None if config.bind.ip().is_loopback() => Ok(()),
+        None => Err(ConfigError {
+            var: "JWT_SECRET",
+            value: String::new(),
+            expected: "a secret when BIND is not a loopback address: without one the service \
+                       runs in dev mode and hands out tokens to anyone (DEV_MODE=on allows it)",
+        }),
     }
 }
 
@@ -307,6 +403,49 @@ mod tests {
     fn a_secret_turns_dev_mode_off() {
         let config = with(&[("JWT_SECRET", "0123456789abcdef0123")]).expect("valid");
         assert!(!config.jwt.is_dev());
+    }
+
+    #[test]
+    fn a_blank_or_short_secret_stops_start_up() {
+        for secret in ["", "   ", "short", "               x"] {
+            let err = with(&[("JWT_SECRET", secret)]).expect_err("refused");
+            assert_eq!(err.var, "JWT_SECRET", "{secret:?}");
+        }
+    }
+
+    #[test]
+    fn dev_mode_runs_on_loopback_only_unless_asked_for() {
+        let err = with(&[("BIND", "0.0.0.0:8080")]).expect_err("dev mode on the network");
+        assert_eq!(err.var, "JWT_SECRET");
+        assert!(err.to_string().contains("DEV_MODE=on"), "{err}");
+        let config = with(&[("BIND", "0.0.0.0:8080"), ("DEV_MODE", "on")]).expect("asked for");
+        assert!(config.jwt.is_dev());
+        let config = with(&[
+            ("BIND", "0.0.0.0:8080"),
+            ("JWT_SECRET", "0123456789abcdef0123"),
+        ])
+        .expect("a secret");
+        assert!(!config.jwt.is_dev());
+        assert_eq!(
+            with(&[("DEV_MODE", "off")]).expect_err("no key").var,
+            "JWT_SECRET"
+        );
+        assert_eq!(
+            with(&[("DEV_MODE", "maybe")]).expect_err("bad").var,
+            "DEV_MODE"
+        );
+    }
+
+    #[test]
+    fn limits_have_defaults_a_real_board_never_hits() {
+        let config = with(&[]).expect("defaults");
+        assert_eq!(config.max_item_bytes, 16 * 1024);
+        assert_eq!(config.max_board_bytes, 8 * 1024 * 1024);
+        assert_eq!(config.max_sessions_per_user, 32);
+        assert_eq!(config.write_timeout, Duration::from_secs(10));
+        let config = with(&[("MAX_ITEM_BYTES", "1024"), ("WRITE_TIMEOUT", "2s")]).expect("set");
+        assert_eq!(config.max_item_bytes, 1024);
+        assert_eq!(config.write_timeout, Duration::from_secs(2));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Rate limits and the cursor throttle: pure arithmetic over instants passed in, so that the
 //! rules are tested without clocks or sockets.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Window over which sustained abuse is judged.
@@ -176,9 +178,87 @@ impl<T> Throttle<T> {
     }
 }
 
+/// Sessions per user on this instance, so that one token cannot open sessions without end
+/// (`MAX_SESSIONS_PER_USER`). A session holds a [`SessionSlot`] for its whole life.
+#[derive(Debug)]
+pub struct SessionSlots {
+    /// Open sessions by (tenant, user).
+    open: Mutex<HashMap<(String, String), usize>>,
+    /// Most sessions one user may hold.
+    max: usize,
+}
+
+/// One user's claim on one session; gives the place back when dropped.
+#[derive(Debug)]
+pub struct SessionSlot {
+    /// The counts it belongs to.
+    slots: Arc<SessionSlots>,
+    /// Whose slot it is.
+    user: (String, String),
+}
+
+impl SessionSlots {
+    /// Counts allowing `max` sessions per user.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(SessionSlots {
+            open: Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    /// A slot for one more session of `user` in `tenant`, or `None` when the user holds the
+    /// most already.
+    pub fn take(self: &Arc<Self>, tenant: &str, user: &str) -> Option<SessionSlot> {
+        let key = (tenant.to_string(), user.to_string());
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(key.clone()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SessionSlot {
+            slots: Arc::clone(self),
+            user: key,
+        })
+    }
+
+    /// Sessions `user` of `tenant` holds now.
+    pub fn held(&self, tenant: &str, user: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&(tenant.to_string(), user.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_the_bound_of_sessions_and_gets_them_back() {
+        let slots = SessionSlots::new(2);
+        let a = slots.take("t", "u").expect("first");
+        let _b = slots.take("t", "u").expect("second");
+        assert!(slots.take("t", "u").is_none(), "third");
+        assert!(slots.take("t", "other").is_some(), "per user");
+        assert!(slots.take("t2", "u").is_some(), "per tenant");
+        drop(a);
+        assert_eq!(slots.held("t", "u"), 1);
+        assert!(slots.take("t", "u").is_some(), "a slot came back");
+    }
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {

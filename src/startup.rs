@@ -20,6 +20,7 @@ use crate::auth::{AuthError, Verifier};
 use crate::broker::{Broker, GetReady, GetRedis};
 use crate::config::Config;
 use crate::http;
+use crate::limits::SessionSlots;
 
 /// How long a dead peer's connection may hold unacknowledged data before the kernel drops it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +41,8 @@ pub struct AppState {
     pub broker: Addr<Broker>,
     /// Whether the backend answers; set by the broker.
     pub ready: Arc<AtomicBool>,
+    /// Sessions per user on this instance (`MAX_SESSIONS_PER_USER`).
+    pub session_slots: Arc<SessionSlots>,
 }
 
 impl AppState {
@@ -79,21 +82,17 @@ pub struct Application {
 impl Application {
     /// Starts the actors and binds the server. Must run inside an actix system.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        let verifier = Verifier::new(&config.jwt)?;
+        let verifier = Verifier::new(&config.jwt)?
+            .expecting(config.jwt_audience.as_deref(), config.jwt_issuer.as_deref());
         if config.jwt.is_dev() {
             log::warn!("JWT_SECRET is not set: dev mode, a random secret, and /dev/token is open");
         }
         let broker = match &config.redis_url {
             Some(url) => {
                 log::info!("scale-out mode: Redis at {}", redact(url));
-                Broker::start_redis(
-                    url,
-                    config.redis_prefix.clone(),
-                    config.replay_events,
-                    config.max_items,
-                )?
+                Broker::start_redis(url, config.redis_prefix.clone(), config.board_limits())?
             }
-            None => Broker::embedded(config.replay_events, config.max_items).start(),
+            None => Broker::embedded(config.board_limits()).start(),
         };
         let redis = broker.send(GetRedis).await?;
         let ready = broker.send(GetReady).await?;
@@ -115,7 +114,9 @@ impl Application {
             config.workers
         };
         let body_limit = config.max_message_bytes;
+        let session_slots = SessionSlots::new(config.max_sessions_per_user);
         let state = web::Data::new(AppState {
+            session_slots,
             config,
             verifier,
             registry,

@@ -103,6 +103,14 @@ impl Registry {
         }
     }
 
+    /// A room stopped: forgets it, unless a later room of the board took its place.
+    pub fn forget(&self, key: &BoardKey, room_id: u64) {
+        let mut rooms = self.lock();
+        if rooms.get(key).is_some_and(|entry| entry.id == room_id) {
+            rooms.remove(key);
+        }
+    }
+
     /// Closes every session of every room with 1012 (the instance is shutting down).
     pub fn close_all(&self) {
         for entry in self.lock().values() {
@@ -118,5 +126,100 @@ impl Registry {
     /// Whether no room runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::actors::room::{Crash, Outbound};
+    use crate::board::BoardLimits;
+    use crate::event::{SessionId, UserInfo};
+
+    /// Records what a room sends one session.
+    struct Probe(Arc<StdMutex<Vec<Outbound>>>);
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Probe {
+        type Result = ();
+
+        fn handle(&mut self, msg: Outbound, _: &mut Self::Context) {
+            self.0.lock().expect("probe").push(msg);
+        }
+    }
+
+    fn join(
+        registry: &Arc<Registry>,
+        key: &BoardKey,
+    ) -> (Addr<Room>, Arc<StdMutex<Vec<Outbound>>>) {
+        let seen = Arc::new(StdMutex::new(vec![]));
+        let out = Probe(Arc::clone(&seen)).start().recipient();
+        let join = Join {
+            session: SessionId::random(),
+            user_id: "ann".into(),
+            info: UserInfo::default(),
+            out,
+            last_seq: None,
+        };
+        (registry.join(key, join), seen)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn got_snapshot(seen: &StdMutex<Vec<Outbound>>) -> bool {
+        seen.lock()
+            .expect("probe")
+            .iter()
+            .any(|m| matches!(m, Outbound::Frame(f) if f.contains("board.snapshot")))
+    }
+
+    #[actix_web::test]
+    async fn a_room_that_stops_abnormally_is_forgotten_and_started_again_on_the_next_join() {
+        let broker = Broker::embedded(BoardLimits::NONE).start();
+        let presence = Presence::new(broker.clone(), None).start();
+        let settings = RoomSettings {
+            backlog_bound: 16,
+            shared: false,
+        };
+        let registry = Registry::new(presence, broker, settings);
+        let key = BoardKey::new("t", "b");
+        let (room, first) = join(&registry, &key);
+        until("the first snapshot", || got_snapshot(&first)).await;
+
+        room.do_send(Crash);
+        until("the room to be forgotten", || registry.get(&key).is_none()).await;
+        until("its session to be told to reconnect", || {
+            first.lock().expect("probe").iter().any(|m| {
+                matches!(m, Outbound::Close(code, _) if *code == crate::protocol::close::RESTARTING)
+            })
+        })
+        .await;
+
+        let (again, second) = join(&registry, &key);
+        assert!(again.connected(), "a new room");
+        until("a snapshot from the new room", || got_snapshot(&second)).await;
+        let snapshot = second.lock().expect("probe").iter().find_map(|m| match m {
+            Outbound::Frame(f) if f.contains("board.snapshot") => Some(f.to_string()),
+            _ => None,
+        });
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&snapshot.expect("snapshot")).expect("json");
+        assert_eq!(
+            snapshot["payload"]["users"].as_array().map(Vec::len),
+            Some(1),
+            "the crashed room's session left: only the new one is present: {snapshot}"
+        );
     }
 }

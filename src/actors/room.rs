@@ -9,7 +9,7 @@
 //! and retried; any other frame marks the session *lagged*: it is told once, gets nothing more,
 //! and closes with 4009 so that its client resumes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,10 @@ use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often cursor frames kept aside for full mailboxes are retried.
 const SLOW_RETRY: Duration = Duration::from_millis(50);
+/// How often a session's queue (its snapshot or replay, then what came meanwhile) is moved
+/// into its mailbox while the mailbox is full: often enough that a client reading at full
+/// speed is never waiting on it.
+const DRAIN_RETRY: Duration = Duration::from_millis(5);
 
 static NEXT_ROOM_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -53,8 +57,18 @@ enum Delivery {
 }
 
 impl Member {
+    /// Whether its snapshot or replay already holds a frame of this order.
+    fn holds(&self, order: Order) -> bool {
+        match order {
+            Order::Rev(rev) => rev <= self.rev_floor,
+            Order::Seq(seq) => seq <= self.seq_floor,
+            Order::None => false,
+        }
+    }
+
     /// Delivers `frame` to this member without blocking. A `cursor` frame that meets a full
-    /// mailbox is deferred; any other marks the member lagged.
+    /// mailbox, or a queue, is deferred; any other marks the member lagged when its mailbox is
+    /// full, or more than `backlog_bound` frames wait in its queue.
     fn deliver(
         &mut self,
         frame: ByteString,
@@ -62,17 +76,16 @@ impl Member {
         cursor: bool,
         backlog_bound: usize,
     ) -> Delivery {
-        let seen = match order {
-            Order::Rev(rev) => rev <= self.rev_floor,
-            Order::Seq(seq) => seq <= self.seq_floor,
-            Order::None => false,
-        };
-        if self.lagged || seen {
+        if self.lagged || self.holds(order) {
             return Delivery::Done;
         }
-        if let Some(backlog) = &mut self.backlog {
-            backlog.push((order, frame));
-            if backlog.len() > backlog_bound {
+        if let Some(queue) = &mut self.queue {
+            if cursor {
+                return Delivery::Deferred(frame);
+            }
+            queue.push_back((order, frame));
+            self.held += 1;
+            if self.held > backlog_bound {
                 self.lag();
             }
             return Delivery::Done;
@@ -88,9 +101,45 @@ impl Member {
         }
     }
 
+    /// Moves queued frames into its mailbox while there is room, once its join is finished;
+    /// true while frames remain. When the queue empties the member goes live.
+    fn drain(&mut self) -> bool {
+        if !self.ready {
+            return false;
+        }
+        let (rev_floor, seq_floor) = (self.rev_floor, self.seq_floor);
+        let Some(queue) = self.queue.as_mut().filter(|_| !self.lagged) else {
+            self.queue = None;
+            return false;
+        };
+        while let Some((order, frame)) = queue.pop_front() {
+            let held = match order {
+                Order::Rev(rev) => rev <= rev_floor,
+                Order::Seq(seq) => seq <= seq_floor,
+                Order::None => false,
+            };
+            if held {
+                continue;
+            }
+            match self.out.try_send(Outbound::Frame(frame)) {
+                Ok(()) => {}
+                Err(SendError::Full(Outbound::Frame(frame))) => {
+                    queue.push_front((order, frame));
+                    return true;
+                }
+                // Closed, or not a frame (never): the session is gone.
+                Err(_) => break,
+            }
+        }
+        self.queue = None;
+        self.held = 0;
+        false
+    }
+
     /// It missed a frame it must not miss: nothing more is sent, and it closes with 4009.
     fn lag(&mut self) {
         self.lagged = true;
+        self.queue = None;
         self.out.do_send(Outbound::Lagged);
     }
 }
@@ -156,8 +205,15 @@ struct Member {
     info: UserInfo,
     /// Its mailbox.
     out: Recipient<Outbound>,
-    /// Frames held while its snapshot is being made; `None` once live.
-    backlog: Option<Vec<(Order, ByteString)>>,
+    /// Frames waiting for room in its mailbox, in order: from its join on, those that arrive
+    /// while its snapshot is being made; then its first frame (snapshot or resume) and replayed
+    /// events go in front, and the queue drains as the session reads. `None` once live.
+    queue: Option<VecDeque<(Order, ByteString)>>,
+    /// Its first frame is queued: the queue may drain.
+    ready: bool,
+    /// Frames queued since its join that are not part of its catch-up, bounded by the
+    /// room's `backlog_bound`.
+    held: usize,
     /// It overflowed and is being closed; nothing more is sent.
     lagged: bool,
     /// Presence changes up to this revision are in its snapshot: not sent again.
@@ -207,7 +263,9 @@ pub struct Room {
     typing: HashMap<String, Typing>,
     /// Cursor frames kept aside for full mailboxes: per session, the newest per user.
     slow_cursors: SlowCursors,
-    /// A retry of `slow_cursors` is scheduled.
+    /// Members whose queue waits for room in their mailbox.
+    draining: HashSet<SessionId>,
+    /// A retry of `slow_cursors` and `draining` is scheduled.
     retry_scheduled: bool,
     /// The last durable seq delivered, once one was seen.
     last_seq: Option<u64>,
@@ -246,6 +304,7 @@ impl Room {
             cursors: HashMap::new(),
             typing: HashMap::new(),
             slow_cursors: HashMap::new(),
+            draining: HashSet::new(),
             retry_scheduled: false,
             last_seq: None,
             ahead: BTreeMap::new(),
@@ -304,21 +363,38 @@ impl Room {
         self.schedule_retry(ctx);
     }
 
-    /// Retries the cursor frames kept aside, if any, once [`SLOW_RETRY`] has passed.
+    /// Drains the queues of members that wait, and then retries the cursor frames kept
+    /// aside, after [`DRAIN_RETRY`] when a queue waits and [`SLOW_RETRY`] otherwise.
     fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
-        if self.retry_scheduled || self.slow_cursors.is_empty() {
+        if self.retry_scheduled || (self.slow_cursors.is_empty() && self.draining.is_empty()) {
             return;
         }
         self.retry_scheduled = true;
-        ctx.run_later(SLOW_RETRY, |room, ctx| {
+        let wait = if self.draining.is_empty() {
+            SLOW_RETRY
+        } else {
+            DRAIN_RETRY
+        };
+        ctx.run_later(wait, |room, ctx| {
             room.retry_scheduled = false;
+            for sid in std::mem::take(&mut room.draining) {
+                room.drain(sid);
+            }
             let pending = std::mem::take(&mut room.slow_cursors);
             for (sid, frames) in pending {
                 for (user, frame) in frames {
                     room.send(sid, frame, Order::None, Some(&user), ctx);
                 }
             }
+            room.schedule_retry(ctx);
         });
+    }
+
+    /// Moves what a member's queue holds into its mailbox, as far as there is room.
+    fn drain(&mut self, sid: SessionId) {
+        if self.members.get_mut(&sid).is_some_and(Member::drain) {
+            self.draining.insert(sid);
+        }
     }
 
     /// Delivers a cursor move locally and to other instances.
@@ -467,17 +543,17 @@ impl Room {
                 first.extend(frames);
             }
         }
-        let backlog = member.backlog.take().unwrap_or_default();
         member.rev_floor = arrived.rev;
         member.seq_floor = seq;
-        let frames: Vec<(Order, ByteString)> = first
-            .into_iter()
-            .map(|f| (Order::None, f))
-            .chain(backlog)
-            .collect();
-        for (order, frame) in frames {
-            self.send(sid, frame, order, None, ctx);
+        // The first frames go in front of what arrived meanwhile; all of it reaches the
+        // session at the pace it reads (a replay may be far larger than its mailbox).
+        let queue = member.queue.get_or_insert_with(VecDeque::new);
+        for frame in first.into_iter().rev() {
+            queue.push_front((Order::None, frame));
         }
+        member.ready = true;
+        self.drain(sid);
+        self.schedule_retry(ctx);
     }
 
     /// Takes a durable event in `seq` order: duplicates are dropped, and an event past a gap
@@ -724,6 +800,20 @@ impl Actor for Room {
             board: self.key.clone(),
             room_id: self.id,
         });
+        // A room stops with sessions only when something went wrong: forget it, so the next
+        // join starts a new one, let its users leave, and have their clients reconnect.
+        self.registry.forget(&self.key, self.id);
+        for (sid, member) in self.members.drain() {
+            log::error!("room {} stopped with session {sid} in it", self.key);
+            self.presence.do_send(Depart {
+                board: self.key.clone(),
+                session: sid,
+                user_id: member.user_id,
+            });
+            member
+                .out
+                .do_send(Outbound::Close(close::RESTARTING, "room restarted".into()));
+        }
     }
 }
 
@@ -755,7 +845,9 @@ impl Handler<Join> for Room {
                 user_id: msg.user_id.clone(),
                 info: msg.info.clone(),
                 out: msg.out,
-                backlog: Some(Vec::new()),
+                queue: Some(VecDeque::new()),
+                ready: false,
+                held: 0,
                 lagged: false,
                 rev_floor: 0,
                 seq_floor: 0,
@@ -825,6 +917,7 @@ impl Handler<Leave> for Room {
             return;
         };
         self.slow_cursors.remove(&msg.session);
+        self.draining.remove(&msg.session);
         self.presence.do_send(Depart {
             board: self.key.clone(),
             session: msg.session,
@@ -975,6 +1068,21 @@ impl Handler<Resync> for Room {
     }
 }
 
+/// Stops a room as a fault would, for the tests of what follows a room's abnormal stop.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -999,7 +1107,9 @@ mod tests {
             user_id: "bob".into(),
             info: UserInfo::default(),
             out: Addr::new(tx).recipient(),
-            backlog: None,
+            queue: None,
+            ready: true,
+            held: 0,
             lagged: false,
             rev_floor: 0,
             seq_floor: 0,
@@ -1071,18 +1181,64 @@ mod tests {
         let (mut member, _mailbox) = stuck_member(16);
         member.rev_floor = 5;
         member.seq_floor = 7;
-        member.backlog = Some(Vec::new());
+        member.queue = Some(VecDeque::new());
         let frame = ByteString::from_static("{}");
         member.deliver(frame.clone(), Order::Rev(5), false, 100);
         member.deliver(frame.clone(), Order::Seq(7), false, 100);
         member.deliver(frame.clone(), Order::Seq(8), false, 100);
         member.deliver(frame, Order::Rev(6), false, 100);
         let kept: Vec<_> = member
-            .backlog
+            .queue
             .iter()
             .flatten()
             .map(|(o, _)| format!("{o:?}"))
             .collect();
         assert_eq!(kept, ["Seq(8)", "Rev(6)"]);
+    }
+
+    #[test]
+    fn a_queue_larger_than_the_mailbox_drains_as_the_session_reads() {
+        use futures_util::StreamExt;
+        let (mut member, mut mailbox) = stuck_member(4);
+        member.queue = Some(
+            (1..=20)
+                .map(|n| (Order::Seq(n), ByteString::from(n.to_string())))
+                .collect(),
+        );
+        member.seq_floor = 2;
+        let mut received = vec![];
+        let mut rounds = 0;
+        while member.drain() {
+            rounds += 1;
+            assert!(!member.lagged, "a queue never lags a session that reads");
+            while let Some(Some(env)) = mailbox.next().now_or_never() {
+                received.push(env);
+            }
+        }
+        while let Some(Some(env)) = mailbox.next().now_or_never() {
+            received.push(env);
+        }
+        assert!(rounds >= 4, "drained in steps: {rounds}");
+        assert_eq!(received.len(), 18, "all but what the catch-up held");
+        assert!(member.queue.is_none(), "live once drained");
+    }
+
+    #[test]
+    fn live_frames_queued_behind_a_catch_up_are_bounded() {
+        let (mut member, _mailbox) = stuck_member(4);
+        member.queue = Some(VecDeque::new());
+        for n in 1..=3 {
+            member.deliver(ByteString::from(n.to_string()), Order::Seq(n), false, 3);
+        }
+        assert!(!member.lagged);
+        assert!(
+            matches!(
+                member.deliver(cursor(1), Order::None, true, 3),
+                Delivery::Deferred(_)
+            ),
+            "cursors wait aside, newest per user, and do not count"
+        );
+        member.deliver(ByteString::from("4"), Order::Seq(4), false, 3);
+        assert!(member.lagged, "the fourth live frame passes the bound");
     }
 }

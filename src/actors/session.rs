@@ -18,7 +18,7 @@ use crate::auth::{Identity, Role};
 use crate::board::DurableOp;
 use crate::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::event::{BoardKey, SessionId, UserInfo};
-use crate::limits::{AbuseWindow, TokenBucket};
+use crate::limits::{AbuseWindow, SessionSlot, TokenBucket};
 use crate::metrics;
 use crate::protocol::{
     close, encode, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode,
@@ -61,11 +61,21 @@ pub struct Session {
     durable_queue: VecDeque<(Option<String>, DurableOp)>,
     /// A durable operation is in flight.
     durable_busy: bool,
+    /// Its place among its user's sessions on this instance, given back when it ends.
+    _slot: SessionSlot,
+    /// A close frame was sent: what the client still sends is ignored.
+    closing: bool,
 }
 
 impl Session {
     /// A session of `identity` on `key`.
-    pub fn new(key: BoardKey, identity: Identity, last_seq: Option<u64>, shared: Shared) -> Self {
+    pub fn new(
+        key: BoardKey,
+        identity: Identity,
+        last_seq: Option<u64>,
+        slot: SessionSlot,
+        shared: Shared,
+    ) -> Self {
         let now = Instant::now();
         let config = &shared.config;
         Session {
@@ -84,10 +94,16 @@ impl Session {
             binary_fragments: false,
             durable_queue: VecDeque::new(),
             durable_busy: false,
+            _slot: slot,
+            closing: false,
         }
     }
 
     fn close(&mut self, code: u16, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
         metrics::closed_with(code);
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(code),
@@ -274,6 +290,11 @@ impl Session {
     }
 
     fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        // Every fragment counts towards abuse: a message cut into many tiny frames costs the
+        // server a frame's work each.
+        if !self.admit(ctx) {
+            return;
+        }
         let max = self.shared.config.max_message_bytes;
         let (bytes, last) = match item {
             actix_http::ws::Item::FirstText(b) => {
@@ -381,6 +402,9 @@ impl Handler<Outbound> for Session {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
         self.last_seen = Instant::now();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
@@ -391,7 +415,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     ctx.pong(&bytes);
                 }
             }
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Pong(_)) => {
+                self.admit(ctx);
+            }
+            Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();

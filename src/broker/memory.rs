@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use bytestring::ByteString;
 use serde_json::Value;
 
-use crate::board::{Applied, BoardState, DurableOp};
+use crate::board::{Applied, BoardLimits, BoardState, DurableOp};
 use crate::broker::Catchup;
 use crate::event::BoardKey;
 use crate::protocol::{encode, FrameError};
@@ -18,27 +18,26 @@ struct StoredBoard {
     state: BoardState,
     /// The last seq given out.
     seq: u64,
-    /// The last `replay_events` event frames, oldest first, with their seqs.
+    /// The last event frames, oldest first, with their seqs, within the replay bounds.
     log: VecDeque<(u64, ByteString)>,
+    /// Bytes of the frames in `log`.
+    log_bytes: usize,
 }
 
 /// Durable data of every board, in memory.
 pub struct MemoryStore {
     /// Boards by key; created on first use.
     boards: HashMap<BoardKey, StoredBoard>,
-    /// Events kept per board for resume.
-    replay_events: usize,
-    /// Items allowed per board.
-    max_items: usize,
+    /// What a board may hold, and what its log keeps.
+    limits: BoardLimits,
 }
 
 impl MemoryStore {
     /// An empty store.
-    pub fn new(replay_events: usize, max_items: usize) -> Self {
+    pub fn new(limits: BoardLimits) -> Self {
         MemoryStore {
             boards: HashMap::new(),
-            replay_events,
-            max_items,
+            limits,
         }
     }
 
@@ -50,8 +49,8 @@ impl MemoryStore {
         user_id: &str,
     ) -> Result<(u64, Applied, ByteString), FrameError> {
         let stored = self.boards.entry(board.clone()).or_default();
-        let applied = stored.state.apply(op, user_id, self.max_items)?;
-        let (seq, frame) = log_event(stored, self.replay_events, applied.kind, &applied.payload);
+        let applied = stored.state.apply(op, user_id, self.limits)?;
+        let (seq, frame) = log_event(stored, &self.limits, applied.kind, &applied.payload);
         Ok((seq, applied, frame))
     }
 
@@ -63,7 +62,7 @@ impl MemoryStore {
         payload: &Value,
     ) -> (u64, ByteString) {
         let stored = self.boards.entry(board.clone()).or_default();
-        log_event(stored, self.replay_events, kind, payload)
+        log_event(stored, &self.limits, kind, payload)
     }
 
     /// A snapshot, or the retained events after `last_seq`.
@@ -95,17 +94,22 @@ impl MemoryStore {
     }
 }
 
+/// Sequences and logs an event, dropping the oldest events past either replay bound.
 fn log_event(
     stored: &mut StoredBoard,
-    keep: usize,
+    limits: &BoardLimits,
     kind: &str,
     payload: &Value,
 ) -> (u64, ByteString) {
     stored.seq += 1;
     let frame = encode(kind, payload, Some(stored.seq));
+    stored.log_bytes += frame.len();
     stored.log.push_back((stored.seq, frame.clone()));
-    while stored.log.len() > keep {
-        stored.log.pop_front();
+    while stored.log.len() > limits.replay_events || stored.log_bytes > limits.replay_bytes {
+        match stored.log.pop_front() {
+            Some((_, old)) => stored.log_bytes -= old.len(),
+            None => break,
+        }
     }
     (stored.seq, frame)
 }
@@ -119,13 +123,21 @@ mod tests {
         BoardKey::new("t", "b")
     }
 
+    fn with_log(replay_events: usize) -> MemoryStore {
+        MemoryStore::new(BoardLimits {
+            max_items: 10,
+            replay_events,
+            ..BoardLimits::NONE
+        })
+    }
+
     fn set(store: &mut MemoryStore, n: u64) {
         store.append_custom(&board(), "x.y", &json!({ "n": n }));
     }
 
     #[test]
     fn a_resume_within_the_log_replays_exactly_the_missing_events() {
-        let mut store = MemoryStore::new(3, 10);
+        let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
         match store.catchup(&board(), Some(2)) {
             Catchup::Replay { from, to, frames } => {
@@ -138,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_resume_at_the_head_replays_nothing() {
-        let mut store = MemoryStore::new(3, 10);
+        let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
         assert_eq!(
             store.catchup(&board(), Some(5)),
@@ -149,7 +161,7 @@ mod tests {
             }
         );
         assert_eq!(
-            MemoryStore::new(3, 10).catchup(&board(), Some(0)),
+            with_log(3).catchup(&board(), Some(0)),
             Catchup::Replay {
                 from: 1,
                 to: 0,
@@ -159,8 +171,26 @@ mod tests {
     }
 
     #[test]
+    fn the_log_is_bounded_by_bytes_as_well_as_count() {
+        let mut store = MemoryStore::new(BoardLimits {
+            replay_events: 1000,
+            replay_bytes: 200,
+            ..BoardLimits::NONE
+        });
+        (1..=50).for_each(|n| set(&mut store, n));
+        let stored = &store.boards[&board()];
+        assert!(stored.log_bytes <= 200, "{}", stored.log_bytes);
+        assert_eq!(
+            stored.log_bytes,
+            stored.log.iter().map(|(_, f)| f.len()).sum::<usize>()
+        );
+        assert_eq!(stored.log.back().map(|(seq, _)| *seq), Some(50));
+        assert!(stored.log.len() < 50);
+    }
+
+    #[test]
     fn a_resume_too_old_or_ahead_is_a_resync_snapshot() {
-        let mut store = MemoryStore::new(3, 10);
+        let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
         for last in [1, 6] {
             match store.catchup(&board(), Some(last)) {

@@ -19,7 +19,7 @@ use bytestring::ByteString;
 use serde_json::Value;
 
 use crate::actors::room::Outbound;
-use crate::board::DurableOp;
+use crate::board::{BoardLimits, DurableOp};
 use crate::event::{AckTo, BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
 
@@ -71,12 +71,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// An embedded broker keeping `replay_events` events and at most `max_items` items a board.
-    pub fn embedded(replay_events: usize, max_items: usize) -> Self {
-        Self::with_backend(
-            Backend::Memory(MemoryStore::new(replay_events, max_items)),
-            true,
-        )
+    /// An embedded broker whose boards are bounded by `limits`.
+    pub fn embedded(limits: BoardLimits) -> Self {
+        Self::with_backend(Backend::Memory(MemoryStore::new(limits)), true)
     }
 
     /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
@@ -84,8 +81,7 @@ impl Broker {
     pub fn start_redis(
         url: &str,
         prefix: String,
-        replay_events: usize,
-        max_items: usize,
+        limits: BoardLimits,
     ) -> Result<Addr<Broker>, ::redis::RedisError> {
         use ::redis::IntoConnectionInfo;
         let info = url.into_connection_info()?;
@@ -111,13 +107,12 @@ impl Broker {
                 });
             match ::redis::aio::ConnectionManager::new_lazy_with_config(client, config) {
                 Ok(conn) => {
-                    let backend =
-                        RedisBackend::new(conn, prefix, instance, replay_events, max_items);
+                    let backend = RedisBackend::new(conn, prefix, instance, limits);
                     Broker::with_backend(Backend::Redis(Box::new(backend)), false)
                 }
                 Err(e) => {
                     error = Some(e);
-                    Broker::embedded(replay_events, max_items)
+                    Broker::embedded(limits)
                 }
             }
         });

@@ -9,7 +9,10 @@
 //! | `P:{board\|tenant}:items` | hash | item id → item JSON (with `version`) |
 //! | `P:{board\|tenant}:v:ITEM` | hash | column → `{"value","version"}` |
 //! | `P:{board\|tenant}:seq` | string | the board's last seq |
-//! | `P:{board\|tenant}:log` | stream | the last `REPLAY_EVENTS` events, id `SEQ-1` |
+//! | `P:{board\|tenant}:log` | stream | the last events within `REPLAY_EVENTS` and `REPLAY_BYTES`, id `SEQ-1` |
+//! | `P:{board\|tenant}:logbytes` | string | bytes of the frames in the log |
+//! | `P:{board\|tenant}:sizes` | hash | item id → bytes of the item and its values |
+//! | `P:{board\|tenant}:bytes` | string | bytes of all items and values |
 //! | `P:{board\|tenant}:p:*` | hashes | presence: sessions, info, color, status, count, order, rev |
 //! | `P:{board\|tenant}:ch` | channel | the board's events |
 //! | `P:user:{tenant\|user}` | channel | events for one user |
@@ -28,7 +31,7 @@ use redis::{AsyncCommands, Script, Value as RedisValue};
 use serde_json::{json, Value};
 
 use crate::actors::presence::{Arrived, PALETTE};
-use crate::board::{BoardState, DurableOp};
+use crate::board::{BoardLimits, BoardState, DurableOp};
 use crate::broker::{Appended, Catchup};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::protocol::{encode, ErrorCode, FrameError, Status};
@@ -53,10 +56,8 @@ pub struct RedisBackend {
     prefix: String,
     /// This instance's id, random per process.
     instance: String,
-    /// Events kept per board.
-    replay_events: usize,
-    /// Items allowed per board.
-    max_items: usize,
+    /// What a board may hold, and what its log keeps.
+    limits: BoardLimits,
     /// The scripts, by entry point.
     scripts: Scripts,
 }
@@ -93,6 +94,10 @@ fn unavailable(err: redis::RedisError) -> FrameError {
     )
 }
 
+fn too_large(message: String) -> FrameError {
+    FrameError::new(None, ErrorCode::TooLarge, message)
+}
+
 fn bad_data(what: impl std::fmt::Display) -> FrameError {
     log::error!("redis holds unexpected data: {what}");
     FrameError::new(None, ErrorCode::Internal, "unexpected data in the backend")
@@ -115,15 +120,13 @@ impl RedisBackend {
         conn: ConnectionManager,
         prefix: String,
         instance: String,
-        replay_events: usize,
-        max_items: usize,
+        limits: BoardLimits,
     ) -> Self {
         RedisBackend {
             conn,
             prefix,
             instance,
-            replay_events,
-            max_items,
+            limits,
             scripts: Scripts {
                 commit: Script::new(COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
@@ -208,8 +211,8 @@ impl RedisBackend {
             let cell = column.as_deref().zip(cell_text.as_deref());
             let mut state =
                 BoardState::from_stored(item_text.as_deref(), cell).map_err(bad_data)?;
-            // The item bound is checked by the script, which sees the whole board.
-            let applied = state.apply(op.clone(), user_id, usize::MAX)?;
+            // The bounds are checked by the script, which sees the whole board.
+            let applied = state.apply(op.clone(), user_id, BoardLimits::NONE)?;
             let kind = match op {
                 DurableOp::Create { .. } => "create",
                 DurableOp::Delete { .. } => "delete",
@@ -229,6 +232,9 @@ impl RedisBackend {
                 .key(keys.key("seq"))
                 .key(keys.key("log"))
                 .key(keys.key("ch"))
+                .key(keys.key("sizes"))
+                .key(keys.key("bytes"))
+                .key(keys.key("logbytes"))
                 .arg(kind)
                 .arg(&item_id)
                 .arg(item_text.as_deref().unwrap_or_default())
@@ -238,8 +244,11 @@ impl RedisBackend {
                 .arg(new_cell)
                 .arg(frame_prefix(applied.kind, &applied.payload))
                 .arg(ack_json)
-                .arg(self.replay_events)
-                .arg(self.max_items)
+                .arg(self.limits.replay_events)
+                .arg(self.limits.max_items)
+                .arg(self.limits.max_item_bytes)
+                .arg(self.limits.max_board_bytes)
+                .arg(self.limits.replay_bytes)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -253,11 +262,22 @@ impl RedisBackend {
                 other => match status_text(&other).as_deref() {
                     Some("retry") => continue,
                     Some("full") => {
-                        return Err(FrameError::new(
-                            None,
-                            ErrorCode::TooLarge,
-                            format!("a board holds at most {} items", self.max_items),
-                        ))
+                        return Err(too_large(format!(
+                            "a board holds at most {} items",
+                            self.limits.max_items
+                        )))
+                    }
+                    Some("item_bytes") => {
+                        return Err(too_large(format!(
+                            "an item holds at most {} bytes with its values",
+                            self.limits.max_item_bytes
+                        )))
+                    }
+                    Some("board_bytes") => {
+                        return Err(too_large(format!(
+                            "a board holds at most {} bytes",
+                            self.limits.max_board_bytes
+                        )))
                     }
                     _ => return Err(bad_data(format!("commit answered {other:?}"))),
                 },
@@ -287,6 +307,9 @@ impl RedisBackend {
             .key(keys.key("seq"))
             .key(keys.key("log"))
             .key(keys.key("ch"))
+            .key(keys.key("sizes"))
+            .key(keys.key("bytes"))
+            .key(keys.key("logbytes"))
             .arg("custom")
             .arg("")
             .arg("")
@@ -296,8 +319,11 @@ impl RedisBackend {
             .arg("")
             .arg(frame_prefix(kind, payload))
             .arg("null")
-            .arg(self.replay_events)
-            .arg(self.max_items)
+            .arg(self.limits.replay_events)
+            .arg(self.limits.max_items)
+            .arg(self.limits.max_item_bytes)
+            .arg(self.limits.max_board_bytes)
+            .arg(self.limits.replay_bytes)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

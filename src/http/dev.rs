@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{now_secs, Claims, Role};
+use crate::auth::{now_secs, valid_tenant, Claims, Role};
 use crate::http::ApiError;
 use crate::startup::AppState;
 
@@ -41,6 +41,11 @@ pub async fn token(
         return Err(ApiError::BadRequest(
             "user must be 1 to 64 characters".into(),
         ));
+    }
+    if let Some(tenant) = query.tenant.as_deref().filter(|t| !valid_tenant(t)) {
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
+        )));
     }
     let exp = now_secs() + query.ttl.unwrap_or(DEFAULT_TTL_SECS).clamp(1, 86_400);
     let claims = Claims {

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use actix_codec::{Framed, FramedParts};
 use actix_http::body::{BodySize, MessageBody};
@@ -28,10 +29,15 @@ use tokio::net::TcpStream;
 use crate::actors::session::Session;
 use crate::http::ws::{admit, Admitted};
 use crate::http::ApiError;
+use crate::limits::SessionSlot;
 use crate::startup::AppState;
 
 /// Bytes read from the socket at most per read; a larger message takes several reads.
 const READ_CHUNK: usize = 4096;
+/// How long a closed session keeps reading (and discarding) what its client still sends,
+/// so that the close frame is read before the connection ends: closing a socket with unread
+/// input resets it, and the client would see 1006 instead of the close code.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// The connection an upgrade request arrives on.
 pub type Upgraded = Framed<TcpStream, h1::Codec>;
@@ -60,6 +66,17 @@ async fn upgrade(state: Arc<AppState>, (req, framed): (Request, Upgraded)) -> io
         Ok(admitted) => admitted,
         Err(err) => return reject(framed, err).await,
     };
+    let identity = &admitted.identity;
+    let Some(slot) = state
+        .session_slots
+        .take(&identity.tenant, &identity.user_id)
+    else {
+        let err = ApiError::RateLimited(format!(
+            "a user holds at most {} sessions on this instance",
+            state.config.max_sessions_per_user
+        ));
+        return reject(framed, err).await;
+    };
     let switching = match actix_http::ws::handshake(req.head()) {
         Ok(mut builder) => builder.finish().drop_body(),
         Err(err) => {
@@ -70,7 +87,7 @@ async fn upgrade(state: Arc<AppState>, (req, framed): (Request, Upgraded)) -> io
     // The request's headers share the dispatcher's 8 KiB read buffer: let both go before the
     // session starts.
     drop(req);
-    run(state, admitted, switching, framed).await
+    run(state, admitted, slot, switching, framed).await
 }
 
 /// Answers `err` on the connection and closes it.
@@ -93,6 +110,7 @@ async fn reject(mut framed: Upgraded, err: ApiError) -> io::Result<()> {
 async fn run(
     state: Arc<AppState>,
     admitted: Admitted,
+    slot: SessionSlot,
     switching: Response<()>,
     mut framed: Upgraded,
 ) -> io::Result<()> {
@@ -109,37 +127,62 @@ async fn run(
         done: false,
     };
     let codec = actix_http::ws::Codec::new().max_size(state.config.max_message_bytes);
+    let write_timeout = state.config.write_timeout;
     let Admitted {
         key,
         identity,
         last_seq,
     } = admitted;
-    let session = Session::new(key, identity, last_seq, state);
+    let session = Session::new(key, identity, last_seq, slot, state);
     let output = WebsocketContext::with_codec(session, input, codec);
     // A task of its own, sized for the session alone: the connection's HTTP/1 task, sized for
     // any request, ends here.
-    actix_web::rt::spawn(pump(tcp, output));
+    actix_web::rt::spawn(pump(tcp, output, write_timeout));
     Ok(())
 }
 
-/// Runs the session to its end, then closes the socket's sending side.
-async fn pump<S>(tcp: Rc<TcpStream>, output: S)
+/// Runs the session to its end, then closes the socket's sending side and lingers briefly so
+/// the client reads the close frame. A write that waits longer than `write_timeout` (a client
+/// that stopped reading) ends the session at once: while a write waits, the session is not
+/// polled, so none of its timers could end it.
+async fn pump<S>(tcp: Rc<TcpStream>, output: S, write_timeout: Duration)
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
-    {
+    let written = {
         // Pinned in this task's own state (moving it into a callee would store it twice).
         let output = std::pin::pin!(output);
-        if let Err(err) = write_out(&tcp, output).await {
-            log::debug!("WebSocket write failed: {err}");
-        }
+        write_out(&tcp, output, write_timeout).await
         // The output is dropped here, which stops the session if it still runs.
-    }
+    };
     shutdown(&tcp);
+    match written {
+        Ok(()) => linger(&tcp).await,
+        Err(err) => log::debug!("WebSocket write failed: {err}"),
+    }
+}
+
+/// Reads and discards what the client sends until it closes its side or [`CLOSE_LINGER`]
+/// passes.
+async fn linger(tcp: &TcpStream) {
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    let mut sink = [0u8; READ_CHUNK];
+    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, tcp.readable()).await {
+        match tcp.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Writes what the session sends until it ends or the socket fails.
-async fn write_out<S>(tcp: &TcpStream, mut output: Pin<&mut S>) -> io::Result<()>
+async fn write_out<S>(
+    tcp: &TcpStream,
+    mut output: Pin<&mut S>,
+    write_timeout: Duration,
+) -> io::Result<()>
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
@@ -159,23 +202,31 @@ where
                     bytes = joined.freeze();
                 }
                 None => {
-                    write_all(tcp, &bytes).await?;
+                    write_all(tcp, &bytes, write_timeout).await?;
                     return Ok(());
                 }
             }
         }
-        write_all(tcp, &bytes).await?;
+        write_all(tcp, &bytes, write_timeout).await?;
     }
     Ok(())
 }
 
-/// Writes all of `bytes`, waiting while the socket's send buffer is full.
-async fn write_all(tcp: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Writes all of `bytes`, waiting while the socket's send buffer is full, for `timeout` at
+/// most.
+async fn write_all(tcp: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
     while !bytes.is_empty() {
         match tcp.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout_at(deadline, tcp.writable())
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")
+                    })??
+            }
             Err(err) => return Err(err),
         }
     }

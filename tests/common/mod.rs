@@ -374,13 +374,25 @@ pub struct Instance {
 impl Instance {
     /// Starts the binary with the test secret, port 0 and `env`; waits until it listens.
     pub fn start(env: &[(&str, &str)]) -> Instance {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"));
+        command.env(
+            "JWT_SECRET",
+            std::str::from_utf8(SECRET).expect("utf-8 secret"),
+        );
+        Self::spawn(command, env)
+    }
+
+    /// Starts the binary with no key at all (dev mode), port 0 and `env`.
+    pub fn start_in_dev_mode(env: &[(&str, &str)]) -> Instance {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"));
+        command.env_remove("JWT_SECRET");
+        Self::spawn(command, env)
+    }
+
+    fn spawn(mut command: std::process::Command, env: &[(&str, &str)]) -> Instance {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        let mut child = command
             .env("BIND", "127.0.0.1:0")
-            .env(
-                "JWT_SECRET",
-                std::str::from_utf8(SECRET).expect("utf-8 secret"),
-            )
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())

@@ -1,34 +1,78 @@
 -- Applies one durable operation atomically, if the item and cell still hold what the caller
--- read (compare-and-set on the stored JSON text): writes the new state, takes the next seq,
--- appends the event to the log and publishes it. The caller computed the new state and the
--- event with the board rules; this script only checks, writes, counts and publishes.
+-- read (compare-and-set on the stored JSON text): checks the size bounds, writes the new state,
+-- takes the next seq, appends the event to the log and publishes it. The caller computed the
+-- new state and the event with the board rules; this script only checks, writes, counts and
+-- publishes.
 --
--- KEYS: 1 items hash, 2 the item's values hash, 3 seq, 4 log stream, 5 board channel
+-- Sizes are bytes of stored text, as the board rules count them: an item is its own text plus,
+-- for each cell, the column id and the cell's text. The texts are compared before anything is
+-- written, so the size change computed from them is exact.
+--
+-- KEYS: 1 items hash, 2 the item's values hash, 3 seq, 4 log stream, 5 board channel,
+--       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes
 -- ARGV: 1 op (create|update|delete|value|custom), 2 item id, 3 item as read ("" = absent),
 --       4 new item ("" = delete), 5 column, 6 cell as read ("" = absent), 7 new cell,
 --       8 frame prefix (the frame up to its seq), 9 ack JSON or "null", 10 log length,
---       11 item bound
+--       11 item bound, 12 bytes per item, 13 bytes per board, 14 bytes of the log
+-- Returns the seq, or 'retry' (changed meanwhile), 'full' (items), 'item_bytes' or
+-- 'board_bytes' (size bounds).
 local op = ARGV[1]
 if op ~= 'custom' then
   local item = redis.call('HGET', KEYS[1], ARGV[2])
   if (item or '') ~= ARGV[3] then return 'retry' end
+  local delta
   if op == 'value' then
     local cell = redis.call('HGET', KEYS[2], ARGV[5])
     if (cell or '') ~= ARGV[6] then return 'retry' end
+    delta = #ARGV[7] - #ARGV[6]
+    if ARGV[6] == '' then delta = delta + #ARGV[5] end
+  elseif op == 'delete' then
+    delta = -tonumber(redis.call('HGET', KEYS[6], ARGV[2]) or '0')
+  else
+    if op == 'create' and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[11]) then
+      return 'full'
+    end
+    delta = #ARGV[4] - #ARGV[3]
+  end
+  if delta > 0 then
+    local size = tonumber(redis.call('HGET', KEYS[6], ARGV[2]) or '0') + delta
+    if size > tonumber(ARGV[12]) then return 'item_bytes' end
+    local total = tonumber(redis.call('GET', KEYS[7]) or '0') + delta
+    if total > tonumber(ARGV[13]) then return 'board_bytes' end
+  end
+  if op == 'value' then
     redis.call('HSET', KEYS[2], ARGV[5], ARGV[7])
   elseif op == 'delete' then
     redis.call('HDEL', KEYS[1], ARGV[2])
     redis.call('DEL', KEYS[2])
   else
-    if op == 'create' and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[11]) then
-      return 'full'
-    end
     redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
   end
+  if op == 'delete' then
+    redis.call('HDEL', KEYS[6], ARGV[2])
+  else
+    redis.call('HINCRBY', KEYS[6], ARGV[2], delta)
+  end
+  redis.call('INCRBY', KEYS[7], delta)
 end
 local seq = redis.call('INCR', KEYS[3])
 local frame = ARGV[8] .. seq .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[10], seq .. '-1', 'f', frame, 'a', ARGV[9])
+redis.call('XADD', KEYS[4], seq .. '-1', 'f', frame, 'a', ARGV[9])
+-- The log keeps the newest events within both bounds; the oldest go first.
+local log_bytes = redis.call('INCRBY', KEYS[8], #frame)
+local keep, max_bytes = tonumber(ARGV[10]), tonumber(ARGV[14])
+local len = redis.call('XLEN', KEYS[4])
+while len > 0 and (len > keep or log_bytes > max_bytes) do
+  local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
+  local fields = oldest[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'f' then log_bytes = log_bytes - #fields[i + 1] end
+  end
+  redis.call('XDEL', KEYS[4], oldest[1])
+  len = len - 1
+end
+if log_bytes < 0 then log_bytes = 0 end
+redis.call('SET', KEYS[8], log_bytes)
 redis.call('PUBLISH', KEYS[5],
   '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] .. '}}')
 return seq
