@@ -17,13 +17,17 @@ use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
 use crate::actors::room::RoomSettings;
 use crate::auth::{AuthError, Verifier};
-use crate::broker::{Broker, GetReady, GetRedis};
+use crate::broker::{Broker, GetReady, GetRedis, Retire};
 use crate::config::Config;
 use crate::http;
 use crate::limits::SessionSlots;
 
 /// How long a dead peer's connection may hold unacknowledged data before the kernel drops it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time given to sessions to send their close frames before the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// Longest wait for the instance's leaves to be published at shutdown.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle time before TCP keepalive probes start.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -195,7 +199,14 @@ impl Application {
             shutdown_signal().await;
             log::info!("shutting down: closing sessions with 1012");
             state.registry.close_all();
-            actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            // Everyone else hears this instance's users leave now, not after a sweep.
+            let retire = state.broker.send(Retire);
+            let grace = actix_web::rt::time::sleep(SHUTDOWN_GRACE);
+            let (_, _) = futures_util::future::join(
+                actix_web::rt::time::timeout(RETIRE_TIMEOUT, retire),
+                grace,
+            )
+            .await;
             handle.stop(true).await;
         });
         self.server.await

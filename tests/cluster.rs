@@ -106,11 +106,37 @@ async fn seq_is_gap_free_with_writers_on_every_instance() {
         writers.push(node.app().join("b", &format!("writer{n}")).await.0);
     }
     const EACH: usize = 200;
-    for round in 0..EACH {
-        for (w, writer) in writers.iter_mut().enumerate() {
-            writer
-                .send(json!({"type":"value.set","payload":{"itemId":"i","columnId":format!("c{w}"),"value":round},"id":format!("{w}-{round}")}))
-                .await;
+    // Each writer keeps up to 25 operations outstanding (a session holds at most 32 waiting).
+    const WINDOW: usize = 25;
+    // Per writer: acks seen, and the last seq seen in its events and acks together.
+    let mut seen = vec![(0usize, 1u64); writers.len()];
+    for window in (0..EACH).step_by(WINDOW) {
+        for round in window..window + WINDOW {
+            for (w, writer) in writers.iter_mut().enumerate() {
+                writer
+                    .send(json!({"type":"value.set","payload":{"itemId":"i","columnId":format!("c{w}"),"value":round},"id":format!("{w}-{round}")}))
+                    .await;
+            }
+        }
+        for (writer, (acks, last)) in writers.iter_mut().zip(seen.iter_mut()) {
+            while *acks < window + WINDOW {
+                let frame = writer.next_frame().await;
+                assert_ne!(frame["type"], "error", "{frame}");
+                let seq = frame["seq"].as_u64().or_else(|| {
+                    (frame["type"] == "ack")
+                        .then(|| frame["payload"]["seq"].as_u64())
+                        .flatten()
+                });
+                if let Some(seq) = seq {
+                    assert_eq!(
+                        seq,
+                        *last + 1,
+                        "events and acks together are contiguous: {frame}"
+                    );
+                    *last = seq;
+                    *acks += usize::from(frame["type"] == "ack");
+                }
+            }
         }
     }
     let total = 1 + (EACH * nodes.len()) as u64;
@@ -123,27 +149,6 @@ async fn seq_is_gap_free_with_writers_on_every_instance() {
                 "gap-free and in order on every instance"
             );
             expected += 1;
-        }
-    }
-    for writer in &mut writers {
-        let mut acks = 0;
-        let mut last = 1;
-        while acks < EACH {
-            let frame = writer.next_frame().await;
-            let seq = frame["seq"].as_u64().or_else(|| {
-                (frame["type"] == "ack")
-                    .then(|| frame["payload"]["seq"].as_u64())
-                    .flatten()
-            });
-            if let Some(seq) = seq {
-                assert_eq!(
-                    seq,
-                    last + 1,
-                    "events and acks together are contiguous: {frame}"
-                );
-                last = seq;
-                acks += usize::from(frame["type"] == "ack");
-            }
         }
     }
 }
@@ -318,4 +323,341 @@ async fn an_instance_started_before_redis_is_unready_until_redis_answers() {
         .await;
     assert_eq!(ack["payload"]["seq"], 1);
     drop(redis);
+}
+
+/// Asserts that `client` hears nothing (pings aside) for `quiet`.
+async fn hears_nothing_for(client: &mut TestClient, quiet: Duration, who: &str) {
+    use futures_util::StreamExt;
+    let until = tokio::time::Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(until, client.ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                panic!("{who} heard {text} while nothing should happen")
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("{who}'s socket ended: {other:?}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_user_leaves_after_a_pause_and_then_a_crash_of_their_instance() {
+    let (_redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (mut bob, _) = nodes[0].app().join("b", "bob").await;
+    let (_ann, _) = nodes[1].app().join("b", "ann").await;
+    assert_eq!(
+        bob.next_of("presence.join").await["payload"]["userId"],
+        "ann"
+    );
+
+    // Paused past its lease: swept, so ann leaves; resumed: ann is back.
+    nodes[1].signal("STOP");
+    assert_eq!(
+        bob.next_of("presence.leave").await["payload"]["userId"],
+        "ann"
+    );
+    nodes[1].signal("CONT");
+    assert_eq!(
+        bob.next_of("presence.join").await["payload"]["userId"],
+        "ann"
+    );
+
+    // Then it dies for good: ann must leave again, within the contract's 15 s.
+    nodes[1].signal("KILL");
+    let killed = Instant::now();
+    assert_eq!(
+        bob.next_of("presence.leave").await["payload"]["userId"],
+        "ann"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn sweeping_a_long_lived_dead_instance_never_makes_live_ones_sweep_each_other() {
+    let (redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (mut bob, _) = nodes[0].app().join("b", "bob").await;
+    let (mut ann, _) = nodes[1].app().join("b", "ann").await;
+    assert_eq!(
+        bob.next_of("presence.join").await["payload"]["userId"],
+        "ann"
+    );
+
+    // A dead instance that had sessions on 160,000 boards, as a long-lived one may have had.
+    let mut conn = redis.connection();
+    const BOARDS: usize = 160_000;
+    for chunk in (0..BOARDS).collect::<Vec<_>>().chunks(10_000) {
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg("bc:instance:ghost:boards");
+        for n in chunk {
+            sadd.arg(format!(r#"{{"tenant":"default","board":"old{n}"}}"#));
+        }
+        let _: () = sadd.query(&mut conn).expect("SADD");
+    }
+    let _: () = redis::cmd("ZADD")
+        .arg("bc:instances")
+        .arg(1)
+        .arg("ghost")
+        .query(&mut conn)
+        .expect("ZADD");
+    let started = Instant::now();
+
+    // While it is swept, the live instances keep their leases: nobody leaves or rejoins.
+    hears_nothing_for(&mut bob, Duration::from_secs(8), "bob").await;
+    hears_nothing_for(&mut ann, Duration::from_millis(100), "ann").await;
+
+    // And the sweep finishes.
+    loop {
+        let lease: Option<f64> = redis::cmd("ZSCORE")
+            .arg("bc:instances")
+            .arg("ghost")
+            .query(&mut conn)
+            .expect("ZSCORE");
+        if lease.is_none() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the sweep never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "160,000 boards of a dead instance swept in {:?}",
+        started.elapsed()
+    );
+    let left: usize = redis::cmd("SCARD")
+        .arg("bc:instance:ghost:boards")
+        .query(&mut conn)
+        .expect("SCARD");
+    assert_eq!(left, 0);
+    // Both are still present for each other.
+    hears_nothing_for(&mut bob, Duration::from_millis(100), "bob").await;
+    ann.send_type("ping", json!({})).await;
+    assert_eq!(ann.next_frame().await["type"], "pong");
+}
+
+#[actix_web::test]
+async fn an_instance_records_only_the_boards_it_has_sessions_on() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (_stay, _) = app.join("home", "ann").await;
+    for n in 0..40 {
+        let (mut visit, _) = app.join(&format!("room{n}"), "ann").await;
+        visit.leave().await;
+    }
+    let mut conn = redis.connection();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let records: Vec<String> = redis::cmd("KEYS")
+            .arg("bc:instance:*:boards")
+            .query(&mut conn)
+            .expect("KEYS");
+        assert_eq!(records.len(), 1, "{records:?}");
+        let boards: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&records[0])
+            .query(&mut conn)
+            .expect("SMEMBERS");
+        if boards.len() == 1 {
+            assert!(boards[0].contains("home"), "{boards:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record still holds {boards:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing of the visited boards' presence is kept but a revision counter that expires.
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("bc:{room*")
+        .query(&mut conn)
+        .expect("KEYS");
+    for key in &kept {
+        assert!(
+            key.ends_with(":p:rev"),
+            "{key} outlived its board's presence"
+        );
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).expect("TTL");
+        assert!(ttl > 0, "{key} never expires");
+    }
+}
+
+#[actix_web::test]
+async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_records() {
+    let (redis, mut nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    const BOARDS: usize = 100;
+    const PER_BOARD: usize = 20;
+    let mut sessions = vec![];
+    for board in 0..BOARDS {
+        for user in 0..PER_BOARD {
+            let url = b.ws_url(&format!("s{board}"), &token(&format!("u{board}-{user}")));
+            sessions.push(TestClient::connect(&url).await);
+        }
+    }
+    let (_watcher, snapshot) = a.join("s0", "watcher").await;
+    assert_eq!(
+        snapshot["payload"]["users"].as_array().map(Vec::len),
+        Some(PER_BOARD + 1)
+    );
+    let mut conn = redis.connection();
+    let instance_count = |conn: &mut redis::Connection| -> usize {
+        redis::cmd("ZCARD")
+            .arg("bc:instances")
+            .query(conn)
+            .expect("ZCARD")
+    };
+    assert_eq!(instance_count(&mut conn), 2);
+
+    nodes[1].signal("TERM");
+    let stopped = Instant::now();
+    let status = nodes[1].wait_exit().await;
+    assert!(status.success(), "{status:?}");
+    // Its lease and records went with it: nobody has to sweep it.
+    assert_eq!(instance_count(&mut conn), 1, "the lease is left behind");
+    let records: Vec<String> = redis::cmd("KEYS")
+        .arg("bc:instance:*:boards")
+        .query(&mut conn)
+        .expect("KEYS");
+    assert_eq!(records.len(), 1, "{records:?}");
+    // Every board is empty on the other instance already.
+    for board in 0..BOARDS {
+        let (status, body) = a
+            .get(
+                &format!("/api/boards/s{board}/presence"),
+                Some(&server_token()),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let users = body["users"].as_array().map(Vec::len).unwrap_or(0);
+        let expected = usize::from(board == 0);
+        assert_eq!(users, expected, "board s{board}: {body}");
+    }
+    eprintln!(
+        "{} sessions left with a clean stop; presence empty {:?} after SIGTERM",
+        BOARDS * PER_BOARD,
+        stopped.elapsed()
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stopped.elapsed()
+    );
+    drop(sessions);
+}
+
+#[actix_web::test]
+async fn durable_ops_are_refused_at_once_while_redis_stalls() {
+    let (redis, nodes) = cluster(1, &[("RATE_LIMIT", "10000"), ("RATE_BURST", "10000")]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (mut writer, _) = app.join("b", "writer").await;
+    let created = writer
+        .request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    assert_eq!(created["payload"]["seq"], 1);
+
+    redis.signal("STOP");
+    let stalled = Instant::now();
+    const OPS: usize = 40;
+    for n in 0..OPS {
+        writer
+            .send(json!({"type":"value.set","payload":{"itemId":"i","columnId":"c","value":"v".repeat(1000)},"id":format!("s{n}")}))
+            .await;
+    }
+    let mut answered = vec![];
+    while answered.len() < OPS {
+        let frame = writer.next_frame().await;
+        if frame["type"] == "error" || frame["type"] == "ack" {
+            assert_eq!(frame["payload"]["code"], "unavailable", "{frame}");
+            answered.push(stalled.elapsed());
+        }
+    }
+    redis.signal("CONT");
+    let quick = answered
+        .iter()
+        .filter(|t| **t < Duration::from_secs(1))
+        .count();
+    let last = answered.iter().max().copied().unwrap_or_default();
+    eprintln!("{OPS} ops during a stall: {quick} refused within 1 s, the last after {last:?}");
+    assert!(
+        quick >= OPS - 32 - 1,
+        "the session's queue is bounded: {quick} quick"
+    );
+    assert!(
+        last < Duration::from_secs(6),
+        "refused at once once the stall is known: {last:?}"
+    );
+
+    app.wait_ready().await;
+    let after = writer
+        .request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":"after"}),
+            "after",
+        )
+        .await;
+    assert_eq!(after["type"], "ack", "{after}");
+    // At most the one op in flight when Redis stalled was applied later.
+    let seq = after["payload"]["seq"].as_u64().expect("seq");
+    assert!(
+        seq <= 3,
+        "ops refused during the stall were applied anyway: seq {seq}"
+    );
+}
+
+#[actix_web::test]
+async fn a_kick_while_redis_is_down_still_closes_local_sessions_and_answers_503() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (mut victim, _) = app.join("b", "victim").await;
+    let (mut bystander, _) = app.join("b", "bystander").await;
+    redis.stop();
+    app.wait_readyz(503).await;
+
+    let (status, body) = app
+        .post(
+            "/api/boards/b/kick",
+            Some(&server_token()),
+            &json!({"userId":"victim"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (503, json!("unavailable"))
+    );
+    assert_eq!(
+        victim.expect_close().await,
+        4003,
+        "kicked here all the same"
+    );
+
+    let (status, _) = app
+        .post(
+            "/api/boards/b/events",
+            Some(&server_token()),
+            &json!({"type":"note.flash","payload":{},"ephemeral":true}),
+        )
+        .await;
+    assert_eq!(status, 503, "the other instances could not be told");
+    assert_eq!(bystander.next_of("note.flash").await["type"], "note.flash");
+    let (status, _) = app
+        .post(
+            "/api/users/bystander/events",
+            Some(&server_token()),
+            &json!({"type":"note.sent","payload":{}}),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(bystander.next_of("note.sent").await["type"], "note.sent");
 }

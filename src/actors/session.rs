@@ -26,6 +26,11 @@ use crate::protocol::{
 };
 use crate::startup::AppState;
 
+/// Durable operations a session may have waiting behind the one in flight; past it they are
+/// answered `unavailable` at once (the backend is slow or stalled, and a client that retries
+/// later does better than one whose operations apply long after it gave up on them).
+const DURABLE_QUEUE: usize = 32;
+
 /// Everything a session needs from the instance, shared by all sessions.
 pub type Shared = Arc<AppState>;
 
@@ -221,6 +226,16 @@ impl Session {
                             id,
                             ErrorCode::Forbidden,
                             "viewers cannot change the board",
+                        ),
+                        ctx,
+                    );
+                }
+                if self.durable_queue.len() >= DURABLE_QUEUE {
+                    return self.error(
+                        FrameError::new(
+                            id,
+                            ErrorCode::Unavailable,
+                            "too many operations waiting; retry",
                         ),
                         ctx,
                     );

@@ -66,8 +66,12 @@ pub struct Broker {
     ready: Arc<AtomicBool>,
     /// When the backend last came back; dead instances are swept only a lease after it.
     ready_since: Option<Instant>,
-    /// A liveness tick is under way.
+    /// A liveness tick (reach Redis, sweep) is under way.
     ticking: bool,
+    /// A lease renewal is under way.
+    renewing: bool,
+    /// The instance is stopping and has left the shared presence: no more liveness work.
+    retired: bool,
 }
 
 impl Broker {
@@ -105,9 +109,21 @@ impl Broker {
                     me.do_send(Pushed(push));
                     Ok::<(), ::redis::aio::SendError>(())
                 });
-            match ::redis::aio::ConnectionManager::new_lazy_with_config(client, config) {
-                Ok(conn) => {
-                    let backend = RedisBackend::new(conn, prefix, instance, limits);
+            // Leases are renewed on a connection of their own, never queued behind other work.
+            let lease_config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            let conns =
+                ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .and_then(|conn| {
+                        ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)
+                            .map(|lease| (conn, lease))
+                    });
+            match conns {
+                Ok((conn, lease_conn)) => {
+                    let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
                     Broker::with_backend(Backend::Redis(Box::new(backend)), false)
                 }
                 Err(e) => {
@@ -131,6 +147,8 @@ impl Broker {
             ready: Arc::new(AtomicBool::new(ready)),
             ready_since: None,
             ticking: false,
+            renewing: false,
+            retired: false,
         }
     }
 
@@ -183,10 +201,31 @@ impl Broker {
         }
     }
 
-    /// One liveness round: reach Redis, renew the lease, sweep dead instances.
+    /// Renews this instance's lease, on a connection and a task of its own: a long sweep or a
+    /// slow command never holds it up. A lease found missing (swept while this instance was
+    /// paused, or lost by Redis) makes every room register its sessions again.
+    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
+        let Some(redis) = self.redis() else { return };
+        if self.renewing || self.retired {
+            return;
+        }
+        self.renewing = true;
+        let work = async move { redis.renew().await };
+        ctx.spawn(work.into_actor(self).map(|result, broker, _| {
+            broker.renewing = false;
+            if let Ok(true) = result {
+                if broker.ready.load(Ordering::Relaxed) {
+                    log::info!("this instance's lease was missing: registering its sessions again");
+                    broker.resync_rooms();
+                }
+            }
+        }));
+    }
+
+    /// One liveness round: reach Redis, sweep dead instances.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let Some(redis) = self.redis() else { return };
-        if self.ticking {
+        if self.ticking || self.retired {
             return;
         }
         self.ticking = true;
@@ -194,22 +233,23 @@ impl Broker {
         let sweep_allowed = self.ready_since.is_some_and(|t| t.elapsed() >= LEASE);
         let work = async move {
             if !redis.ping().await {
-                return (false, false);
+                return false;
             }
-            let lease_was_missing = redis.renew().await.unwrap_or(false);
             if sweep_allowed {
                 if let Err(e) = redis.sweep().await {
                     log::warn!("sweep failed: {}", e.message);
                 }
             }
-            (true, lease_was_missing)
+            true
         };
-        ctx.spawn(work.into_actor(self).map(move |(up, lease_was_missing), broker, _| {
+        ctx.spawn(work.into_actor(self).map(move |up, broker, _| {
             broker.ticking = false;
             broker.ready.store(up, Ordering::Relaxed);
             if !up {
                 if was_ready {
-                    log::warn!("redis is out of reach; durable events are refused until it is back");
+                    log::warn!(
+                        "redis is out of reach; durable events are refused until it is back"
+                    );
                 }
                 broker.ready_since = None;
                 return;
@@ -217,7 +257,7 @@ impl Broker {
             if broker.ready_since.is_none() {
                 broker.ready_since = Some(Instant::now());
             }
-            if !was_ready || lease_was_missing {
+            if !was_ready {
                 log::info!("redis reached: catching up every room");
                 broker.resync_rooms();
             }
@@ -231,8 +271,12 @@ impl Actor for Broker {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded
         if self.redis().is_some() {
+            self.renew_lease(ctx);
             self.tick(ctx);
-            ctx.run_interval(LEASE_TICK, |broker, ctx| broker.tick(ctx));
+            ctx.run_interval(LEASE_TICK, |broker, ctx| {
+                broker.renew_lease(ctx);
+                broker.tick(ctx);
+            });
         }
     }
 }
@@ -297,19 +341,12 @@ fn bytes(v: ::redis::Value) -> Option<Vec<u8>> {
     }
 }
 
-async fn subscribe_channel(
-    redis: RedisBackend,
-    channel: String,
-    board: Option<BoardKey>,
-) -> Result<(), FrameError> {
+async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), FrameError> {
     let mut conn = redis.conn();
     conn.subscribe(&channel).await.map_err(|e| {
         log::warn!("cannot subscribe to {channel}: {e}");
         FrameError::new(None, ErrorCode::Unavailable, "the backend is unavailable")
     })?;
-    if let Some(board) = board {
-        redis.note_board(&board).await?;
-    }
     Ok(())
 }
 
@@ -343,7 +380,7 @@ impl Handler<Subscribe> for Broker {
                 let channel = redis.board_channel(&msg.board);
                 self.channels
                     .insert(channel.clone(), Channel::Board(msg.board.clone()));
-                Box::pin(subscribe_channel(redis, channel, Some(msg.board)))
+                Box::pin(subscribe_channel(redis, channel))
             }
         }
     }
@@ -439,21 +476,45 @@ pub struct Appended {
     pub version: Option<u64>,
 }
 
+/// The answer while Redis is known to be out of reach: refused at once, so that nothing waits
+/// to be applied long after its sender was told to retry.
+fn unreachable() -> FrameError {
+    FrameError::new(
+        None,
+        ErrorCode::Unavailable,
+        "the backend is out of reach; retry",
+    )
+}
+
 impl Handler<Append> for Broker {
-    type Result = ResponseFuture<Result<Appended, FrameError>>;
+    type Result = ResponseActFuture<Self, Result<Appended, FrameError>>;
 
     fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
         let Some(redis) = self.redis() else {
             let result = self.append_in_memory(msg);
-            return Box::pin(async move { result });
+            return Box::pin(fut::ready(result));
         };
-        Box::pin(async move {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Box::pin(fut::ready(Err(unreachable())));
+        }
+        let work = async move {
             let appended = redis
                 .append(&msg.board, msg.op, &msg.user_id, msg.ack)
                 .await?;
             crate::metrics::DURABLE_EVENTS.inc();
             Ok(appended)
-        })
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(|result: Result<Appended, FrameError>, broker, _| {
+                    // Redis did not answer in time: refuse what follows at once until a ping succeeds.
+                    if matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
+                        broker.ready.store(false, Ordering::Relaxed);
+                        broker.ready_since = None;
+                    }
+                    result
+                }),
+        )
     }
 }
 
@@ -510,6 +571,9 @@ impl Handler<AppendCustom> for Broker {
                     },
                 );
                 Box::pin(async move { Ok(seq) })
+            }
+            Backend::Redis(_) if !self.ready.load(Ordering::Relaxed) => {
+                Box::pin(async { Err(unreachable()) })
             }
             Backend::Redis(redis) => {
                 let redis = redis.clone();
@@ -638,7 +702,7 @@ impl Handler<SubscribeUser> for Broker {
                 .insert(channel.clone(), Channel::User(key.0, key.1));
             ctx.spawn(
                 async move {
-                    let _ = subscribe_channel(redis, channel, None).await;
+                    let _ = subscribe_channel(redis, channel).await;
                 }
                 .into_actor(self),
             );
@@ -698,10 +762,45 @@ impl Handler<PublishUser> for Broker {
                 self.deliver_user(msg.tenant, msg.user_id, msg.frame);
                 Box::pin(async { Ok(()) })
             }
+            Some(_) if !self.ready.load(Ordering::Relaxed) => {
+                // This instance's own sessions of the user still get it; the others cannot.
+                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
+                Box::pin(async { Err(unreachable()) })
+            }
             Some(redis) => Box::pin(async move {
                 redis
                     .publish_user(&msg.tenant, &msg.user_id, &msg.frame)
                     .await
+            }),
+        }
+    }
+}
+
+/// An event from the HTTP API for every session of a board (a kick, an ephemeral event):
+/// delivered to this instance's sessions at once, whatever the state of Redis, and published
+/// for the others; answered `unavailable` when that could not be done.
+#[derive(Message)]
+#[rtype(result = "Result<(), FrameError>")]
+pub struct Announce {
+    /// The board.
+    pub board: BoardKey,
+    /// The event.
+    pub event: BoardEvent,
+}
+
+impl Handler<Announce> for Broker {
+    type Result = ResponseFuture<Result<(), FrameError>>;
+
+    fn handle(&mut self, msg: Announce, _: &mut Self::Context) -> Self::Result {
+        self.deliver(&msg.board, msg.event.clone());
+        match self.redis() {
+            None => Box::pin(async { Ok(()) }),
+            Some(_) if !self.ready.load(Ordering::Relaxed) => {
+                Box::pin(async { Err(unreachable()) })
+            }
+            Some(redis) => Box::pin(async move {
+                // Marked as delivered here: this instance skips it when it comes back.
+                redis.publish(&msg.board, &msg.event, true).await
             }),
         }
     }
@@ -730,5 +829,30 @@ impl Handler<GetReady> for Broker {
 
     fn handle(&mut self, _: GetReady, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.ready_flag())
+    }
+}
+
+/// The instance is stopping cleanly: its sessions' leaves are published now, in batches, and
+/// its lease and records are removed, so that nobody has to sweep it. Liveness work stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for Broker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
+        self.retired = true;
+        let redis = self.redis();
+        Box::pin(
+            async move {
+                let Some(redis) = redis else { return };
+                match redis.retire().await {
+                    Ok(boards) => log::info!("left {boards} boards in the shared presence"),
+                    Err(e) => log::warn!("could not leave the shared presence: {}", e.message),
+                }
+            }
+            .into_actor(self),
+        )
     }
 }

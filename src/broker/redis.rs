@@ -17,7 +17,9 @@
 //! | `P:{board\|tenant}:ch` | channel | the board's events |
 //! | `P:user:{tenant\|user}` | channel | events for one user |
 //! | `P:instances` | sorted set | instance id → lease expiry (ms) |
-//! | `P:instance:ID:boards` | set | boards where instance ID has had sessions |
+//! | `P:instance:ID:boards` | set | boards where instance ID has sessions now |
+//! | `P:{board\|tenant}:p:inst` | hash | instance id → its sessions on the board |
+//! | `P:instance:ID:swept` | string | set while instance ID is swept, for an hour |
 //!
 //! Everything that must be atomic is a Lua script (`lua/`): a durable operation is checked,
 //! written, sequenced, logged and published in one script, so `seq` has no gaps and pub/sub
@@ -46,12 +48,20 @@ const COMMIT_TRIES: usize = 32;
 const COMMIT_LUA: &str = include_str!("lua/commit.lua");
 const CATCHUP_LUA: &str = include_str!("lua/catchup.lua");
 const PRESENCE_LUA: &str = include_str!("lua/presence.lua");
+const RENEW_LUA: &str = include_str!("lua/renew.lua");
+const SWEEP_BEGIN_LUA: &str = include_str!("lua/sweep_begin.lua");
+const SWEEP_END_LUA: &str = include_str!("lua/sweep_end.lua");
+/// Boards of a dead instance purged per step of a sweep; the instance's lease is checked again
+/// before each step.
+const SWEEP_BATCH: usize = 64;
 
 /// Connection, key names and scripts of the Redis backend; cheap to clone.
 #[derive(Clone)]
 pub struct RedisBackend {
     /// One multiplexed RESP3 connection: commands, and pub/sub pushes to the broker.
     conn: ConnectionManager,
+    /// A connection for lease renewals only, so they never wait behind other commands.
+    lease_conn: ConnectionManager,
     /// Key prefix (`REDIS_PREFIX`).
     prefix: String,
     /// This instance's id, random per process.
@@ -69,6 +79,10 @@ struct Scripts {
     join: Script,
     leave: Script,
     purge: Script,
+    retire: Script,
+    renew: Script,
+    sweep_begin: Script,
+    sweep_end: Script,
     status: Script,
     list: Script,
     sync: Script,
@@ -118,12 +132,14 @@ impl RedisBackend {
     /// A backend over `conn`.
     pub fn new(
         conn: ConnectionManager,
+        lease_conn: ConnectionManager,
         prefix: String,
         instance: String,
         limits: BoardLimits,
     ) -> Self {
         RedisBackend {
             conn,
+            lease_conn,
             prefix,
             instance,
             limits,
@@ -131,13 +147,17 @@ impl RedisBackend {
                 commit: Script::new(COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
                 join: presence_script(
-                    "join_one(ARGV[13], ARGV[14], ARGV[15], ARGV[16])\nreturn listing()",
+                    "join_one(ARGV[16], ARGV[17], ARGV[18], ARGV[19])\nreturn listing()",
                 ),
-                leave: presence_script("leave_one(ARGV[13])\nreturn 1"),
-                purge: presence_script("purge(ARGV[13], nil)\nreturn 1"),
-                status: presence_script("set_status(ARGV[13], ARGV[14], ARGV[15])\nreturn 1"),
+                leave: presence_script("leave_one(ARGV[16])\nreturn 1"),
+                purge: presence_script("return purge_dead(ARGV[16])"),
+                retire: presence_script("purge(ARGV[16], nil)\nreturn 1"),
+                status: presence_script("set_status(ARGV[16], ARGV[17], ARGV[18])\nreturn 1"),
                 list: presence_script("return listing()"),
                 sync: presence_script("return sync()"),
+                renew: Script::new(RENEW_LUA),
+                sweep_begin: Script::new(SWEEP_BEGIN_LUA),
+                sweep_end: Script::new(SWEEP_END_LUA),
             },
         }
     }
@@ -169,6 +189,11 @@ impl RedisBackend {
 
     fn instance_boards_key(&self, instance: &str) -> String {
         format!("{}:instance:{instance}:boards", self.prefix)
+    }
+
+    /// Set while an instance is being swept, so that it learns of it if it comes back.
+    fn swept_key(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}:swept", self.prefix)
     }
 
     /// A connection handle (cheap clone of the multiplexed connection).
@@ -448,12 +473,17 @@ impl RedisBackend {
             "p:order",
             "p:rev",
             "ch",
+            "p:inst",
         ] {
             inv.key(keys.key(suffix));
         }
+        inv.key(self.instances_key());
         for color in PALETTE {
             inv.arg(color);
         }
+        inv.arg(format!("{}:instance:", self.prefix))
+            .arg(board_record(board))
+            .arg(now_ms());
         inv
     }
 
@@ -548,32 +578,29 @@ impl RedisBackend {
 
     // ----- instance liveness -----
 
-    /// Notes that this instance has sessions on `board`, so a sweep finds them if it dies.
-    pub async fn note_board(&self, board: &BoardKey) -> Result<(), FrameError> {
-        let text = serde_json::to_string(board).map_err(bad_data)?;
-        let mut conn = self.conn();
-        conn.sadd::<_, _, ()>(self.instance_boards_key(&self.instance), text)
-            .await
-            .map_err(unavailable)
-    }
-
-    /// Renews this instance's lease; true when the lease was missing (new, swept, or Redis
-    /// lost it), in which case its sessions must be registered again.
+    /// Renews this instance's lease over a connection of its own, so that renewal never waits
+    /// behind other commands; true when the lease was missing or this instance was
+    /// swept meanwhile (it was presumed dead), in which case its sessions must be registered
+    /// again.
     pub async fn renew(&self) -> Result<bool, FrameError> {
-        let mut conn = self.conn();
-        let added: i64 = conn
-            .zadd(
-                self.instances_key(),
-                &self.instance,
-                now_ms() + LEASE.as_millis() as u64,
-            )
+        let mut conn = self.lease_conn.clone();
+        let missing: i64 = self
+            .scripts
+            .renew
+            .key(self.instances_key())
+            .key(self.swept_key(&self.instance))
+            .arg(&self.instance)
+            .arg(now_ms() + LEASE.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(added == 1)
+        Ok(missing == 1)
     }
 
-    /// Purges the sessions of every instance whose lease ran out; returns how many instances.
-    /// Harmless to run on several instances at once: purging is idempotent.
+    /// Purges the sessions of every instance whose lease ran out; returns how many instances
+    /// were swept to the end. Several instances may sweep at once: they share the work, and
+    /// purging is idempotent. The work goes in steps of [`SWEEP_BATCH`] boards, each checking
+    /// the lease again, so an instance that comes back mid-sweep keeps its sessions.
     pub async fn sweep(&self) -> Result<usize, FrameError> {
         let mut conn = self.conn();
         let dead: Vec<String> = conn
@@ -582,30 +609,101 @@ impl RedisBackend {
             .map_err(unavailable)?;
         let mut swept = 0;
         for instance in dead.into_iter().filter(|i| *i != self.instance) {
-            let boards: Vec<String> = conn
-                .smembers(self.instance_boards_key(&instance))
+            let began: i64 = self
+                .scripts
+                .sweep_begin
+                .key(self.instances_key())
+                .key(self.swept_key(&instance))
+                .arg(&instance)
+                .arg(now_ms())
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            for text in boards {
-                let Ok(board) = serde_json::from_str::<BoardKey>(&text) else {
-                    continue;
-                };
-                let mut inv = self.presence_invocation(&self.scripts.purge, &board);
-                inv.arg(&instance);
-                inv.invoke_async::<RedisValue>(&mut conn)
+            if began != 1 {
+                continue;
+            }
+            let record = self.instance_boards_key(&instance);
+            let mut purged = 0;
+            loop {
+                let batch: Vec<String> = redis::cmd("SPOP")
+                    .arg(&record)
+                    .arg(SWEEP_BATCH)
+                    .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
+                if batch.is_empty() {
+                    break;
+                }
+                let purges = batch.iter().filter_map(|text| {
+                    let board = serde_json::from_str::<BoardKey>(text).ok()?;
+                    let mut conn = self.conn();
+                    let instance = instance.clone();
+                    Some(async move {
+                        let mut inv = self.presence_invocation(&self.scripts.purge, &board);
+                        inv.arg(&instance);
+                        inv.invoke_async::<i64>(&mut conn).await
+                    })
+                });
+                // One step's purges travel together over the multiplexed connection.
+                let results = futures_util::future::join_all(purges).await;
+                for result in results {
+                    match result.map_err(unavailable)? {
+                        1 => purged += 1,
+                        // Its lease is alive again: it registers its sessions itself.
+                        _ => {
+                            log::info!("instance {instance} came back while being swept");
+                            return Ok(swept);
+                        }
+                    }
+                }
             }
-            conn.del::<_, ()>(self.instance_boards_key(&instance))
+            let ended: i64 = self
+                .scripts
+                .sweep_end
+                .key(self.instances_key())
+                .key(&record)
+                .arg(&instance)
+                .arg(now_ms())
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            conn.zrem::<_, _, ()>(self.instances_key(), &instance)
-                .await
-                .map_err(unavailable)?;
-            log::info!("swept the sessions of instance {instance}, whose lease ran out");
-            swept += 1;
+            if ended == 1 {
+                log::info!(
+                    "swept the sessions of instance {instance} on {purged} boards: its lease ran out"
+                );
+                swept += 1;
+            }
         }
         Ok(swept)
+    }
+
+    /// On a clean stop: publishes the leaves of this instance's sessions, board by board in
+    /// steps, and removes its lease and records, so that nobody needs to sweep it.
+    pub async fn retire(&self) -> Result<usize, FrameError> {
+        let mut conn = self.conn();
+        let record = self.instance_boards_key(&self.instance);
+        let boards: Vec<String> = conn.smembers(&record).await.map_err(unavailable)?;
+        for chunk in boards.chunks(SWEEP_BATCH) {
+            let purges = chunk.iter().filter_map(|text| {
+                let board = serde_json::from_str::<BoardKey>(text).ok()?;
+                let mut conn = self.conn();
+                Some(async move {
+                    let mut inv = self.presence_invocation(&self.scripts.retire, &board);
+                    inv.arg(&self.instance);
+                    inv.invoke_async::<i64>(&mut conn).await
+                })
+            });
+            for result in futures_util::future::join_all(purges).await {
+                result.map_err(unavailable)?;
+            }
+        }
+        redis::pipe()
+            .zrem(self.instances_key(), &self.instance)
+            .del(&record)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(boards.len())
     }
 
     /// Publishes an event on a board's channel. `from_here` marks events this instance has
@@ -676,6 +774,11 @@ fn ack_json(ack: &Option<(SessionId, Option<String>)>, version: Option<u64>) -> 
         .unwrap_or_else(|_| "null".into()),
         None => "null".into(),
     }
+}
+
+/// A board as an instance's record of boards holds it.
+fn board_record(board: &BoardKey) -> String {
+    serde_json::to_string(board).unwrap_or_default()
 }
 
 fn info_json(info: &UserInfo) -> String {

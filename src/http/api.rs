@@ -11,7 +11,7 @@ use crate::actors::presence::ListPresence;
 use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
 use crate::board::DurableOp;
-use crate::broker::{Append, AppendCustom, Publish, PublishUser};
+use crate::broker::{Announce, Append, AppendCustom, PublishUser};
 use crate::event::{BoardEvent, BoardKey, PresenceEntry};
 use crate::http::ws::{authenticate, checked_board};
 use crate::http::ApiError;
@@ -156,13 +156,16 @@ pub async fn board_event(
     payload.insert("userId".into(), json!(SERVER_USER));
     let payload = Value::Object(payload);
     if body.ephemeral {
-        state.broker.do_send(Publish {
-            board: key,
-            event: BoardEvent::Broadcast {
-                frame: encode(&body.kind, &payload, None),
-            },
-            delivered_locally: false,
-        });
+        state
+            .broker
+            .send(Announce {
+                board: key,
+                event: BoardEvent::Broadcast {
+                    frame: encode(&body.kind, &payload, None),
+                },
+            })
+            .await
+            .map_err(mailbox_error)??;
         return Ok(HttpResponse::Accepted().json(json!({})));
     }
     let seq = state
@@ -249,13 +252,16 @@ pub async fn kick(
 ) -> Result<HttpResponse, ApiError> {
     let key = server_board(&state, &req, &board)?;
     let body: KickBody = json_body(&state, body).await?;
-    state.broker.do_send(Publish {
-        board: key,
-        event: BoardEvent::Kick {
-            user_id: body.user_id,
-        },
-        delivered_locally: false,
-    });
+    state
+        .broker
+        .send(Announce {
+            board: key,
+            event: BoardEvent::Kick {
+                user_id: body.user_id,
+            },
+        })
+        .await
+        .map_err(mailbox_error)??;
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 

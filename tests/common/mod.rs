@@ -559,6 +559,25 @@ impl RedisServer {
         }
     }
 
+    /// A plain connection to it, for tests that look into Redis or change it by hand.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("a connection to the test's redis")
+    }
+
+    /// The process id, to send it signals (`STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let guard = self.child.lock().expect("lock");
+        let child = guard.as_ref().expect("redis runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&self) {
         self.spawn();

@@ -4,20 +4,36 @@
 -- revision and are published on the board channel inside the script, so publication order is
 -- revision order on every instance.
 --
+-- Each instance's record of the boards where it has sessions (`PREFIX:instance:ID:boards`, a
+-- set) is kept here too, in the same step: a board enters it with the instance's first session
+-- and leaves it with the last, so a sweep after the instance's death finds exactly the boards
+-- to purge. Those keys are named from ARGV[13] and the instance id.
+--
 -- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
 --       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
---       8 board channel
--- ARGV: 1..12 the palette, then the entry point's own arguments from 13 on.
+--       8 board channel, 9 sessions per instance (instance -> count), 10 instance leases
+-- ARGV: 1..12 the palette, 13 prefix of instance board records, 14 this board as recorded
+--       there, 15 now (ms), then the entry point's own arguments from 16 on.
 local K = KEYS
 local palette = {}
 for i = 1, 12 do palette[i] = ARGV[i] end
+local record_prefix, board_text, now = ARGV[13], ARGV[14], tonumber(ARGV[15])
+
+-- Boards without anyone keep no revision counter for long.
+local IDLE_TTL = 86400
 
 local function publish(json) redis.call('PUBLISH', K[8], '-\n' .. json) end
+
+local function record_key(inst) return record_prefix .. inst .. ':boards' end
 
 local function join_one(sid, inst, uid, info)
   if redis.call('HEXISTS', K[1], sid) == 1 then return end
   redis.call('HSET', K[1], sid, inst .. '|' .. uid)
+  if redis.call('HINCRBY', K[9], inst, 1) == 1 then
+    redis.call('SADD', record_key(inst), board_text)
+  end
   if redis.call('HINCRBY', K[5], uid, 1) > 1 then return end
+  redis.call('PERSIST', K[7])
   local uses = {}
   for i = 0, 11 do uses[i] = 0 end
   for _, c in ipairs(redis.call('HVALS', K[3])) do
@@ -39,9 +55,15 @@ local function leave_one(sid)
   local v = redis.call('HGET', K[1], sid)
   if not v then return end
   redis.call('HDEL', K[1], sid)
-  local uid = string.sub(v, string.find(v, '|', 1, true) + 1)
+  local bar = string.find(v, '|', 1, true)
+  local inst, uid = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
+  if redis.call('HINCRBY', K[9], inst, -1) <= 0 then
+    redis.call('HDEL', K[9], inst)
+    redis.call('SREM', record_key(inst), board_text)
+  end
   if redis.call('HINCRBY', K[5], uid, -1) > 0 then return end
   for i = 2, 6 do redis.call('HDEL', K[i], uid) end
+  if redis.call('HLEN', K[2]) == 0 then redis.call('EXPIRE', K[7], IDLE_TTL) end
   local rev = redis.call('INCR', K[7])
   publish('{"Left":{"rev":' .. rev .. ',"user_id":' .. cjson.encode(uid) .. '}}')
 end
@@ -80,13 +102,24 @@ local function set_status(uid, status, origin)
     ',"status":"' .. status .. '","origin":' .. origin .. '}}')
 end
 
--- ARGV from 13: instance, then (sid, user, info) triples: the instance's sessions on this
--- board, exactly; others of the instance are removed.
+-- Purges the sessions of a dead instance, unless its lease is alive again (it came back
+-- while it was being swept: then it registers its sessions itself).
+local function purge_dead(inst)
+  local lease = redis.call('ZSCORE', K[10], inst)
+  if lease and tonumber(lease) >= now then return 0 end
+  purge(inst, nil)
+  return 1
+end
+
+-- ARGV from 16: instance, then (sid, user, info) triples: the instance's sessions on this
+-- board, exactly; others of the instance are removed. The board goes back into the
+-- instance's record when it has sessions here, whatever happened to the record meanwhile.
 local function sync()
-  local inst = ARGV[13]
+  local inst = ARGV[16]
   local keep = {}
-  for i = 14, #ARGV, 3 do keep[ARGV[i]] = true end
+  for i = 17, #ARGV, 3 do keep[ARGV[i]] = true end
   purge(inst, keep)
-  for i = 14, #ARGV, 3 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2]) end
+  for i = 17, #ARGV, 3 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2]) end
+  if #ARGV >= 17 then redis.call('SADD', record_key(inst), board_text) end
   return listing()
 end
