@@ -144,6 +144,38 @@ impl DurableOp {
         }
     }
 
+    /// The payload this operation was decoded from, as far as it matters (for digests).
+    pub fn payload(&self) -> Value {
+        match self {
+            DurableOp::Create { item } => json!({ "item": item }),
+            DurableOp::Update {
+                item_id,
+                changes,
+                expected_version,
+            } => {
+                json!({"itemId": item_id, "changes": changes, "expectedVersion": expected_version})
+            }
+            DurableOp::Move {
+                item_id,
+                group_id,
+                position,
+                expected_version,
+            } => json!({"itemId": item_id, "groupId": group_id, "position": position,
+                        "expectedVersion": expected_version}),
+            DurableOp::Delete {
+                item_id,
+                expected_version,
+            } => json!({"itemId": item_id, "expectedVersion": expected_version}),
+            DurableOp::SetValue {
+                item_id,
+                column_id,
+                value,
+                expected_version,
+            } => json!({"itemId": item_id, "columnId": column_id, "value": value,
+                        "expectedVersion": expected_version}),
+        }
+    }
+
     /// The wire type of this operation.
     pub fn kind(&self) -> &'static str {
         match self {

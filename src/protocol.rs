@@ -32,7 +32,7 @@ pub mod close {
 }
 
 /// The `code` of an `error` frame (and of HTTP API errors).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame was not understood.

@@ -74,6 +74,11 @@ export declare class BoardClient {
   on<E extends keyof Events>(event: E, listener: Events[E]): () => void;
   connect(): Promise<void>;
   close(): void;
+  /**
+   * Durable operations apply at once locally and resolve with their ack. One answered
+   * `unavailable` is sent again under the same id (up to 5 times, backing off from 250 ms);
+   * the server applies it once however often it is retried.
+   */
   createItem(item: { id: string; [field: string]: unknown }): Promise<Ack>;
   updateItem(itemId: string, changes: Record<string, unknown>, check?: VersionCheck): Promise<Ack>;
   moveItem(itemId: string, groupId: unknown, position: unknown, check?: VersionCheck): Promise<Ack>;

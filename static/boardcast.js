@@ -11,6 +11,10 @@ const DURABLE = new Set(["item.created", "item.updated", "item.moved", "item.del
 const CURSOR_INTERVAL = 50;
 const BACKOFF_BASE = 1000;
 const BACKOFF_CAP = 30000;
+/** An operation answered `unavailable` is sent again up to this many times... */
+const OP_TRIES = 5;
+/** ...after about 250 ms, then twice as long each time (with jitter). */
+const OP_RETRY_BASE = 250;
 
 /** An operation the server refused; `code` is the protocol's error code. */
 export class BoardError extends Error {
@@ -75,6 +79,9 @@ export class BoardClient {
     this.confirmed = { items: new Map(), values: new Map() };
     this.pending = [];
     this.nextId = 1;
+    // Ids are unique per user for longer than the server remembers them (10 min), across
+    // reloads too: the server treats the same id with the same operation as a retry.
+    this.idPrefix = Math.floor(this.random() * 2 ** 48).toString(36) + Date.now().toString(36);
     this.attempt = 0;
     this.socket = null;
     this.stopped = false;
@@ -273,6 +280,19 @@ export class BoardClient {
   failed(p) {
     const index = this.pending.findIndex((op) => op.id === p.id);
     if (index < 0) return this.emit("error", new BoardError(p.code, p.message, p.current));
+    const pendingOp = this.pending[index];
+    if (p.code === "unavailable" && pendingOp.tries < OP_TRIES) {
+      // Sent again under the same id: the server applies an operation once however often it
+      // is retried, and answers a retry with the first answer.
+      pendingOp.tries += 1;
+      const delay = OP_RETRY_BASE * 2 ** (pendingOp.tries - 1) * (0.5 + this.random() / 2);
+      this.setTimeout(() => {
+        if (this.pending.includes(pendingOp) && !this.send(pendingOp.type, pendingOp.payload, pendingOp.id)) {
+          this.failed({ id: pendingOp.id, code: "unavailable", message: "not connected" });
+        }
+      }, delay);
+      return;
+    }
     const [op] = this.pending.splice(index, 1);
     if (p.current) {
       if (p.current.columnId !== undefined) {
@@ -296,9 +316,9 @@ export class BoardClient {
   /** Sends a durable operation, applied locally at once; resolves with the ack. */
   operate(type, payload, optimistic, confirmed) {
     return new Promise((resolve, reject) => {
-      const id = "op" + this.nextId++;
+      const id = this.idPrefix + "-" + this.nextId++;
       if (!this.send(type, payload, id)) return reject(new BoardError("unavailable", "not connected"));
-      this.pending.push({ id, type, optimistic, confirmed, resolve, reject });
+      this.pending.push({ id, type, payload, tries: 0, optimistic, confirmed, resolve, reject });
       this.recompute();
     });
   }

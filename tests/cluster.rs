@@ -661,3 +661,63 @@ async fn a_kick_while_redis_is_down_still_closes_local_sessions_and_answers_503(
     assert_eq!(status, 503);
     assert_eq!(bystander.next_of("note.sent").await["type"], "note.sent");
 }
+
+/// Sends a `value.set` under `id` again and again while it is answered `unavailable`.
+async fn until_acked(
+    client: &mut TestClient,
+    op: serde_json::Value,
+    id: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = client.request("value.set", op.clone(), id).await;
+        if answer["type"] == "ack" {
+            return answer;
+        }
+        assert_eq!(answer["payload"]["code"], "unavailable", "{answer}");
+        assert!(Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_operation_answered_unavailable_and_retried_elsewhere_applies_once() {
+    let (redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let (mut watcher, _) = a.join("b", "watcher").await;
+    let (mut on_a, _) = a.join("b", "writer").await;
+    on_a.request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    assert_eq!(watcher.next_sequenced().await["seq"], 1);
+
+    // Redis takes no writes for 3 s: the operation times out, but Redis runs it afterwards.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query(&mut redis.connection())
+        .expect("CLIENT PAUSE");
+    let op = json!({"itemId":"i","columnId":"c","value":"once"});
+    let first = on_a.request("value.set", op.clone(), "v1").await;
+    assert_eq!(first["payload"]["code"], "unavailable", "{first}");
+    // The client retries with the same id, as the contract tells it to, here from its tab on
+    // the other instance, whose request reaches Redis while the first is still waiting there.
+    let (mut on_b, _) = b.join("b", "writer").await;
+    let ack = until_acked(&mut on_b, op, "v1").await;
+    assert_eq!(ack["payload"]["seq"], 2, "the first answer: {ack}");
+    // Applied once: the next operation is seq 3, and the watcher saw seq 2 once.
+    let next = until_acked(
+        &mut on_b,
+        json!({"itemId":"i","columnId":"c","value":"next"}),
+        "v2",
+    )
+    .await;
+    assert_eq!(next["payload"]["seq"], 3, "{next}");
+    let seen = watcher.next_sequenced().await;
+    assert_eq!(
+        (seen["seq"].clone(), seen["payload"]["value"].clone()),
+        (json!(2), json!("once"))
+    );
+    assert_eq!(watcher.next_sequenced().await["seq"], 3);
+}

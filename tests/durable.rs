@@ -330,3 +330,88 @@ async fn a_resume_older_than_the_log_gets_a_resync_snapshot(mode) {
     assert_eq!(snapshot["payload"]["values"][0]["value"], 5);
 }
 }
+
+in_both_modes! {
+async fn a_retried_operation_applies_once_and_gets_its_first_answer(mode) {
+    let app = spawn_app_in(mode).await;
+    let (mut watcher, _) = app.join("b", "watcher").await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    let created = ann.request("item.created", json!({"item":{"id":"i"}}), "c1").await;
+    let set = json!({"itemId":"i","columnId":"c","value":1});
+    let first = ann.request("value.set", set.clone(), "v1").await;
+    assert_eq!(first["type"], "ack", "{first}");
+    // The same operation under the same id, as a client retries after `unavailable`.
+    let again = ann.request("value.set", set.clone(), "v1").await;
+    assert_eq!(again, first, "the retry gets the first ack");
+    // A retry of the create too, although the item now exists.
+    assert_eq!(ann.request("item.created", json!({"item":{"id":"i"}}), "c1").await, created);
+    // Another operation under a used id is a new operation (ids numbered per connection).
+    let other = ann
+        .request("value.set", json!({"itemId":"i","columnId":"c","value":2}), "v1")
+        .await;
+    assert_eq!(other["payload"]["seq"], 3, "{other}");
+    // Others saw each operation once.
+    for expected in 1..=3u64 {
+        assert_eq!(watcher.next_sequenced().await["seq"], expected);
+    }
+    ann.send_type("ping", json!({})).await;
+    assert_eq!(ann.next_frame().await["type"], "pong", "no second ack or event");
+    watcher.send_type("ping", json!({})).await;
+    assert_eq!(watcher.next_of("pong").await["type"], "pong", "no event applied twice");
+}
+}
+
+in_both_modes! {
+async fn a_retried_refusal_is_refused_again(mode) {
+    let app = spawn_app_in(mode).await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"x"}}), "1").await;
+    let refused = ann.request("item.created", json!({"item":{"id":"x"}}), "2").await;
+    assert_eq!(refused["payload"]["code"], "conflict", "{refused}");
+    ann.request("item.deleted", json!({"itemId":"x"}), "3").await;
+    // Retried after the item went away: the first answer stands, nothing is created.
+    let retried = ann.request("item.created", json!({"item":{"id":"x"}}), "2").await;
+    assert_eq!(retried, refused);
+    let (_, snapshot) = app.join("b", "bob").await;
+    assert_eq!(snapshot["payload"]["items"], json!([]));
+}
+}
+
+in_both_modes! {
+async fn a_backend_retry_with_the_same_idempotency_key_applies_once(mode) {
+    let app = spawn_app_in(mode).await;
+    let (mut watcher, _) = app.join("b", "watcher").await;
+    let post = |body: serde_json::Value, key: &'static str| {
+        let request = reqwest::Client::new()
+            .post(app.url("/api/boards/b/events"))
+            .bearer_auth(server_token())
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let create = json!({"type":"item.created","payload":{"item":{"id":"i"}}});
+    let first = post(create.clone(), "k-1").await;
+    assert_eq!(first, (202, json!({"seq":1})));
+    assert_eq!(post(create.clone(), "k-1").await, first, "same key, same answer");
+    let custom = json!({"type":"order.shipped","payload":{"n":1}});
+    let shipped = post(custom.clone(), "k-2").await;
+    assert_eq!(shipped, (202, json!({"seq":2})));
+    assert_eq!(post(custom, "k-2").await, shipped);
+    // The same key with another body is another request.
+    let other = post(json!({"type":"order.shipped","payload":{"n":2}}), "k-2").await;
+    assert_eq!(other, (202, json!({"seq":3})));
+    for expected in 1..=3u64 {
+        assert_eq!(watcher.next_sequenced().await["seq"], expected);
+    }
+    watcher.send_type("ping", json!({})).await;
+    assert_eq!(watcher.next_of("pong").await["type"], "pong");
+    let (status, _) = app
+        .post("/api/boards/b/events", Some(&server_token()), &create)
+        .await;
+    assert_eq!(status, 409, "without a key, a second create is a new request");
+}
+}

@@ -16,6 +16,7 @@ use crate::actors::presence::SetStatus;
 use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
 use crate::auth::{Identity, Role};
 use crate::board::DurableOp;
+use crate::broker::ops::OpKey;
 use crate::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::event::{BoardKey, SessionId, UserInfo};
 use crate::limits::{AbuseWindow, SessionSlot, TokenBucket};
@@ -256,15 +257,30 @@ impl Session {
             return;
         };
         self.durable_busy = true;
+        let user_id = &self.identity.user_id;
+        let key = id
+            .as_deref()
+            .map(|id| OpKey::new(user_id, id, op.kind(), &op.payload()));
         let append = self.shared.broker.send(Append {
             board: self.key.clone(),
             op,
-            user_id: self.identity.user_id.clone(),
+            user_id: user_id.clone(),
             ack: Some((self.id, id.clone())),
+            key,
         });
         ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
             session.durable_busy = false;
             let err = match result {
+                // A retry of an operation applied before: its event went out then, and the
+                // ack is sent here since no event carries it now.
+                Ok(Ok(appended)) if appended.replayed => {
+                    let mut payload = json!({"id": id, "seq": appended.seq});
+                    if let Some(version) = appended.version {
+                        payload["version"] = json!(version);
+                    }
+                    ctx.text(encode("ack", &payload, None));
+                    None
+                }
                 Ok(Ok(_)) => None,
                 Ok(Err(err)) => Some(err),
                 Err(_) => Some(FrameError::new(

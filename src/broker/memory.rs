@@ -6,7 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use bytestring::ByteString;
 use serde_json::Value;
 
+use std::time::Instant;
+
 use crate::board::{Applied, BoardLimits, BoardState, DurableOp};
+use crate::broker::ops::{OpKey, OpLog};
 use crate::broker::Catchup;
 use crate::event::BoardKey;
 use crate::protocol::{encode, FrameError};
@@ -22,6 +25,17 @@ struct StoredBoard {
     log: VecDeque<(u64, ByteString)>,
     /// Bytes of the frames in `log`.
     log_bytes: usize,
+    /// Answers to recent operations, for retries.
+    ops: OpLog,
+}
+
+/// What committing an operation did.
+#[derive(Debug)]
+pub enum Committed {
+    /// It was applied now: its seq, what it changed, and the event frame.
+    New(u64, Applied, ByteString),
+    /// It was applied before (a retry): its seq and version then.
+    Replayed(u64, Option<u64>),
 }
 
 /// Durable data of every board, in memory.
@@ -41,28 +55,51 @@ impl MemoryStore {
         }
     }
 
-    /// Applies `op`, and on success sequences and logs the event.
+    /// Applies `op`, and on success sequences and logs the event; a retry of an operation
+    /// answered before (same `key`) gets that answer again.
     pub fn append(
         &mut self,
         board: &BoardKey,
         op: DurableOp,
         user_id: &str,
-    ) -> Result<(u64, Applied, ByteString), FrameError> {
+        key: Option<&OpKey>,
+    ) -> Result<Committed, FrameError> {
         let stored = self.boards.entry(board.clone()).or_default();
-        let applied = stored.state.apply(op, user_id, self.limits)?;
+        let now = Instant::now();
+        if let Some(outcome) = key.and_then(|k| stored.ops.answered(k, now)) {
+            return outcome.map(|(seq, version)| Committed::Replayed(seq, version));
+        }
+        let result = stored.state.apply(op, user_id, self.limits);
+        if let Some(key) = key {
+            let outcome = result
+                .as_ref()
+                .map(|applied| (stored.seq + 1, applied.version));
+            stored.ops.remember(key, outcome.map_err(Clone::clone), now);
+        }
+        let applied = result?;
         let (seq, frame) = log_event(stored, &self.limits, applied.kind, &applied.payload);
-        Ok((seq, applied, frame))
+        Ok(Committed::New(seq, applied, frame))
     }
 
-    /// Sequences and logs an event that does not touch the state.
+    /// Sequences and logs an event that does not touch the state; `None` when it is a retry
+    /// of one logged before (same `key`), with that one's seq.
     pub fn append_custom(
         &mut self,
         board: &BoardKey,
         kind: &str,
         payload: &Value,
-    ) -> (u64, ByteString) {
+        key: Option<&OpKey>,
+    ) -> (u64, Option<ByteString>) {
         let stored = self.boards.entry(board.clone()).or_default();
-        log_event(stored, &self.limits, kind, payload)
+        let now = Instant::now();
+        if let Some(Ok((seq, _))) = key.and_then(|k| stored.ops.answered(k, now)) {
+            return (seq, None);
+        }
+        let (seq, frame) = log_event(stored, &self.limits, kind, payload);
+        if let Some(key) = key {
+            stored.ops.remember(key, Ok((seq, None)), now);
+        }
+        (seq, Some(frame))
     }
 
     /// A snapshot, or the retained events after `last_seq`.
@@ -132,7 +169,7 @@ mod tests {
     }
 
     fn set(store: &mut MemoryStore, n: u64) {
-        store.append_custom(&board(), "x.y", &json!({ "n": n }));
+        store.append_custom(&board(), "x.y", &json!({ "n": n }), None);
     }
 
     #[test]

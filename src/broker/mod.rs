@@ -7,6 +7,7 @@
 //! instances sharing one Redis).
 
 pub mod memory;
+pub mod ops;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use crate::board::{BoardLimits, DurableOp};
 use crate::event::{AckTo, BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
 
-use self::memory::MemoryStore;
+use self::memory::{Committed, MemoryStore};
+use self::ops::OpKey;
 use self::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
 
 /// Where shared state lives.
@@ -465,6 +467,8 @@ pub struct Append {
     pub user_id: String,
     /// The session to ack, with its frame id; `None` for the HTTP API.
     pub ack: Option<(SessionId, Option<String>)>,
+    /// For operations sent with an id: a retry gets the first answer instead of applying again.
+    pub key: Option<OpKey>,
 }
 
 /// An accepted operation.
@@ -474,6 +478,8 @@ pub struct Appended {
     pub seq: u64,
     /// The item's or value's new version; `None` for deletions.
     pub version: Option<u64>,
+    /// It was applied before: this answers a retry, and no event or ack went out for it now.
+    pub replayed: bool,
 }
 
 /// The answer while Redis is known to be out of reach: refused at once, so that nothing waits
@@ -499,7 +505,7 @@ impl Handler<Append> for Broker {
         }
         let work = async move {
             let appended = redis
-                .append(&msg.board, msg.op, &msg.user_id, msg.ack)
+                .append(&msg.board, msg.op, &msg.user_id, msg.ack, msg.key.as_ref())
                 .await?;
             crate::metrics::DURABLE_EVENTS.inc();
             Ok(appended)
@@ -527,7 +533,17 @@ impl Broker {
                 "no memory store",
             ));
         };
-        let (seq, applied, frame) = store.append(&msg.board, msg.op, &msg.user_id)?;
+        let committed = store.append(&msg.board, msg.op, &msg.user_id, msg.key.as_ref())?;
+        let (seq, applied, frame) = match committed {
+            Committed::New(seq, applied, frame) => (seq, applied, frame),
+            Committed::Replayed(seq, version) => {
+                return Ok(Appended {
+                    seq,
+                    version,
+                    replayed: true,
+                })
+            }
+        };
         crate::metrics::DURABLE_EVENTS.inc();
         let ack = msg.ack.map(|(session, id)| AckTo {
             session,
@@ -538,6 +554,7 @@ impl Broker {
         Ok(Appended {
             seq,
             version: applied.version,
+            replayed: false,
         })
     }
 }
@@ -552,6 +569,8 @@ pub struct AppendCustom {
     pub kind: String,
     /// Its payload, `userId` included.
     pub payload: Value,
+    /// With an idempotency key: a retry gets the first seq instead of a second event.
+    pub key: Option<OpKey>,
 }
 
 impl Handler<AppendCustom> for Broker {
@@ -560,16 +579,19 @@ impl Handler<AppendCustom> for Broker {
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
         match &mut self.backend {
             Backend::Memory(store) => {
-                let (seq, frame) = store.append_custom(&msg.board, &msg.kind, &msg.payload);
-                crate::metrics::DURABLE_EVENTS.inc();
-                self.deliver(
-                    &msg.board,
-                    BoardEvent::Durable {
-                        seq,
-                        frame,
-                        ack: None,
-                    },
-                );
+                let (seq, frame) =
+                    store.append_custom(&msg.board, &msg.kind, &msg.payload, msg.key.as_ref());
+                if let Some(frame) = frame {
+                    crate::metrics::DURABLE_EVENTS.inc();
+                    self.deliver(
+                        &msg.board,
+                        BoardEvent::Durable {
+                            seq,
+                            frame,
+                            ack: None,
+                        },
+                    );
+                }
                 Box::pin(async move { Ok(seq) })
             }
             Backend::Redis(_) if !self.ready.load(Ordering::Relaxed) => {
@@ -579,7 +601,7 @@ impl Handler<AppendCustom> for Broker {
                 let redis = redis.clone();
                 Box::pin(async move {
                     let seq = redis
-                        .append_custom(&msg.board, &msg.kind, &msg.payload)
+                        .append_custom(&msg.board, &msg.kind, &msg.payload, msg.key.as_ref())
                         .await?;
                     crate::metrics::DURABLE_EVENTS.inc();
                     Ok(seq)

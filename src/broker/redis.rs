@@ -34,6 +34,7 @@ use serde_json::{json, Value};
 
 use crate::actors::presence::{Arrived, PALETTE};
 use crate::board::{BoardLimits, BoardState, DurableOp};
+use crate::broker::ops::{self, OpKey};
 use crate::broker::{Appended, Catchup};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::protocol::{encode, ErrorCode, FrameError, Status};
@@ -212,13 +213,15 @@ impl RedisBackend {
 
     // ----- durable events -----
 
-    /// Applies a durable operation, sequencing and publishing its event.
+    /// Applies a durable operation, sequencing and publishing its event. A retry of an
+    /// operation answered before (same `key`) gets that answer again, applied or refused.
     pub async fn append(
         &self,
         board: &BoardKey,
         op: DurableOp,
         user_id: &str,
         ack: Option<(SessionId, Option<String>)>,
+        key: Option<&OpKey>,
     ) -> Result<Appended, FrameError> {
         let keys = self.board(board);
         let item_id = op.item_id().to_string();
@@ -227,17 +230,27 @@ impl RedisBackend {
         let values_key = keys.key(&format!("v:{item_id}"));
         let mut conn = self.conn();
         for _ in 0..COMMIT_TRIES {
-            let item_text: Option<String> =
-                conn.hget(&items_key, &item_id).await.map_err(unavailable)?;
-            let cell_text: Option<String> = match &column {
-                Some(c) => conn.hget(&values_key, c).await.map_err(unavailable)?,
-                None => None,
-            };
+            // What the rules need, and the answer to an earlier try, in one round trip.
+            let (item_text, cell_text, record): (Option<String>, Option<String>, Option<String>) =
+                redis::pipe()
+                    .hget(&items_key, &item_id)
+                    .hget(&values_key, column.as_deref().unwrap_or_default())
+                    .hget(keys.key("ops"), key.map_or("", |k| k.field.as_str()))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            let cell_text = cell_text.filter(|_| column.is_some());
+            if let Some(outcome) = key.and_then(|k| earlier_answer(k, record.as_deref())) {
+                return replayed(outcome);
+            }
             let cell = column.as_deref().zip(cell_text.as_deref());
             let mut state =
                 BoardState::from_stored(item_text.as_deref(), cell).map_err(bad_data)?;
             // The bounds are checked by the script, which sees the whole board.
-            let applied = state.apply(op.clone(), user_id, BoardLimits::NONE)?;
+            let applied = match state.apply(op.clone(), user_id, BoardLimits::NONE) {
+                Ok(applied) => applied,
+                Err(err) => return Err(self.remember_refusal(&keys, key, err).await),
+            };
             let kind = match op {
                 DurableOp::Create { .. } => "create",
                 DurableOp::Delete { .. } => "delete",
@@ -249,17 +262,9 @@ impl RedisBackend {
                 .as_deref()
                 .and_then(|c| state.cell_text(&item_id, c))
                 .unwrap_or_default();
-            let reply: RedisValue = self
-                .scripts
-                .commit
-                .key(&items_key)
+            let mut inv = self.scripts.commit.prepare_invoke();
+            inv.key(&items_key)
                 .key(&values_key)
-                .key(keys.key("seq"))
-                .key(keys.key("log"))
-                .key(keys.key("ch"))
-                .key(keys.key("sizes"))
-                .key(keys.key("bytes"))
-                .key(keys.key("logbytes"))
                 .arg(kind)
                 .arg(&item_id)
                 .arg(item_text.as_deref().unwrap_or_default())
@@ -268,45 +273,22 @@ impl RedisBackend {
                 .arg(cell_text.as_deref().unwrap_or_default())
                 .arg(new_cell)
                 .arg(frame_prefix(applied.kind, &applied.payload))
-                .arg(ack_json)
-                .arg(self.limits.replay_events)
-                .arg(self.limits.max_items)
-                .arg(self.limits.max_item_bytes)
-                .arg(self.limits.max_board_bytes)
-                .arg(self.limits.replay_bytes)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            match reply {
-                RedisValue::Int(seq) => {
+                .arg(ack_json);
+            self.commit_args(&mut inv, &keys, key, applied.version);
+            let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let refusal = match self.commit_reply(reply, key)? {
+                CommitReply::Seq(seq) => {
                     return Ok(Appended {
-                        seq: seq as u64,
+                        seq,
                         version: applied.version,
+                        replayed: false,
                     })
                 }
-                other => match status_text(&other).as_deref() {
-                    Some("retry") => continue,
-                    Some("full") => {
-                        return Err(too_large(format!(
-                            "a board holds at most {} items",
-                            self.limits.max_items
-                        )))
-                    }
-                    Some("item_bytes") => {
-                        return Err(too_large(format!(
-                            "an item holds at most {} bytes with its values",
-                            self.limits.max_item_bytes
-                        )))
-                    }
-                    Some("board_bytes") => {
-                        return Err(too_large(format!(
-                            "a board holds at most {} bytes",
-                            self.limits.max_board_bytes
-                        )))
-                    }
-                    _ => return Err(bad_data(format!("commit answered {other:?}"))),
-                },
-            }
+                CommitReply::Earlier(outcome) => return replayed(outcome),
+                CommitReply::Retry => continue,
+                CommitReply::Refused(refusal) => refusal,
+            };
+            return Err(self.remember_refusal(&keys, key, refusal).await);
         }
         Err(FrameError::new(
             None,
@@ -315,26 +297,113 @@ impl RedisBackend {
         ))
     }
 
-    /// Sequences, logs and publishes a backend's own event type.
+    /// The keys and arguments every commit takes after the operation's own.
+    fn commit_args(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        keys: &BoardKeys,
+        key: Option<&OpKey>,
+        version: Option<u64>,
+    ) {
+        for suffix in [
+            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder",
+        ] {
+            inv.key(keys.key(suffix));
+        }
+        inv.arg(self.limits.replay_events)
+            .arg(self.limits.max_items)
+            .arg(self.limits.max_item_bytes)
+            .arg(self.limits.max_board_bytes)
+            .arg(self.limits.replay_bytes)
+            .arg(key.map_or("", |k| k.field.as_str()))
+            .arg(key.map_or("", |k| k.digest.as_str()))
+            .arg(now_ms())
+            .arg(ops::RETENTION.as_millis() as u64)
+            .arg(ops::MAX_RECORDS)
+            .arg(version.map_or_else(|| "null".to_string(), |v| v.to_string()));
+    }
+
+    /// Reads what the commit script answered.
+    fn commit_reply(
+        &self,
+        reply: RedisValue,
+        key: Option<&OpKey>,
+    ) -> Result<CommitReply, FrameError> {
+        if let RedisValue::Int(seq) = reply {
+            return Ok(CommitReply::Seq(seq as u64));
+        }
+        if let RedisValue::Array(parts) = &reply {
+            if let (Some(tag), Some(text), Some(key)) = (
+                parts.first().and_then(status_text),
+                parts.get(1).and_then(text_of),
+                key,
+            ) {
+                if tag == "dup" {
+                    let record = format!("{}\n{text}", key.digest);
+                    return earlier_answer(key, Some(&record))
+                        .map(CommitReply::Earlier)
+                        .ok_or_else(|| bad_data(format!("operation record {text:?}")));
+                }
+            }
+        }
+        let limit = |message: String| Ok(CommitReply::Refused(too_large(message)));
+        match status_text(&reply).as_deref() {
+            Some("retry") => Ok(CommitReply::Retry),
+            Some("full") => limit(format!(
+                "a board holds at most {} items",
+                self.limits.max_items
+            )),
+            Some("item_bytes") => limit(format!(
+                "an item holds at most {} bytes with its values",
+                self.limits.max_item_bytes
+            )),
+            Some("board_bytes") => limit(format!(
+                "a board holds at most {} bytes",
+                self.limits.max_board_bytes
+            )),
+            _ => Err(bad_data(format!("commit answered {reply:?}"))),
+        }
+    }
+
+    /// Records a refusal under the operation's key, so that a retry is refused alike; returns
+    /// the refusal. Recording is best effort: a retry that finds no record is judged again.
+    async fn remember_refusal(
+        &self,
+        keys: &BoardKeys,
+        key: Option<&OpKey>,
+        refusal: FrameError,
+    ) -> FrameError {
+        let Some(key) = key else { return refusal };
+        let text = format!(
+            "{}\n{}",
+            key.digest,
+            ops::outcome_text(&Err(refusal.clone()))
+        );
+        let recorded = redis::pipe()
+            .hset(keys.key("ops"), &key.field, text)
+            .zadd(keys.key("opsorder"), &key.field, now_ms())
+            .query_async::<()>(&mut self.conn())
+            .await;
+        if let Err(err) = recorded {
+            log::warn!("a refusal was not recorded for retries: {err}");
+        }
+        refusal
+    }
+
+    /// Sequences, logs and publishes a backend's own event type; a retry (same `key`) gets
+    /// the first seq.
     pub async fn append_custom(
         &self,
         board: &BoardKey,
         kind: &str,
         payload: &Value,
+        key: Option<&OpKey>,
     ) -> Result<u64, FrameError> {
         let keys = self.board(board);
         let mut conn = self.conn();
-        let seq: u64 = self
-            .scripts
-            .commit
-            .key(keys.key("items"))
+        let mut inv = self.scripts.commit.prepare_invoke();
+        inv.key(keys.key("items"))
             .key(keys.key("v:"))
-            .key(keys.key("seq"))
-            .key(keys.key("log"))
-            .key(keys.key("ch"))
-            .key(keys.key("sizes"))
-            .key(keys.key("bytes"))
-            .key(keys.key("logbytes"))
             .arg("custom")
             .arg("")
             .arg("")
@@ -343,16 +412,16 @@ impl RedisBackend {
             .arg("")
             .arg("")
             .arg(frame_prefix(kind, payload))
-            .arg("null")
-            .arg(self.limits.replay_events)
-            .arg(self.limits.max_items)
-            .arg(self.limits.max_item_bytes)
-            .arg(self.limits.max_board_bytes)
-            .arg(self.limits.replay_bytes)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(seq)
+            .arg("null");
+        self.commit_args(&mut inv, &keys, key, None);
+        let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        match self.commit_reply(reply, key)? {
+            CommitReply::Seq(seq) => Ok(seq),
+            CommitReply::Earlier(outcome) => outcome.map(|(seq, _)| seq),
+            CommitReply::Retry | CommitReply::Refused(_) => {
+                Err(bad_data("a custom event was refused"))
+            }
+        }
     }
 
     async fn run_catchup(
@@ -774,6 +843,36 @@ fn ack_json(ack: &Option<(SessionId, Option<String>)>, version: Option<u64>) -> 
         .unwrap_or_else(|_| "null".into()),
         None => "null".into(),
     }
+}
+
+/// What a commit script answered.
+enum CommitReply {
+    /// Applied with this seq.
+    Seq(u64),
+    /// Answered before under the same key.
+    Earlier(ops::Outcome),
+    /// The item or cell changed since it was read.
+    Retry,
+    /// A bound was reached.
+    Refused(FrameError),
+}
+
+/// The earlier answer a record holds for this operation, if it is the same operation.
+fn earlier_answer(key: &OpKey, record: Option<&str>) -> Option<ops::Outcome> {
+    let (digest, outcome) = record?.split_once('\n')?;
+    if digest != key.digest {
+        return None;
+    }
+    ops::parse_outcome(outcome)
+}
+
+/// The answer to a retry.
+fn replayed(outcome: ops::Outcome) -> Result<Appended, FrameError> {
+    outcome.map(|(seq, version)| Appended {
+        seq,
+        version,
+        replayed: true,
+    })
 }
 
 /// A board as an instance's record of boards holds it.

@@ -11,6 +11,7 @@ use crate::actors::presence::ListPresence;
 use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
 use crate::board::DurableOp;
+use crate::broker::ops::OpKey;
 use crate::broker::{Announce, Append, AppendCustom, PublishUser};
 use crate::event::{BoardEvent, BoardKey, PresenceEntry};
 use crate::http::ws::{authenticate, checked_board};
@@ -119,6 +120,21 @@ fn payload_object(payload: Option<Value>) -> Result<Map<String, Value>, ApiError
     }
 }
 
+/// The `Idempotency-Key` header, when present: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_string()))
+        }
+        _ => Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
+}
+
 /// `POST /api/boards/{board}/events`.
 pub async fn board_event(
     req: HttpRequest,
@@ -127,9 +143,17 @@ pub async fn board_event(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = server_board(&state, &req, &board)?;
+    let retry_key = idempotency_key(&req)?;
     let body: EventBody = json_body(&state, body).await?;
     check_type(&body.kind)?;
     let payload = payload_object(body.payload)?;
+    // Records of the API's operations are kept under the empty user, which no token's `sub`
+    // can be, so they never meet a session's.
+    let op_key = |kind: &str, payload: &Value| {
+        retry_key
+            .as_deref()
+            .map(|k| OpKey::new("", k, kind, payload))
+    };
     if body.kind.starts_with("item.") || body.kind == "value.set" {
         if body.ephemeral {
             return Err(ApiError::BadRequest(format!(
@@ -140,6 +164,7 @@ pub async fn board_event(
         let op = DurableOp::decode(&body.kind, payload)
             .map_err(ApiError::BadRequest)?
             .ok_or_else(|| ApiError::BadRequest(format!("unknown board event {}", body.kind)))?;
+        let op_key = op_key(op.kind(), &op.payload());
         let appended = state
             .broker
             .send(Append {
@@ -147,6 +172,7 @@ pub async fn board_event(
                 op,
                 user_id: SERVER_USER.into(),
                 ack: None,
+                key: op_key,
             })
             .await
             .map_err(mailbox_error)??;
@@ -168,12 +194,14 @@ pub async fn board_event(
             .map_err(mailbox_error)??;
         return Ok(HttpResponse::Accepted().json(json!({})));
     }
+    let op_key = op_key(&body.kind, &payload);
     let seq = state
         .broker
         .send(AppendCustom {
             board: key,
             kind: body.kind,
             payload,
+            key: op_key,
         })
         .await
         .map_err(mailbox_error)??;

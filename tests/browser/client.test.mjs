@@ -107,6 +107,42 @@ test("a refused operation without current rolls back to what was confirmed", asy
   assert.equal(client.state.items.get("i").t, "a");
 });
 
+test("an operation answered unavailable is retried under the same id until acked", async () => {
+  const { client, socket, clock } = await connected({ snapshot: { seq: 1, items: [{ id: "i", version: 1 }] } });
+  const done = client.setValue("i", "c", "v");
+  const sent = socket.last();
+  socket.serve("error", { id: sent.id, code: "unavailable", message: "retry" });
+  assert.equal(client.value("i", "c").value, "v", "still shown while retried");
+  await clock.advance(1000);
+  assert.equal(socket.sent.length, 2);
+  assert.deepEqual(socket.last(), sent, "the same frame, id included");
+  socket.serve("error", { id: sent.id, code: "unavailable", message: "retry" });
+  await clock.advance(1000);
+  assert.deepEqual(socket.last(), sent);
+  socket.serve("ack", { id: sent.id, seq: 2, version: 1 });
+  assert.deepEqual(await done, { id: sent.id, seq: 2, version: 1 });
+});
+
+test("an operation still unavailable after its tries is rolled back", async () => {
+  const { client, socket, clock } = await connected({ snapshot: { seq: 1, items: [{ id: "i", version: 1 }] } });
+  const done = client.setValue("i", "c", "v");
+  const sent = socket.last();
+  for (let n = 0; n < 6; n++) {
+    socket.serve("error", { id: sent.id, code: "unavailable", message: "retry" });
+    await clock.advance(10000);
+  }
+  await assert.rejects(done, { code: "unavailable" });
+  assert.equal(client.value("i", "c"), undefined);
+});
+
+test("operation ids differ between clients", async () => {
+  const a = await connected({ random: Math.random });
+  const b = await connected({ random: Math.random });
+  a.client.createItem({ id: "x" });
+  b.client.createItem({ id: "x" });
+  assert.notEqual(a.socket.last().id, b.socket.last().id);
+});
+
 test("others' events apply beneath pending operations", async () => {
   const { client, socket } = await connected({ snapshot: { seq: 1, items: [{ id: "i", version: 1 }] } });
   client.updateItem("i", { mine: 1 });

@@ -8,14 +8,28 @@
 -- for each cell, the column id and the cell's text. The texts are compared before anything is
 -- written, so the size change computed from them is exact.
 --
+-- An operation sent with an id is recorded with its answer (`ops`: record name -> digest,
+-- newline, answer JSON; `opsorder`: record name -> when), so that a retry of the same
+-- operation gets the first answer instead of applying twice.
+--
 -- KEYS: 1 items hash, 2 the item's values hash, 3 seq, 4 log stream, 5 board channel,
---       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes
+--       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes, 9 ops, 10 opsorder
 -- ARGV: 1 op (create|update|delete|value|custom), 2 item id, 3 item as read ("" = absent),
 --       4 new item ("" = delete), 5 column, 6 cell as read ("" = absent), 7 new cell,
 --       8 frame prefix (the frame up to its seq), 9 ack JSON or "null", 10 log length,
---       11 item bound, 12 bytes per item, 13 bytes per board, 14 bytes of the log
--- Returns the seq, or 'retry' (changed meanwhile), 'full' (items), 'item_bytes' or
--- 'board_bytes' (size bounds).
+--       11 item bound, 12 bytes per item, 13 bytes per board, 14 bytes of the log,
+--       15 record name ("" = no id), 16 digest, 17 now (ms), 18 retention (ms),
+--       19 records kept at most, 20 version for the answer ("null" = none)
+-- Returns the seq, {'dup', earlier answer}, or 'retry' (changed meanwhile), 'full' (items),
+-- 'item_bytes' or 'board_bytes' (size bounds).
+local record = ARGV[15]
+if record ~= '' then
+  local held = redis.call('HGET', KEYS[9], record)
+  local head = ARGV[16] .. '\n'
+  if held and string.sub(held, 1, #head) == head then
+    return {'dup', string.sub(held, #head + 1)}
+  end
+end
 local op = ARGV[1]
 if op ~= 'custom' then
   local item = redis.call('HGET', KEYS[1], ARGV[2])
@@ -73,6 +87,21 @@ while len > 0 and (len > keep or log_bytes > max_bytes) do
 end
 if log_bytes < 0 then log_bytes = 0 end
 redis.call('SET', KEYS[8], log_bytes)
+if record ~= '' then
+  local now = tonumber(ARGV[17])
+  redis.call('HSET', KEYS[9], record,
+    ARGV[16] .. '\n{"seq":' .. seq .. ',"version":' .. ARGV[20] .. '}')
+  redis.call('ZADD', KEYS[10], now, record)
+  local horizon = now - tonumber(ARGV[18])
+  local old = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', horizon)
+  for _, name in ipairs(old) do redis.call('HDEL', KEYS[9], name) end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', horizon) end
+  local extra = redis.call('ZCARD', KEYS[10]) - tonumber(ARGV[19])
+  if extra > 0 then
+    local gone = redis.call('ZPOPMIN', KEYS[10], extra)
+    for i = 1, #gone, 2 do redis.call('HDEL', KEYS[9], gone[i]) end
+  end
+end
 redis.call('PUBLISH', KEYS[5],
   '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] .. '}}')
 return seq
