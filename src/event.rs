@@ -169,6 +169,9 @@ pub enum BoardEvent {
         frame: ByteString,
         /// The session that sent it, when it came from a session.
         ack: Option<AckTo>,
+        /// The board's epoch the seq belongs to.
+        #[serde(default)]
+        epoch: String,
     },
     /// An unsequenced frame for every session (backend ephemeral events).
     Broadcast {

@@ -22,6 +22,8 @@ export interface BoardState {
   self: { userId: string; sessionId: string; color: string } | null;
   /** Last durable seq seen; resumes start after it. */
   seq: number | null;
+  /** The board's epoch that `seq` belongs to; sent with resumes. */
+  epoch: string | null;
   users: Map<string, PresenceUser>;
   /** Who is typing, by user id. */
   typing: Map<string, { itemId: string; columnId: string }>;

@@ -72,7 +72,7 @@ export class BoardClient {
     this.now = now || (() => Date.now());
     this.listeners = new Map();
     this.state = {
-      status: "idle", self: null, seq: null, users: new Map(), typing: new Map(),
+      status: "idle", self: null, seq: null, epoch: null, users: new Map(), typing: new Map(),
       items: new Map(), values: new Map(),
     };
     // Server truth; `state.items`/`state.values` are this plus the pending operations.
@@ -130,7 +130,10 @@ export class BoardClient {
       return this.scheduleReconnect();
     }
     if (this.stopped) return;
-    const resume = this.state.seq !== null ? `&last_seq=${this.state.seq}` : "";
+    // A resume names the board's epoch too: if the server lost the board since, its seq
+    // started again, and the client gets a snapshot rather than a wrong replay.
+    const epoch = this.state.epoch ? `&epoch=${encodeURIComponent(this.state.epoch)}` : "";
+    const resume = this.state.seq !== null ? `&last_seq=${this.state.seq}${epoch}` : "";
     const socket = new this.Socket(`${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}`);
     this.socket = socket;
     socket.onmessage = (e) => this.socket === socket && this.receive(e.data);
@@ -200,10 +203,12 @@ export class BoardClient {
         this.confirmed.items = new Map(p.items.map((i) => [i.id, i]));
         this.confirmed.values = new Map(p.values.map((v) => [cellKey(v.itemId, v.columnId), v]));
         this.state.seq = p.seq;
+        this.state.epoch = p.epoch || null;
         this.joined(p, "connected");
         this.recompute();
         return;
       case "board.resumed":
+        this.state.epoch = p.epoch || this.state.epoch;
         this.joined(p, "resumed");
         return;
       case "presence.join":

@@ -475,14 +475,14 @@ async fn an_instance_records_only_the_boards_it_has_sessions_on() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Nothing of the visited boards' presence is kept but a revision counter that expires.
+    // Nothing of the visited boards is kept but a revision counter and an epoch that expire.
     let kept: Vec<String> = redis::cmd("KEYS")
         .arg("bc:{room*")
         .query(&mut conn)
         .expect("KEYS");
     for key in &kept {
         assert!(
-            key.ends_with(":p:rev"),
+            key.ends_with(":p:rev") || key.ends_with(":epoch"),
             "{key} outlived its board's presence"
         );
         let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).expect("TTL");
@@ -720,4 +720,111 @@ async fn an_operation_answered_unavailable_and_retried_elsewhere_applies_once() 
         (json!(2), json!("once"))
     );
     assert_eq!(watcher.next_sequenced().await["seq"], 3);
+}
+
+#[actix_web::test]
+async fn a_redis_that_lost_its_data_makes_clients_resync_instead_of_diverging() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (mut writer, _) = app.join("b", "writer").await;
+    let (mut watcher, first) = app.join("b", "watcher").await;
+    let old_epoch = first["payload"]["epoch"].clone();
+    assert_eq!(old_epoch.as_str().map(str::len), Some(16), "{first}");
+    for n in 1..=3 {
+        writer
+            .request(
+                "item.created",
+                json!({"item":{"id":format!("i{n}")}}),
+                &n.to_string(),
+            )
+            .await;
+    }
+    for seq in 1..=3u64 {
+        assert_eq!(watcher.next_sequenced().await["seq"], seq);
+    }
+
+    // Redis loses everything (a restart without persistence, a failover to an empty replica).
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .expect("FLUSHALL");
+    let fresh = until_created(&app, "after").await;
+    assert_eq!(fresh, json!({"seq":1}), "seq started again");
+
+    // The room sees the new epoch: its sessions are told to reconnect...
+    assert_eq!(watcher.expect_close().await, 1012);
+    assert_eq!(writer.expect_close().await, 1012);
+    // ...and its resume from seq 3 of the old epoch gets the board as it now is.
+    let url = format!(
+        "{}&last_seq=3&epoch={}",
+        app.ws_url("b", &token("watcher")),
+        old_epoch.as_str().expect("epoch")
+    );
+    let mut back = TestClient::connect(&url).await;
+    let snapshot = back.next_frame().await;
+    assert_eq!(snapshot["type"], "board.snapshot", "{snapshot}");
+    assert_eq!(snapshot["payload"]["resync"], true);
+    assert_eq!(snapshot["payload"]["seq"], 1);
+    assert_eq!(
+        snapshot["payload"]["items"],
+        json!([{"id":"after","version":1}])
+    );
+    assert_ne!(snapshot["payload"]["epoch"], old_epoch);
+    // A resume from seq 1 of the old epoch is no replay of the new seq 1.
+    let url = format!(
+        "{}&last_seq=1&epoch={}",
+        app.ws_url("b", &token("late")),
+        old_epoch.as_str().expect("epoch")
+    );
+    let mut late = TestClient::connect(&url).await;
+    assert_eq!(late.next_frame().await["payload"]["resync"], true);
+}
+
+/// Creates item `id` on board `b` through the API, again while the answer is 503.
+async fn until_created(app: &TestApp, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = app
+            .post(
+                "/api/boards/b/events",
+                Some(&server_token()),
+                &json!({"type":"item.created","payload":{"item":{"id":id}}}),
+            )
+            .await;
+        if status == 202 {
+            return body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_instance_warns_when_redis_does_not_persist_and_a_restart_then_resyncs_clients() {
+    let redis = RedisServer::start_forgetful();
+    let instance = Instance::start(&[("REDIS_URL", &redis.url())]);
+    let app = instance.app();
+    app.wait_ready().await;
+    let line = instance.logged("appendonly no").await;
+    assert!(line.contains("WARN"), "{line}");
+
+    let (mut ann, first) = app.join("b", "ann").await;
+    let epoch = first["payload"]["epoch"].clone();
+    ann.request("item.created", json!({"item":{"id":"i"}}), "1")
+        .await;
+    // Redis restarts with nothing; ann reconnects resuming from seq 1 of the lost epoch.
+    redis.stop();
+    redis.restart();
+    app.wait_ready().await;
+    let url = format!(
+        "{}&last_seq=1&epoch={}",
+        app.ws_url("b", &token("ann")),
+        epoch.as_str().expect("epoch")
+    );
+    let mut back = TestClient::connect(&url).await;
+    let snapshot = back.next_frame().await;
+    assert_eq!(snapshot["type"], "board.snapshot", "{snapshot}");
+    assert_eq!(snapshot["payload"]["resync"], true);
+    assert_eq!(snapshot["payload"]["items"], json!([]));
 }

@@ -415,3 +415,32 @@ async fn a_backend_retry_with_the_same_idempotency_key_applies_once(mode) {
     assert_eq!(status, 409, "without a key, a second create is a new request");
 }
 }
+
+in_both_modes! {
+async fn a_resume_from_another_epoch_gets_a_resync_snapshot(mode) {
+    let app = spawn_app_in(mode).await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "1").await;
+    ann.request("item.deleted", json!({"itemId":"i"}), "2").await;
+    let (_, snapshot) = app.join("b", "bob").await;
+    let epoch = snapshot["payload"]["epoch"].as_str().expect("an epoch").to_string();
+    assert_eq!(epoch.len(), 16, "{snapshot}");
+    let resume = |epoch: &str| {
+        format!("{}&last_seq=1&epoch={epoch}", app.ws_url("b", &token("bob")))
+    };
+    // Of this epoch: the missed event.
+    let mut same = TestClient::connect(&resume(&epoch)).await;
+    let resumed = same.next_frame().await;
+    assert_eq!(resumed["type"], "board.resumed", "{resumed}");
+    assert_eq!(resumed["payload"]["epoch"], epoch.as_str());
+    assert_eq!(same.next_frame().await["seq"], 2);
+    // Of another (the board was lost and written again since): a snapshot, marked resync.
+    let mut other = TestClient::connect(&resume("0123456789abcdef")).await;
+    let first = other.next_frame().await;
+    assert_eq!(first["type"], "board.snapshot", "{first}");
+    assert_eq!(first["payload"]["resync"], true);
+    assert_eq!(first["payload"]["epoch"], epoch.as_str());
+    let bad = format!("{}&last_seq=1&epoch=not-an-epoch", app.ws_url("b", &token("bob")));
+    assert_eq!(app.upgrade_status(bad).await, 400);
+}
+}

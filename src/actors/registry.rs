@@ -166,6 +166,7 @@ mod tests {
             info: UserInfo::default(),
             out,
             last_seq: None,
+            epoch: None,
         };
         (registry.join(key, join), seen)
     }

@@ -269,6 +269,8 @@ pub struct Room {
     retry_scheduled: bool,
     /// The last durable seq delivered, once one was seen.
     last_seq: Option<u64>,
+    /// The board's epoch `last_seq` belongs to ("" until one is seen).
+    epoch: String,
     /// Durable events that arrived ahead of a gap, held until the gap is filled.
     ahead: BTreeMap<u64, (ByteString, Option<AckTo>)>,
     /// A gap fill is under way.
@@ -307,6 +309,7 @@ impl Room {
             draining: HashSet::new(),
             retry_scheduled: false,
             last_seq: None,
+            epoch: String::new(),
             ahead: BTreeMap::new(),
             filling: false,
             present: HashMap::new(),
@@ -498,6 +501,7 @@ impl Room {
         catchup: Catchup,
         ctx: &mut Context<Self>,
     ) {
+        self.see_epoch(catchup.epoch(), Some(sid));
         let Some(member) = self.members.get_mut(&sid) else {
             return;
         };
@@ -527,17 +531,23 @@ impl Room {
                 items,
                 values,
                 resync,
+                epoch,
             } => first.push(encode(
                 "board.snapshot",
-                &json!({"boardId": self.key.board, "seq": seq, "self": me, "users": users,
-                        "items": items, "values": values, "resync": resync}),
+                &json!({"boardId": self.key.board, "seq": seq, "epoch": epoch, "self": me,
+                        "users": users, "items": items, "values": values, "resync": resync}),
                 None,
             )),
-            Catchup::Replay { from, to, frames } => {
+            Catchup::Replay {
+                from,
+                to,
+                frames,
+                epoch,
+            } => {
                 first.push(encode(
                     "board.resumed",
-                    &json!({"boardId": self.key.board, "self": me, "users": users,
-                            "fromSeq": from, "toSeq": to}),
+                    &json!({"boardId": self.key.board, "epoch": epoch, "self": me,
+                            "users": users, "fromSeq": from, "toSeq": to}),
                     None,
                 ));
                 first.extend(frames);
@@ -556,6 +566,33 @@ impl Room {
         self.schedule_retry(ctx);
     }
 
+    /// Takes note of the board's epoch. A new one means the store lost the board (and its
+    /// `seq` started again): every session but `except` is closed with 1012 so that its client
+    /// resumes and, its epoch being old, gets a snapshot with `resync`.
+    fn see_epoch(&mut self, epoch: &str, except: Option<SessionId>) {
+        if epoch.is_empty() || epoch == self.epoch {
+            return;
+        }
+        if !self.epoch.is_empty() {
+            log::warn!(
+                "{}: the board's epoch changed (its store lost it): sessions resync",
+                self.key
+            );
+            for (sid, member) in &mut self.members {
+                if Some(*sid) != except && !member.lagged {
+                    member.lagged = true;
+                    member.queue = None;
+                    member
+                        .out
+                        .do_send(Outbound::Close(close::RESTARTING, "board reset".into()));
+                }
+            }
+            self.ahead.clear();
+            self.last_seq = None;
+        }
+        self.epoch = epoch.to_string();
+    }
+
     /// Takes a durable event in `seq` order: duplicates are dropped, and an event past a gap
     /// waits while the gap is filled from the log.
     fn on_durable(
@@ -563,8 +600,10 @@ impl Room {
         seq: u64,
         frame: ByteString,
         ack: Option<AckTo>,
+        epoch: &str,
         ctx: &mut Context<Self>,
     ) {
+        self.see_epoch(epoch, None);
         match self.last_seq {
             Some(last) if seq <= last => {}
             Some(last) if seq > last + 1 => {
@@ -630,13 +669,17 @@ impl Room {
         let request = self.broker.send(GetEvents {
             board: self.key.clone(),
             after,
+            epoch: self.epoch.clone(),
         });
         ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
             room.filling = false;
             match result {
                 Ok(Ok(Some(events))) => {
                     for event in events {
-                        if let BoardEvent::Durable { seq, frame, ack } = event {
+                        if let BoardEvent::Durable {
+                            seq, frame, ack, ..
+                        } = event
+                        {
                             if room.last_seq.is_none_or(|l| seq > l) {
                                 room.deliver_durable(seq, frame, ack, ctx);
                             }
@@ -656,6 +699,7 @@ impl Room {
                     room.members.values_mut().for_each(Member::lag);
                     room.ahead.clear();
                     room.last_seq = None;
+                    room.epoch.clear();
                 }
                 // The backend is out of reach; the next resync tries again.
                 _ => {}
@@ -764,7 +808,12 @@ impl Room {
                 self.typing_started(&user_id, &item_id, &column_id, None, ctx);
             }
             BoardEvent::TypingStopped { user_id, .. } => self.typing_stopped(&user_id, None, ctx),
-            BoardEvent::Durable { seq, frame, ack } => self.on_durable(seq, frame, ack, ctx),
+            BoardEvent::Durable {
+                seq,
+                frame,
+                ack,
+                epoch,
+            } => self.on_durable(seq, frame, ack, &epoch, ctx),
             BoardEvent::Broadcast { frame } => self.fan_out(&frame, Order::None, None, None, ctx),
             BoardEvent::Kick { user_id } => {
                 for member in self.members.values().filter(|m| m.user_id == user_id) {
@@ -831,6 +880,8 @@ pub struct Join {
     pub out: Recipient<Outbound>,
     /// The last seq its client saw, when it resumes.
     pub last_seq: Option<u64>,
+    /// The epoch of that seq, when its client gave it.
+    pub epoch: Option<String>,
 }
 
 impl Handler<Join> for Room {
@@ -863,6 +914,7 @@ impl Handler<Join> for Room {
         let catchup = GetCatchup {
             board: self.key.clone(),
             last_seq: msg.last_seq,
+            epoch: msg.epoch,
         };
         let broker = self.broker.clone();
         let subscribed = self.subscribed.clone();

@@ -43,8 +43,8 @@ pub struct Session {
     key: BoardKey,
     /// Who it speaks for; replaced by `auth.refresh`.
     identity: Identity,
-    /// The resume point its client asked for.
-    last_seq: Option<u64>,
+    /// The resume point its client asked for, and the epoch of it.
+    resume: (Option<u64>, Option<String>),
     /// Instance-wide actors and settings.
     shared: Shared,
     /// The board's room, known from `started` on.
@@ -78,7 +78,7 @@ impl Session {
     pub fn new(
         key: BoardKey,
         identity: Identity,
-        last_seq: Option<u64>,
+        resume: (Option<u64>, Option<String>),
         slot: SessionSlot,
         shared: Shared,
     ) -> Self {
@@ -88,7 +88,7 @@ impl Session {
             id: SessionId::random(),
             key,
             identity,
-            last_seq,
+            resume,
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
             abuse: AbuseWindow::new(config.rate_per_sec, now),
             shared,
@@ -391,7 +391,8 @@ impl Actor for Session {
                     avatar: self.identity.avatar.clone(),
                 },
                 out: ctx.address().recipient(),
-                last_seq: self.last_seq,
+                last_seq: self.resume.0,
+                epoch: self.resume.1.take(),
             },
         );
         self.room = Some(room);

@@ -17,6 +17,9 @@ use crate::protocol::{encode, FrameError};
 /// One board's durable data.
 #[derive(Default)]
 struct StoredBoard {
+    /// Made with the board (its first event or catch-up): a restart makes every board anew,
+    /// with another epoch.
+    epoch: String,
     /// Items and values.
     state: BoardState,
     /// The last seq given out.
@@ -32,8 +35,8 @@ struct StoredBoard {
 /// What committing an operation did.
 #[derive(Debug)]
 pub enum Committed {
-    /// It was applied now: its seq, what it changed, and the event frame.
-    New(u64, Applied, ByteString),
+    /// It was applied now: its seq, what it changed, the event frame and the board's epoch.
+    New(u64, Applied, ByteString, String),
     /// It was applied before (a retry): its seq and version then.
     Replayed(u64, Option<u64>),
 }
@@ -64,12 +67,13 @@ impl MemoryStore {
         user_id: &str,
         key: Option<&OpKey>,
     ) -> Result<Committed, FrameError> {
-        let stored = self.boards.entry(board.clone()).or_default();
+        let limits = self.limits;
+        let stored = self.board(board);
         let now = Instant::now();
         if let Some(outcome) = key.and_then(|k| stored.ops.answered(k, now)) {
             return outcome.map(|(seq, version)| Committed::Replayed(seq, version));
         }
-        let result = stored.state.apply(op, user_id, self.limits);
+        let result = stored.state.apply(op, user_id, limits);
         if let Some(key) = key {
             let outcome = result
                 .as_ref()
@@ -77,36 +81,52 @@ impl MemoryStore {
             stored.ops.remember(key, outcome.map_err(Clone::clone), now);
         }
         let applied = result?;
-        let (seq, frame) = log_event(stored, &self.limits, applied.kind, &applied.payload);
-        Ok(Committed::New(seq, applied, frame))
+        let (seq, frame) = log_event(stored, &limits, applied.kind, &applied.payload);
+        Ok(Committed::New(seq, applied, frame, stored.epoch.clone()))
     }
 
-    /// Sequences and logs an event that does not touch the state; `None` when it is a retry
-    /// of one logged before (same `key`), with that one's seq.
+    /// Sequences and logs an event that does not touch the state, with the board's epoch;
+    /// no frame when it is a retry of one logged before (same `key`), with that one's seq.
     pub fn append_custom(
         &mut self,
         board: &BoardKey,
         kind: &str,
         payload: &Value,
         key: Option<&OpKey>,
-    ) -> (u64, Option<ByteString>) {
-        let stored = self.boards.entry(board.clone()).or_default();
+    ) -> (u64, Option<(ByteString, String)>) {
+        let limits = self.limits;
+        let stored = self.board(board);
         let now = Instant::now();
         if let Some(Ok((seq, _))) = key.and_then(|k| stored.ops.answered(k, now)) {
             return (seq, None);
         }
-        let (seq, frame) = log_event(stored, &self.limits, kind, payload);
+        let (seq, frame) = log_event(stored, &limits, kind, payload);
         if let Some(key) = key {
             stored.ops.remember(key, Ok((seq, None)), now);
         }
-        (seq, Some(frame))
+        (seq, Some((frame, stored.epoch.clone())))
     }
 
-    /// A snapshot, or the retained events after `last_seq`.
-    pub fn catchup(&self, board: &BoardKey, last_seq: Option<u64>) -> Catchup {
-        let empty = StoredBoard::default();
-        let stored = self.boards.get(board).unwrap_or(&empty);
-        if let Some(n) = last_seq {
+    fn board(&mut self, board: &BoardKey) -> &mut StoredBoard {
+        self.boards
+            .entry(board.clone())
+            .or_insert_with(|| StoredBoard {
+                epoch: crate::broker::new_epoch(),
+                ..StoredBoard::default()
+            })
+    }
+
+    /// A snapshot, or the retained events after `last_seq` when they are of `epoch` (or no
+    /// epoch is given).
+    pub fn catchup(
+        &mut self,
+        board: &BoardKey,
+        last_seq: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Catchup {
+        let stored = self.board(board);
+        let same_epoch = epoch.is_none_or(|e| e == stored.epoch);
+        if let Some(n) = last_seq.filter(|_| same_epoch) {
             let oldest = stored.log.front().map_or(stored.seq + 1, |(seq, _)| *seq);
             if n <= stored.seq && n + 1 >= oldest {
                 let frames = stored
@@ -119,6 +139,7 @@ impl MemoryStore {
                     from: n + 1,
                     to: stored.seq,
                     frames,
+                    epoch: stored.epoch.clone(),
                 };
             }
         }
@@ -127,6 +148,7 @@ impl MemoryStore {
             items: stored.state.items(),
             values: stored.state.values(),
             resync: last_seq.is_some(),
+            epoch: stored.epoch.clone(),
         }
     }
 }
@@ -176,8 +198,10 @@ mod tests {
     fn a_resume_within_the_log_replays_exactly_the_missing_events() {
         let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
-        match store.catchup(&board(), Some(2)) {
-            Catchup::Replay { from, to, frames } => {
+        match store.catchup(&board(), Some(2), None) {
+            Catchup::Replay {
+                from, to, frames, ..
+            } => {
                 assert_eq!((from, to, frames.len()), (3, 5, 3));
                 assert!(frames[0].contains("\"seq\":3"));
             }
@@ -189,22 +213,20 @@ mod tests {
     fn a_resume_at_the_head_replays_nothing() {
         let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
+        let epoch = store.boards[&board()].epoch.clone();
         assert_eq!(
-            store.catchup(&board(), Some(5)),
+            store.catchup(&board(), Some(5), Some(&epoch)),
             Catchup::Replay {
                 from: 6,
                 to: 5,
-                frames: vec![]
+                frames: vec![],
+                epoch,
             }
         );
-        assert_eq!(
-            with_log(3).catchup(&board(), Some(0)),
-            Catchup::Replay {
-                from: 1,
-                to: 0,
-                frames: vec![]
-            }
-        );
+        assert!(matches!(
+            with_log(3).catchup(&board(), Some(0), None),
+            Catchup::Replay { from: 1, to: 0, ref frames, .. } if frames.is_empty()
+        ));
     }
 
     #[test]
@@ -230,10 +252,26 @@ mod tests {
         let mut store = with_log(3);
         (1..=5).for_each(|n| set(&mut store, n));
         for last in [1, 6] {
-            match store.catchup(&board(), Some(last)) {
+            match store.catchup(&board(), Some(last), None) {
                 Catchup::Snapshot { seq, resync, .. } => assert_eq!((seq, resync), (5, true)),
                 other => panic!("expected a snapshot, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_resume_from_another_epoch_is_a_resync_snapshot() {
+        let mut store = with_log(10);
+        (1..=5).for_each(|n| set(&mut store, n));
+        match store.catchup(&board(), Some(3), Some("another")) {
+            Catchup::Snapshot { seq, resync, .. } => assert_eq!((seq, resync), (5, true)),
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        let epoch = store.boards[&board()].epoch.clone();
+        assert_eq!(epoch.len(), 16);
+        assert!(matches!(
+            store.catchup(&board(), Some(3), Some(&epoch)),
+            Catchup::Replay { from: 4, .. }
+        ));
     }
 }

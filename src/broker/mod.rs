@@ -74,6 +74,8 @@ pub struct Broker {
     renewing: bool,
     /// The instance is stopping and has left the shared presence: no more liveness work.
     retired: bool,
+    /// Redis's persistence setting was looked at (once, when first reached).
+    durability_checked: bool,
 }
 
 impl Broker {
@@ -151,6 +153,7 @@ impl Broker {
             ticking: false,
             renewing: false,
             retired: false,
+            durability_checked: false,
         }
     }
 
@@ -244,7 +247,7 @@ impl Broker {
             }
             true
         };
-        ctx.spawn(work.into_actor(self).map(move |up, broker, _| {
+        ctx.spawn(work.into_actor(self).map(move |up, broker, ctx| {
             broker.ticking = false;
             broker.ready.store(up, Ordering::Relaxed);
             if !up {
@@ -262,6 +265,14 @@ impl Broker {
             if !was_ready {
                 log::info!("redis reached: catching up every room");
                 broker.resync_rooms();
+                if !broker.durability_checked {
+                    broker.durability_checked = true;
+                    if let Some(redis) = broker.redis() {
+                        ctx.spawn(
+                            async move { redis.warn_if_not_durable().await }.into_actor(broker),
+                        );
+                    }
+                }
             }
         }));
     }
@@ -534,8 +545,8 @@ impl Broker {
             ));
         };
         let committed = store.append(&msg.board, msg.op, &msg.user_id, msg.key.as_ref())?;
-        let (seq, applied, frame) = match committed {
-            Committed::New(seq, applied, frame) => (seq, applied, frame),
+        let (seq, applied, frame, epoch) = match committed {
+            Committed::New(seq, applied, frame, epoch) => (seq, applied, frame, epoch),
             Committed::Replayed(seq, version) => {
                 return Ok(Appended {
                     seq,
@@ -550,7 +561,15 @@ impl Broker {
             id,
             version: applied.version,
         });
-        self.deliver(&msg.board, BoardEvent::Durable { seq, frame, ack });
+        self.deliver(
+            &msg.board,
+            BoardEvent::Durable {
+                seq,
+                frame,
+                ack,
+                epoch,
+            },
+        );
         Ok(Appended {
             seq,
             version: applied.version,
@@ -581,7 +600,7 @@ impl Handler<AppendCustom> for Broker {
             Backend::Memory(store) => {
                 let (seq, frame) =
                     store.append_custom(&msg.board, &msg.kind, &msg.payload, msg.key.as_ref());
-                if let Some(frame) = frame {
+                if let Some((frame, epoch)) = frame {
                     crate::metrics::DURABLE_EVENTS.inc();
                     self.deliver(
                         &msg.board,
@@ -589,6 +608,7 @@ impl Handler<AppendCustom> for Broker {
                             seq,
                             frame,
                             ack: None,
+                            epoch,
                         },
                     );
                 }
@@ -622,8 +642,11 @@ pub enum Catchup {
         items: Vec<Value>,
         /// Cell values, each with its version.
         values: Vec<Value>,
-        /// A resume was asked for but its events are gone (or `last_seq` was ahead).
+        /// A resume was asked for but its events are gone (or `last_seq` was ahead, or of
+        /// another epoch).
         resync: bool,
+        /// The board's epoch ("" before its first event).
+        epoch: String,
     },
     /// Events `from..=to`, in order, as encoded frames.
     Replay {
@@ -633,6 +656,8 @@ pub enum Catchup {
         to: u64,
         /// The frames.
         frames: Vec<ByteString>,
+        /// The board's epoch.
+        epoch: String,
     },
 }
 
@@ -644,6 +669,21 @@ impl Catchup {
             Catchup::Replay { to, .. } => *to,
         }
     }
+
+    /// The epoch of the board's `seq`: a random id made with its first event, new whenever the
+    /// store lost the board (a Redis without persistence restarted, a `FLUSHALL`, a failover to
+    /// an empty replica; a restart of the embedded mode). Positions of different epochs cannot
+    /// be compared.
+    pub fn epoch(&self) -> &str {
+        match self {
+            Catchup::Snapshot { epoch, .. } | Catchup::Replay { epoch, .. } => epoch,
+        }
+    }
+}
+
+/// A new random epoch.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Asks for a snapshot, or for the events after `last_seq`.
@@ -654,27 +694,33 @@ pub struct GetCatchup {
     pub board: BoardKey,
     /// The last seq the client saw, when it resumes.
     pub last_seq: Option<u64>,
+    /// The epoch of that seq, when the client knows it.
+    pub epoch: Option<String>,
 }
 
 impl Handler<GetCatchup> for Broker {
     type Result = ResponseFuture<Result<Catchup, FrameError>>;
 
     fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
-        match &self.backend {
+        match &mut self.backend {
             Backend::Memory(store) => {
-                let catchup = store.catchup(&msg.board, msg.last_seq);
+                let catchup = store.catchup(&msg.board, msg.last_seq, msg.epoch.as_deref());
                 Box::pin(async move { Ok(catchup) })
             }
             Backend::Redis(redis) => {
                 let redis = redis.clone();
-                Box::pin(async move { redis.catchup(&msg.board, msg.last_seq).await })
+                Box::pin(async move {
+                    redis
+                        .catchup(&msg.board, msg.last_seq, msg.epoch.as_deref())
+                        .await
+                })
             }
         }
     }
 }
 
 /// The durable events after `after`, with their acks, for a room that missed some; `None`
-/// when they are no longer retained.
+/// when they are no longer retained, or the board's epoch is no longer `epoch`.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Vec<BoardEvent>>, FrameError>")]
 pub struct GetEvents {
@@ -682,6 +728,8 @@ pub struct GetEvents {
     pub board: BoardKey,
     /// The last seq the room delivered.
     pub after: u64,
+    /// The epoch of that seq ("" when the room knows none).
+    pub epoch: String,
 }
 
 impl Handler<GetEvents> for Broker {
@@ -691,7 +739,9 @@ impl Handler<GetEvents> for Broker {
         match self.redis() {
             // In memory every event reaches the room directly: there is never a gap.
             None => Box::pin(async { Ok(Some(vec![])) }),
-            Some(redis) => Box::pin(async move { redis.events_after(&msg.board, msg.after).await }),
+            Some(redis) => {
+                Box::pin(async move { redis.events_after(&msg.board, msg.after, &msg.epoch).await })
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use crate::actors::presence::{Arrived, PALETTE};
 use crate::board::{BoardLimits, BoardState, DurableOp};
 use crate::broker::ops::{self, OpKey};
-use crate::broker::{Appended, Catchup};
+use crate::broker::{new_epoch, Appended, Catchup};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::protocol::{encode, ErrorCode, FrameError, Status};
 
@@ -306,7 +306,7 @@ impl RedisBackend {
         version: Option<u64>,
     ) {
         for suffix in [
-            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder",
+            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder", "epoch",
         ] {
             inv.key(keys.key(suffix));
         }
@@ -320,7 +320,8 @@ impl RedisBackend {
             .arg(now_ms())
             .arg(ops::RETENTION.as_millis() as u64)
             .arg(ops::MAX_RECORDS)
-            .arg(version.map_or_else(|| "null".to_string(), |v| v.to_string()));
+            .arg(version.map_or_else(|| "null".to_string(), |v| v.to_string()))
+            .arg(new_epoch());
     }
 
     /// Reads what the commit script answered.
@@ -429,6 +430,7 @@ impl RedisBackend {
         board: &BoardKey,
         last_seq: Option<u64>,
         mode: &str,
+        epoch: &str,
     ) -> Result<RedisValue, FrameError> {
         let keys = self.board(board);
         let mut conn = self.conn();
@@ -438,33 +440,43 @@ impl RedisBackend {
             .key(keys.key("seq"))
             .key(keys.key("log"))
             .key(keys.key("v:"))
+            .key(keys.key("epoch"))
             .arg(last_seq.map(|n| n.to_string()).unwrap_or_default())
             .arg(mode)
+            .arg(epoch)
+            .arg(new_epoch())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)
     }
 
-    /// A snapshot, or the retained events after `last_seq`.
+    /// A snapshot, or the retained events after `last_seq` when they are of `epoch` (or no
+    /// epoch is given).
     pub async fn catchup(
         &self,
         board: &BoardKey,
         last_seq: Option<u64>,
+        epoch: Option<&str>,
     ) -> Result<Catchup, FrameError> {
-        let reply = self.run_catchup(board, last_seq, "session").await?;
+        let reply = self
+            .run_catchup(board, last_seq, "session", epoch.unwrap_or_default())
+            .await?;
         let parts = array(reply)?;
         let tag = parts.first().and_then(status_text).unwrap_or_default();
         let seq = parts.get(1).and_then(int).unwrap_or(0);
         match (tag.as_str(), last_seq) {
             ("R", Some(n)) => {
+                let epoch = parts.get(3).and_then(text_of).unwrap_or_default();
                 let entries = log_entries(parts.into_iter().nth(2).unwrap_or(RedisValue::Nil))?;
                 Ok(Catchup::Replay {
                     from: n + 1,
                     to: seq,
                     frames: entries.into_iter().map(|(_, frame, _)| frame).collect(),
+                    epoch,
                 })
             }
             ("S", _) => {
+                let epoch = parts.get(4).and_then(text_of).unwrap_or_default();
                 let mut parts = parts.into_iter().skip(2);
                 let items = pairs(parts.next().unwrap_or(RedisValue::Nil))?;
                 let cells = array(parts.next().unwrap_or(RedisValue::Nil))?;
@@ -497,6 +509,7 @@ impl RedisBackend {
                     items: items.into_iter().map(|(_, v)| v).collect(),
                     values,
                     resync: last_seq.is_some(),
+                    epoch,
                 })
             }
             _ => Err(bad_data(format!("catch-up answered {tag:?}"))),
@@ -504,24 +517,53 @@ impl RedisBackend {
     }
 
     /// The events after `after`, with their acks, for a room filling a gap; `None` when they
-    /// are no longer retained.
+    /// are no longer retained or the board is no longer of `epoch` ("": not known).
     pub async fn events_after(
         &self,
         board: &BoardKey,
         after: u64,
+        epoch: &str,
     ) -> Result<Option<Vec<BoardEvent>>, FrameError> {
-        let reply = self.run_catchup(board, Some(after), "events").await?;
+        let reply = self
+            .run_catchup(board, Some(after), "events", epoch)
+            .await?;
         let parts = array(reply)?;
         if parts.first().and_then(status_text).as_deref() != Some("R") {
             return Ok(None);
         }
+        let epoch = parts.get(3).and_then(text_of).unwrap_or_default();
         let entries = log_entries(parts.into_iter().nth(2).unwrap_or(RedisValue::Nil))?;
         Ok(Some(
             entries
                 .into_iter()
-                .map(|(seq, frame, ack)| BoardEvent::Durable { seq, frame, ack })
+                .map(|(seq, frame, ack)| BoardEvent::Durable {
+                    seq,
+                    frame,
+                    ack,
+                    epoch: epoch.clone(),
+                })
                 .collect(),
         ))
+    }
+
+    /// Warns when Redis does not persist its data: a restart then loses every board (clients
+    /// resync, by the board's epoch, but the boards are gone).
+    pub async fn warn_if_not_durable(&self) {
+        let reply: redis::RedisResult<std::collections::HashMap<String, String>> =
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("appendonly")
+                .query_async(&mut self.conn())
+                .await;
+        match reply.as_ref().map(|config| config.get("appendonly")) {
+            Ok(Some(value)) if value == "no" => log::warn!(
+                "redis runs with appendonly no: boards are lost if it restarts; \
+                 run it with --appendonly yes to make this mode durable"
+            ),
+            Ok(_) => {}
+            // CONFIG may be disabled (managed Redis): nothing to tell.
+            Err(err) => log::debug!("CONFIG GET appendonly: {err}"),
+        }
     }
 
     // ----- presence -----

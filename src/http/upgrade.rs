@@ -132,8 +132,9 @@ async fn run(
         key,
         identity,
         last_seq,
+        epoch,
     } = admitted;
-    let session = Session::new(key, identity, last_seq, slot, state);
+    let session = Session::new(key, identity, (last_seq, epoch), slot, state);
     let output = WebsocketContext::with_codec(session, input, codec);
     // A task of its own, sized for the session alone: the connection's HTTP/1 task, sized for
     // any request, ends here.

@@ -56,6 +56,8 @@ pub struct WsQuery {
     token: Option<String>,
     /// The last seq the client saw, to resume.
     last_seq: Option<String>,
+    /// The board's epoch that seq belongs to.
+    epoch: Option<String>,
 }
 
 /// A connection that passed every check: who joins which board, resuming from where.
@@ -66,9 +68,11 @@ pub struct Admitted {
     pub identity: Identity,
     /// The resume point, from `?last_seq=`.
     pub last_seq: Option<u64>,
+    /// The epoch of the resume point, from `?epoch=`.
+    pub epoch: Option<String>,
 }
 
-/// Checks board, token, role, boards claim, origin and `last_seq`, in that order.
+/// Checks board, token, role, boards claim, origin, `last_seq` and `epoch`, in that order.
 pub fn admit(
     state: &AppState,
     board: &str,
@@ -103,10 +107,21 @@ pub fn admit(
                 .map_err(|_| ApiError::BadRequest("last_seq must be a whole number".into()))?,
         ),
     };
+    let epoch = match query.epoch {
+        None => None,
+        Some(e) if e.is_empty() => None,
+        Some(e) if e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => Some(e),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "epoch must be 1-64 characters of A-Z a-z 0-9".into(),
+            ))
+        }
+    };
     Ok(Admitted {
         key: BoardKey::new(identity.tenant.clone(), board),
         identity,
         last_seq,
+        epoch,
     })
 }
 

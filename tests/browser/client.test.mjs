@@ -180,6 +180,16 @@ test("a drop reconnects with backoff and resumes from the last seq", async () =>
   assert.ok(client.state.items.has("x"));
 });
 
+test("a resume names the epoch of its seq", async () => {
+  const { client, socket, clock } = await connected({ snapshot: { seq: 4, epoch: "e1" } });
+  assert.equal(client.state.epoch, "e1");
+  socket.drop(1012);
+  await clock.advance(0);
+  const next = FakeSocket.all.at(-1);
+  assert.notEqual(next, socket);
+  assert.match(next.url, /last_seq=4&epoch=e1/);
+});
+
 test("backoff grows with full jitter up to 30 s", async () => {
   const delays = [];
   const client = new BoardClient({ board: "b", token: "t", random: () => 1, setTimeout: (f, ms) => delays.push(ms), clearTimeout: () => {} });

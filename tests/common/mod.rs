@@ -369,6 +369,8 @@ pub struct Instance {
     pub child: std::process::Child,
     /// The port it bound.
     pub port: u16,
+    /// Every line it logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Instance {
@@ -401,6 +403,8 @@ impl Instance {
             .expect("the binary starts");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             // Keeps draining the log so the child never blocks on it.
             for line in std::io::BufReader::new(stderr)
@@ -413,6 +417,9 @@ impl Instance {
                 if std::env::var_os("BOARDCAST_TEST_LOG").is_some() {
                     eprintln!("[instance] {line}");
                 }
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line);
+                }
             }
         });
         let port = rx
@@ -420,7 +427,27 @@ impl Instance {
             .ok()
             .flatten()
             .expect("the instance reports its port");
-        Instance { child, port }
+        Instance { child, port, log }
+    }
+
+    /// Waits until a line of its log contains `text`; the line.
+    pub async fn logged(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|lines| lines.iter().find(|l| l.contains(text)).cloned());
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the instance never logged {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The instance as a [`TestApp`], for its URLs and helpers.
@@ -472,6 +499,8 @@ pub struct RedisServer {
     pub port: u16,
     /// Its working directory (append-only file), removed on drop.
     dir: std::path::PathBuf,
+    /// Whether it keeps an append-only file.
+    persistent: bool,
 }
 
 /// A port nobody listens on right now.
@@ -488,6 +517,22 @@ impl RedisServer {
         Self::start_on(free_port())
     }
 
+    /// Starts `redis-server` without persistence: a restart loses everything.
+    pub fn start_forgetful() -> RedisServer {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("boardcast-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let server = RedisServer {
+            child: std::sync::Mutex::new(None),
+            port,
+            dir,
+            persistent: false,
+        };
+        server.spawn();
+        server
+    }
+
     /// Starts `redis-server` on `port`.
     pub fn start_on(port: u16) -> RedisServer {
         let dir =
@@ -497,6 +542,7 @@ impl RedisServer {
             child: std::sync::Mutex::new(None),
             port,
             dir,
+            persistent: true,
         };
         server.spawn();
         server
@@ -512,7 +558,11 @@ impl RedisServer {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
             .arg("--dir")
             .arg(&self.dir)
             .stdout(std::process::Stdio::null())

@@ -1,21 +1,31 @@
 -- What a joining session or a room starts from, read atomically with the board's seq.
 --
--- KEYS: 1 items hash, 2 seq, 3 log stream, 4 prefix of values hashes (item id appended)
--- ARGV: 1 last seq seen ("" = none: snapshot), 2 "events" for a room's gap fill
--- Returns {"R", seq, entries} with the log entries after ARGV[1], or
---         {"S", seq, items (flat id, json), values (flat item, column, json)}.
+-- KEYS: 1 items hash, 2 seq, 3 log stream, 4 prefix of values hashes (item id appended),
+--       5 epoch
+-- ARGV: 1 last seq seen ("" = none: snapshot), 2 "events" for a room's gap fill, 3 the epoch
+--       of that seq ("" = not known), 4 an epoch for a board that has none yet
+-- Returns {"R", seq, entries, epoch} with the log entries after ARGV[1], or
+--         {"S", seq, items (flat id, json), values (flat item, column, json), epoch}, or for a
+--         gap fill whose events are gone (or of another epoch) {"G", seq}.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-if ARGV[1] ~= '' then
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  -- A board only looked at keeps its epoch for a day; its first event keeps it for good.
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[5], epoch, 'EX', 86400)
+end
+local same_epoch = ARGV[3] == '' or ARGV[3] == epoch
+if ARGV[1] ~= '' and same_epoch then
   local last = tonumber(ARGV[1])
-  if last == seq then return {'R', seq, {}} end
+  if last == seq then return {'R', seq, {}, epoch} end
   if last < seq then
     local entries = redis.call('XRANGE', KEYS[3], (last + 1) .. '-1', '+')
     if #entries > 0 and entries[1][1] == (last + 1) .. '-1' then
-      return {'R', seq, entries}
+      return {'R', seq, entries, epoch}
     end
   end
-  if ARGV[2] == 'events' then return {'G', seq} end
 end
+if ARGV[1] ~= '' and ARGV[2] == 'events' then return {'G', seq} end
 local items = redis.call('HGETALL', KEYS[1])
 local values = {}
 for i = 1, #items, 2 do
@@ -26,4 +36,4 @@ for i = 1, #items, 2 do
     values[#values + 1] = cells[j + 1]
   end
 end
-return {'S', seq, items, values}
+return {'S', seq, items, values, epoch}

@@ -13,13 +13,15 @@
 -- operation gets the first answer instead of applying twice.
 --
 -- KEYS: 1 items hash, 2 the item's values hash, 3 seq, 4 log stream, 5 board channel,
---       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes, 9 ops, 10 opsorder
+--       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes, 9 ops, 10 opsorder,
+--       11 epoch
 -- ARGV: 1 op (create|update|delete|value|custom), 2 item id, 3 item as read ("" = absent),
 --       4 new item ("" = delete), 5 column, 6 cell as read ("" = absent), 7 new cell,
 --       8 frame prefix (the frame up to its seq), 9 ack JSON or "null", 10 log length,
 --       11 item bound, 12 bytes per item, 13 bytes per board, 14 bytes of the log,
 --       15 record name ("" = no id), 16 digest, 17 now (ms), 18 retention (ms),
---       19 records kept at most, 20 version for the answer ("null" = none)
+--       19 records kept at most, 20 version for the answer ("null" = none), 21 an epoch for a
+--       board that has none (its first event, or its data was lost)
 -- Returns the seq, {'dup', earlier answer}, or 'retry' (changed meanwhile), 'full' (items),
 -- 'item_bytes' or 'board_bytes' (size bounds).
 local record = ARGV[15]
@@ -69,6 +71,13 @@ if op ~= 'custom' then
   end
   redis.call('INCRBY', KEYS[7], delta)
 end
+local epoch = redis.call('GET', KEYS[11])
+if epoch then
+  redis.call('PERSIST', KEYS[11])
+else
+  epoch = ARGV[21]
+  redis.call('SET', KEYS[11], epoch)
+end
 local seq = redis.call('INCR', KEYS[3])
 local frame = ARGV[8] .. seq .. '}'
 redis.call('XADD', KEYS[4], seq .. '-1', 'f', frame, 'a', ARGV[9])
@@ -103,5 +112,6 @@ if record ~= '' then
   end
 end
 redis.call('PUBLISH', KEYS[5],
-  '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] .. '}}')
+  '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] ..
+  ',"epoch":"' .. epoch .. '"}}')
 return seq
