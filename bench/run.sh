@@ -20,9 +20,9 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 FD_LIMIT=$(ulimit -n)
 
 if [ -n "${QUICK:-}" ]; then
-  SECONDS_RUN=3; BOARDS=5; IDLE=2000; STEPS="5 10"; DURABLE_BOARDS=4
+  SECONDS_RUN=3; BOARDS=5; IDLE=2000; STEPS="5 10"; DURABLE_BOARDS=4; RECONNECT_BOARDS=50
 else
-  SECONDS_RUN=10; BOARDS=50; IDLE=50000; STEPS="5 10 15 20 25 30 40 50"; DURABLE_BOARDS=20
+  SECONDS_RUN=10; BOARDS=50; IDLE=50000; STEPS="5 10 15 20 25 30 40 50"; DURABLE_BOARDS=20; RECONNECT_BOARDS=500
 fi
 if [ "$IDLE" -gt $((FD_LIMIT - 1000)) ]; then
   echo "the open-file limit is $FD_LIMIT: idle runs $((FD_LIMIT - 1000)) connections, not $IDLE"
@@ -101,6 +101,14 @@ run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://12
   --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
 run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
   --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
+stop "$pid1"; stop "$pid2"
+
+echo "== boardcast, mass reconnect after SIGKILL of an instance"
+p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL" MAX_SESSIONS_PER_USER=100000; pid1=$PID
+p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL" MAX_SESSIONS_PER_USER=100000; pid2=$PID
+sleep 1
+run reconnect --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid2" \
+  --kill "$pid1" --boards "$RECONNECT_BOARDS" --per-board 10 --seconds 12 --prefix r-x2 || true
 stop "$pid1"; stop "$pid2"
 
 "$LOADGEN" report --results "$RESULTS" > "$ROOT/docs/benchmarks.md"

@@ -6,6 +6,7 @@
 //! - [`procfs`]: CPU time and resident memory of a process, from `/proc`.
 //! - [`client`]: tokens, connections (spread over loopback source addresses) and frame parsing.
 //! - [`scenarios`]: `idle`, `cursors`, `durable` and `churn`, each bounded in count and time.
+//! - [`reconnect`]: the users of a dead instance reconnecting at once to another.
 //! - [`report`]: the Markdown report of a run's JSON lines.
 //!
 //! Every target is a loopback URL; every loop stops by itself.
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod procfs;
+pub mod reconnect;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

@@ -177,6 +177,29 @@ pub fn markdown(lines: &str) -> String {
         );
     }
 
+    let _ = writeln!(
+        out,
+        "\n## reconnect: the users of a dead instance come back at once\n"
+    );
+    let _ = writeln!(out, "Two boardcast instances with Redis; sessions on the first, an observer per board on the second. The first is killed with SIGKILL and every session reconnects to the second at once.\n");
+    let _ = writeln!(out, "| target | sessions | boards | all snapshots after ms | snapshot p50 ms | p99 ms | presence right after ms | wrong boards | failures |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for r in runs.iter().filter(|r| r["scenario"] == "reconnect") {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            r["target"].as_str().unwrap_or(""),
+            r["sessions"],
+            r["boards"],
+            f(r, &["all_snapshots_ms"]),
+            f(r, &["snapshot", "p50"]),
+            f(r, &["snapshot", "p99"]),
+            f(r, &["presence_right_ms"]),
+            r["wrong_boards"],
+            r["failures"]
+        );
+    }
+
     let _ = writeln!(out, "\n## The targets\n");
     let _ = writeln!(out, "| target | measured | met |");
     let _ = writeln!(out, "|---|---|---|");
@@ -276,6 +299,15 @@ pub fn markdown(lines: &str) -> String {
     {
         let (rate, p99) = (f(r, &["acks_per_s"]), f(r, &["latency", "p99"]));
         verdict(&format!("durable through Redis ({} boards × {} writers, depth {}): ≥ 5,000 acks/s, p99 ≤ 20 ms, gap-free", r["boards"], r["writers"], r["depth"]), format!("{rate:.0}/s, p99 {p99:.1} ms, gaps {}", r["seq_gaps"]), rate >= 5000.0 && p99 <= 20.0 && r["seq_gaps"] == 0);
+    }
+
+    for r in runs.iter().filter(|r| r["scenario"] == "reconnect") {
+        let all = f(r, &["all_snapshots_ms"]);
+        verdict(
+            &format!("reconnect: {} sessions on {} boards have their snapshots and the right presence within seconds", r["sessions"], r["boards"]),
+            format!("snapshots after {:.1} s, wrong boards {}, failures {}", all / 1000.0, r["wrong_boards"], r["failures"]),
+            all <= 10_000.0 && r["wrong_boards"] == 0 && r["failures"] == 0,
+        );
     }
 
     let _ = writeln!(out, "\n## Reading the misses\n");

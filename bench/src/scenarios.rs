@@ -48,7 +48,7 @@ impl Target {
         self.pids.iter().filter_map(|p| rss_bytes(p)).sum()
     }
 
-    async fn join(&self, n: usize, board: &str, user: &str) -> Result<Socket, String> {
+    pub(crate) async fn join(&self, n: usize, board: &str, user: &str) -> Result<Socket, String> {
         let mut ws = connect(
             self.url(n),
             board,
@@ -65,7 +65,7 @@ impl Target {
 }
 
 /// Opens `count` sessions, `make(n)` naming the board and user of the n-th.
-async fn open_all(
+pub(crate) async fn open_all(
     target: &Target,
     count: usize,
     make: impl Fn(usize) -> (String, String),

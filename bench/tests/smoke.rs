@@ -3,6 +3,7 @@
 
 use boardcast::config::{Config, JwtKey};
 use boardcast::startup::Application;
+use boardcast_bench::reconnect::{self, ReconnectOpts};
 use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
 
 const SECRET: &str = "bench-smoke-secret-0123456789";
@@ -123,4 +124,88 @@ async fn churn_joins_are_seen_by_observers() {
     assert_eq!(r.failures, 0);
     // Every join is seen by both observers of its board.
     assert_eq!(r.join_seen.count as u64, r.sessions * 2, "{r:?}");
+}
+
+/// A `redis-server` of this test's own on a free port, stopped when dropped.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (the test command installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn reconnecting_sessions_get_their_snapshots_and_the_right_presence() {
+    let redis = Redis::start();
+    let mut urls = vec![];
+    for _ in 0..2 {
+        let config = Config {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            jwt: JwtKey::Secret(SECRET.as_bytes().to_vec()),
+            redis_url: Some(format!("redis://127.0.0.1:{}/", redis.1)),
+            workers: 1,
+            ..Config::default()
+        };
+        let app = Application::build(config).await.expect("the server starts");
+        urls.push(format!("ws://127.0.0.1:{}", app.port()));
+        actix_web::rt::spawn(app.run());
+    }
+    // Both instances reach Redis before the run.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    let target = Target {
+        label: "boardcast".into(),
+        urls,
+        secret: SECRET.into(),
+        pids: vec![std::process::id().to_string()],
+        prefix: "smoke".into(),
+    };
+    let opts = ReconnectOpts {
+        boards: 3,
+        per_board: 3,
+        kill: None,
+        seconds: 3.0,
+    };
+    let r = actix_web::rt::task::spawn_blocking(move || {
+        on_own_runtime(async move { reconnect::reconnect(&target, &opts).await })
+    })
+    .await
+    .expect("join")
+    .expect("the scenario runs");
+    assert_eq!((r.sessions, r.failures, r.wrong_boards), (9, 0, 0), "{r:?}");
+    assert_eq!(r.snapshot.count, 9, "{r:?}");
+    assert!(r.all_snapshots_ms > 0.0, "{r:?}");
 }

@@ -7,7 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::future::Future;
+
 use actix::prelude::*;
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
 use crate::broker::redis::RedisBackend;
 use crate::broker::{Broker, Publish};
@@ -149,13 +152,63 @@ enum Store {
 
 /// Holds the presence of every board and publishes its transitions.
 ///
-/// In Redis mode each request is one script and the actor handles them one at a time, so a
-/// session's arrival always reaches Redis before its departure.
+/// In Redis mode each request is one script. Requests of one board run one after the other, in
+/// the order they came (a session's arrival always reaches Redis before its departure); those
+/// of different boards run side by side, so that thousands of sessions arriving at once (the
+/// users of a dead instance reconnecting) take as many round trips as the busiest board has
+/// sessions, not as all of them together.
 pub struct Presence {
     /// The presence data.
     store: Store,
     /// Where transitions are published in embedded mode.
     broker: Addr<Broker>,
+    /// Per board with requests under way: the last one's number and its completion.
+    lanes: HashMap<BoardKey, (u64, Lane)>,
+    /// Numbers requests, to tell whose completion a lane holds.
+    next_request: u64,
+}
+
+/// Resolves when a board's latest request has finished.
+type Lane = Shared<LocalBoxFuture<'static, ()>>;
+
+impl Presence {
+    /// Runs `work` once every earlier request of `board` has finished.
+    fn in_lane<T: 'static>(
+        &mut self,
+        board: &BoardKey,
+        work: impl Future<Output = T> + 'static,
+    ) -> ResponseActFuture<Self, T> {
+        self.next_request += 1;
+        let id = self.next_request;
+        let before = self.lanes.get(board).map(|(_, lane)| lane.clone());
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let lane: Lane = async move {
+            let _ = finished.await;
+        }
+        .boxed_local()
+        .shared();
+        self.lanes.insert(board.clone(), (id, lane));
+        let board = board.clone();
+        let run = async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            let out = work.await;
+            let _ = done.send(());
+            out
+        };
+        Box::pin(run.into_actor(self).map(move |out, presence, _| {
+            // The last request of the board: nothing waits on the lane any more.
+            if presence
+                .lanes
+                .get(&board)
+                .is_some_and(|(last, _)| *last == id)
+            {
+                presence.lanes.remove(&board);
+            }
+            out
+        }))
+    }
 }
 
 impl Presence {
@@ -168,7 +221,12 @@ impl Presence {
                 rev: 0,
             },
         };
-        Presence { store, broker }
+        Presence {
+            store,
+            broker,
+            lanes: HashMap::new(),
+            next_request: 0,
+        }
     }
 }
 
@@ -231,20 +289,18 @@ pub struct Arrived {
 }
 
 impl Handler<Arrive> for Presence {
-    type Result = AtomicResponse<Self, Result<Arrived, FrameError>>;
+    type Result = ResponseActFuture<Self, Result<Arrived, FrameError>>;
 
     fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Self::Result {
         let result = match &mut self.store {
             Store::Redis(redis) => {
                 let redis = redis.clone();
-                return AtomicResponse::new(Box::pin(
-                    async move {
-                        redis
-                            .presence_join(&msg.board, msg.session, &msg.user_id, &msg.info)
-                            .await
-                    }
-                    .into_actor(self),
-                ));
+                let board = msg.board.clone();
+                return self.in_lane(&board, async move {
+                    redis
+                        .presence_join(&msg.board, msg.session, &msg.user_id, &msg.info)
+                        .await
+                });
             }
             Store::Memory { boards, rev } => {
                 let board = boards.entry(msg.board.clone()).or_default();
@@ -263,7 +319,7 @@ impl Handler<Arrive> for Presence {
                 })
             }
         };
-        AtomicResponse::new(Box::pin(fut::ready(result)))
+        Box::pin(fut::ready(result))
     }
 }
 
@@ -280,21 +336,19 @@ pub struct Depart {
 }
 
 impl Handler<Depart> for Presence {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Depart, _: &mut Self::Context) -> Self::Result {
         match &mut self.store {
             Store::Redis(redis) => {
                 let redis = redis.clone();
-                AtomicResponse::new(Box::pin(
-                    async move {
-                        log_failure(
-                            redis.presence_leave(&msg.board, msg.session).await,
-                            "departure",
-                        )
-                    }
-                    .into_actor(self),
-                ))
+                let board = msg.board.clone();
+                self.in_lane(&board, async move {
+                    log_failure(
+                        redis.presence_leave(&msg.board, msg.session).await,
+                        "departure",
+                    )
+                })
             }
             Store::Memory { boards, rev } => {
                 if let Some(board) = boards.get_mut(&msg.board) {
@@ -310,7 +364,7 @@ impl Handler<Depart> for Presence {
                         });
                     }
                 }
-                AtomicResponse::new(Box::pin(fut::ready(())))
+                Box::pin(fut::ready(()))
             }
         }
     }
@@ -331,21 +385,19 @@ pub struct SetStatus {
 }
 
 impl Handler<SetStatus> for Presence {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) -> Self::Result {
         match &mut self.store {
             Store::Redis(redis) => {
                 let redis = redis.clone();
-                AtomicResponse::new(Box::pin(
-                    async move {
-                        let result = redis
-                            .presence_status(&msg.board, &msg.user_id, msg.status, msg.origin)
-                            .await;
-                        log_failure(result, "status");
-                    }
-                    .into_actor(self),
-                ))
+                let board = msg.board.clone();
+                self.in_lane(&board, async move {
+                    let result = redis
+                        .presence_status(&msg.board, &msg.user_id, msg.status, msg.origin)
+                        .await;
+                    log_failure(result, "status");
+                })
             }
             Store::Memory { boards, rev } => {
                 let present = boards
@@ -365,7 +417,7 @@ impl Handler<SetStatus> for Presence {
                         origin,
                     });
                 }
-                AtomicResponse::new(Box::pin(fut::ready(())))
+                Box::pin(fut::ready(()))
             }
         }
     }
@@ -411,23 +463,23 @@ pub struct SyncBoard {
 }
 
 impl Handler<SyncBoard> for Presence {
-    type Result = AtomicResponse<Self, Result<(u64, Vec<PresentUser>), FrameError>>;
+    type Result = ResponseActFuture<Self, Result<(u64, Vec<PresentUser>), FrameError>>;
 
     fn handle(&mut self, msg: SyncBoard, _: &mut Self::Context) -> Self::Result {
         match &self.store {
             Store::Redis(redis) => {
                 let redis = redis.clone();
-                AtomicResponse::new(Box::pin(
-                    async move { redis.presence_sync(&msg.board, &msg.sessions).await }
-                        .into_actor(self),
-                ))
+                let board = msg.board.clone();
+                self.in_lane(&board, async move {
+                    redis.presence_sync(&msg.board, &msg.sessions).await
+                })
             }
             Store::Memory { boards, rev } => {
                 let users = boards
                     .get(&msg.board)
                     .map(BoardPresence::users)
                     .unwrap_or_default();
-                AtomicResponse::new(Box::pin(fut::ready(Ok((*rev, users)))))
+                Box::pin(fut::ready(Ok((*rev, users))))
             }
         }
     }

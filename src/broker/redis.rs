@@ -71,6 +71,8 @@ pub struct RedisBackend {
     limits: BoardLimits,
     /// The scripts, by entry point.
     scripts: Scripts,
+    /// Set when the instance stops: it registers no more sessions in the shared presence.
+    retired: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -144,6 +146,7 @@ impl RedisBackend {
             prefix,
             instance,
             limits,
+            retired: Default::default(),
             scripts: Scripts {
                 commit: Script::new(COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
@@ -598,6 +601,19 @@ impl RedisBackend {
         inv
     }
 
+    /// Refuses presence registrations once the instance has retired: what it registered after
+    /// leaving would stay present with nobody to sweep it.
+    fn check_not_retired(&self) -> Result<(), FrameError> {
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(FrameError::new(
+                None,
+                ErrorCode::Unavailable,
+                "the instance is stopping",
+            ));
+        }
+        Ok(())
+    }
+
     /// Records a session; publishes `presence.join` when it is the user's first.
     pub async fn presence_join(
         &self,
@@ -606,6 +622,7 @@ impl RedisBackend {
         user_id: &str,
         info: &UserInfo,
     ) -> Result<Arrived, FrameError> {
+        self.check_not_retired()?;
         let mut inv = self.presence_invocation(&self.scripts.join, board);
         inv.arg(session.0.to_string())
             .arg(&self.instance)
@@ -675,6 +692,7 @@ impl RedisBackend {
         board: &BoardKey,
         sessions: &[(SessionId, String, UserInfo)],
     ) -> Result<(u64, Vec<PresentUser>), FrameError> {
+        self.check_not_retired()?;
         let mut inv = self.presence_invocation(&self.scripts.sync, board);
         inv.arg(&self.instance);
         for (sid, user, info) in sessions {
@@ -791,6 +809,10 @@ impl RedisBackend {
     /// On a clean stop: publishes the leaves of this instance's sessions, board by board in
     /// steps, and removes its lease and records, so that nobody needs to sweep it.
     pub async fn retire(&self) -> Result<usize, FrameError> {
+        // From now on nothing registers; what was sent before runs before the purges below
+        // (one connection, in order).
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.conn();
         let record = self.instance_boards_key(&self.instance);
         let boards: Vec<String> = conn.smembers(&record).await.map_err(unavailable)?;

@@ -8,6 +8,8 @@
 //! - durable: `--boards --writers --depth --seconds`
 //! - idle: `--connections --boards --seconds`
 //! - churn: `--boards --observers --rate --stay-ms --seconds`
+//! - reconnect: two `--url` (the instance that dies first), `--boards --per-board --seconds`,
+//!   `--kill PID` (without it the first instance's sessions just drop)
 
 use std::collections::HashMap;
 
@@ -19,6 +21,7 @@ macro_rules! say {
     }};
 }
 
+use boardcast_bench::reconnect::{self, ReconnectOpts};
 use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
 
 struct Args {
@@ -31,7 +34,7 @@ impl Args {
         let mut it = std::env::args().skip(1);
         let scenario = it
             .next()
-            .ok_or("usage: loadgen cursors|durable|idle|churn [--option value]...")?;
+            .ok_or("usage: loadgen cursors|durable|idle|churn|reconnect [--option value]...")?;
         let mut values: HashMap<String, Vec<String>> = HashMap::new();
         while let Some(key) = it.next() {
             let key = key
@@ -146,6 +149,24 @@ fn run(args: Args) -> Result<String, String> {
                     "churn {}: {} sessions, {:.1} transitions/s per observer, failures {}\n  join seen after ms p50 {:.2} p99 {:.2} max {:.2}",
                     r.target, r.sessions, r.transitions_per_s, r.failures, r.join_seen.p50, r.join_seen.p99,
                     r.join_seen.max
+                );
+                serde_json::to_string(&r)
+            }
+            "reconnect" => {
+                let opts = ReconnectOpts {
+                    boards: args.num("boards", 500)?,
+                    per_board: args.num("per-board", 10)?,
+                    kill: match args.values.get("kill").and_then(|v| v.last()) {
+                        Some(pid) => Some(pid.parse().map_err(|_| format!("--kill {pid} is not a pid"))?),
+                        None => None,
+                    },
+                    seconds: args.num("seconds", 12.0)?,
+                };
+                let r = reconnect::reconnect(&target, &opts).await?;
+                say!(
+                    "reconnect {}: {} sessions on {} boards back on the other instance; all snapshots after {:.0} ms (p50 {:.0}, p99 {:.0}); presence right after {:.0} ms, wrong boards {}, failures {}",
+                    r.target, r.sessions, r.boards, r.all_snapshots_ms, r.snapshot.p50, r.snapshot.p99,
+                    r.presence_right_ms, r.wrong_boards, r.failures
                 );
                 serde_json::to_string(&r)
             }
