@@ -180,12 +180,18 @@ impl<T> Throttle<T> {
 
 /// Sessions per user on this instance, so that one token cannot open sessions without end
 /// (`MAX_SESSIONS_PER_USER`). A session holds a [`SessionSlot`] for its whole life.
+///
+/// Users are counted by a keyed 64-bit hash of (tenant, user) rather than by name: every idle
+/// connection pays for this map, and two users sharing a count would take a collision of a
+/// keyed hash (about one in 2^64 per pair), with no worse effect than a shared bound.
 #[derive(Debug)]
 pub struct SessionSlots {
-    /// Open sessions by (tenant, user).
-    open: Mutex<HashMap<(String, String), usize>>,
+    /// Open sessions by user hash.
+    open: Mutex<HashMap<u64, u32>>,
     /// Most sessions one user may hold.
     max: usize,
+    /// The hash's random key, per process.
+    hasher: std::hash::RandomState,
 }
 
 /// One user's claim on one session; gives the place back when dropped.
@@ -193,8 +199,8 @@ pub struct SessionSlots {
 pub struct SessionSlot {
     /// The counts it belongs to.
     slots: Arc<SessionSlots>,
-    /// Whose slot it is.
-    user: (String, String),
+    /// Whose slot it is (the user's hash).
+    user: u64,
 }
 
 impl SessionSlots {
@@ -203,16 +209,22 @@ impl SessionSlots {
         Arc::new(SessionSlots {
             open: Mutex::new(HashMap::new()),
             max,
+            hasher: std::hash::RandomState::new(),
         })
+    }
+
+    fn key(&self, tenant: &str, user: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((tenant, user))
     }
 
     /// A slot for one more session of `user` in `tenant`, or `None` when the user holds the
     /// most already.
     pub fn take(self: &Arc<Self>, tenant: &str, user: &str) -> Option<SessionSlot> {
-        let key = (tenant.to_string(), user.to_string());
+        let key = self.key(tenant, user);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(key.clone()).or_default();
-        if *count >= self.max {
+        let count = open.entry(key).or_default();
+        if *count as usize >= self.max {
             return None;
         }
         *count += 1;
@@ -224,10 +236,9 @@ impl SessionSlots {
 
     /// Sessions `user` of `tenant` holds now.
     pub fn held(&self, tenant: &str, user: &str) -> usize {
+        let key = self.key(tenant, user);
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&(tenant.to_string(), user.to_string()))
-            .copied()
-            .unwrap_or(0)
+        open.get(&key).map_or(0, |n| *n as usize)
     }
 }
 

@@ -167,8 +167,9 @@ where
 /// passes.
 async fn linger(tcp: &TcpStream) {
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
-    let mut sink = [0u8; READ_CHUNK];
-    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, tcp.readable()).await {
+    // On the heap, and only now: a buffer in the task's state would cost every connection.
+    let mut sink = vec![0u8; READ_CHUNK];
+    while let Ok(Ok(())) = Box::pin(tokio::time::timeout_at(deadline, tcp.readable())).await {
         match tcp.try_read(&mut sink) {
             Ok(0) => return,
             Ok(_) => {}
@@ -221,8 +222,10 @@ async fn write_all(tcp: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::
         match tcp.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
+            // Boxed, so that only a connection that waits holds a timer: the task's state is
+            // what every idle connection pays for.
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout_at(deadline, tcp.writable())
+                Box::pin(tokio::time::timeout_at(deadline, tcp.writable()))
                     .await
                     .map_err(|_| {
                         io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")

@@ -519,22 +519,15 @@ impl RedisServer {
 
     /// Starts `redis-server` without persistence: a restart loses everything.
     pub fn start_forgetful() -> RedisServer {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("boardcast-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let server = RedisServer {
-            child: std::sync::Mutex::new(None),
-            port,
-            dir,
-            persistent: false,
-        };
-        server.spawn();
-        server
+        Self::start_with(free_port(), false)
     }
 
     /// Starts `redis-server` on `port`.
     pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, true)
+    }
+
+    fn start_with(port: u16, persistent: bool) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("boardcast-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -542,7 +535,7 @@ impl RedisServer {
             child: std::sync::Mutex::new(None),
             port,
             dir,
-            persistent: true,
+            persistent,
         };
         server.spawn();
         server
