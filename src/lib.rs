@@ -23,6 +23,7 @@
 //! - [`event`]: what travels between actors (and instances).
 //! - [`limits`]: rate limits and the cursor throttle.
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`token`]: `boardcast token`, tokens signed with the configured key.
 
 #![warn(missing_docs)]
 
@@ -37,3 +38,4 @@ pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod startup;
+pub mod token;

@@ -1,10 +1,113 @@
-//! The `boardcast` binary: configuration, logging, then the application until a signal.
+//! The `boardcast` binary: the service (the default), or one of its tools.
+//!
+//! - `boardcast` or `boardcast serve`: configuration, logging, then the application until a
+//!   signal.
+//! - `boardcast token --user ID ...`: prints a token signed with the configured key.
 
+use boardcast::auth::Role;
 use boardcast::config::Config;
 use boardcast::startup::Application;
+use boardcast::token::{make_token, TokenRequest};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A realtime board service. Configured by environment variables (see README.md).
+#[derive(Parser)]
+#[command(name = "boardcast", version)]
+struct Cli {
+    /// What to do; the service when absent.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the service (the default).
+    Serve,
+    /// Prints a token signed with the service's key (JWT_SECRET, or --private-key with
+    /// JWT_PUBLIC_KEY and JWT_ALGORITHM), with JWT_AUDIENCE and JWT_ISSUER when set.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// The name others see.
+        #[arg(long)]
+        name: Option<String>,
+        /// What the holder may do.
+        #[arg(long, value_enum, default_value = "editor")]
+        role: RoleArg,
+        /// The tenant (1-64 characters of A-Z a-z 0-9 _ -); `default` when absent.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The only boards the token may join, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        boards: Option<Vec<String>>,
+        /// Lifetime in seconds (at most 30 days).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// A PEM private key, for a service that verifies with JWT_PUBLIC_KEY.
+        #[arg(long)]
+        private_key: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Editor,
+    Viewer,
+    Server,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Editor => Role::Editor,
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Server => Role::Server,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Serve) => serve(),
+        Some(Command::Token {
+            user,
+            name,
+            role,
+            tenant,
+            boards,
+            ttl,
+            private_key,
+        }) => {
+            let request = TokenRequest {
+                user,
+                name,
+                role: role.into(),
+                tenant,
+                boards,
+                ttl,
+                private_key,
+            };
+            let made = Config::from_env()
+                .map_err(|e| e.to_string())
+                .and_then(|config| make_token(&config, &request).map_err(|e| e.to_string()));
+            match made {
+                Ok(token) => {
+                    println!("{token}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("boardcast token: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
 
 #[actix_web::main]
-async fn main() -> std::process::ExitCode {
+async fn serve() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Config::from_env() {
         Ok(config) => config,
