@@ -152,6 +152,7 @@ impl Application {
                 .route("/readyz", web::get().to(http::health::readyz))
                 .route("/dev/token", web::get().to(http::dev::token))
                 .route("/", web::get().to(http::assets::index))
+                .route("/favicon.ico", web::get().to(http::assets::favicon))
                 .route(
                     "/client/boardcast.js",
                     web::get().to(http::assets::client_js),

@@ -251,6 +251,7 @@ in_both_modes! {
 async fn health_and_readiness_answer(mode) {
     let app = spawn_app_in(mode).await;
     assert_eq!(app.get("/healthz", None).await.0, 200);
+    assert_eq!(app.get("/favicon.ico", None).await.0, 204, "no 404 in the console");
     assert_eq!(
         reqwest::get(app.url("/readyz"))
             .await

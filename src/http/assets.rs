@@ -33,3 +33,10 @@ pub async fn client_types() -> HttpResponse {
         .content_type("text/plain; charset=utf-8")
         .body(CLIENT_TYPES)
 }
+
+/// `GET /favicon.ico`: nothing, said plainly (204), so browsers log no error for it.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Cache-Control", "max-age=86400"))
+        .finish()
+}

@@ -130,6 +130,19 @@ async function addNote(page) {
   return page.$eval(".note:last-of-type", (el) => el.dataset.id);
 }
 
+test("without a token the page says how to get one", async () => {
+  const server = await startServer({ JWT_SECRET: SECRET });
+  const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+  const page = await context.newPage();
+  await page.goto(`http://127.0.0.1:${server.port}/?board=e2e-notoken`);
+  await page.waitForSelector("#error:not([hidden])", { timeout: WAIT });
+  assert.match(await page.textContent("#error"), /#token=JWT/);
+  const favicon = await fetch(`http://127.0.0.1:${server.port}/favicon.ico`);
+  assert.ok(favicon.ok, `favicon: ${favicon.status}`);
+  await page.screenshot({ path: join(SHOTS, "no-token.png") });
+  await context.close();
+});
+
 test("two users see each other, cursors, and notes added and dragged", async () => {
   const server = await startServer();
   const a = await openBoard(server.port, "e2e");
