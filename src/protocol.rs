@@ -110,9 +110,21 @@ impl FrameError {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Horizontal coordinate; finite.
+    #[serde(serialize_with = "coordinate")]
     pub x: f64,
     /// Vertical coordinate; finite.
+    #[serde(serialize_with = "coordinate")]
     pub y: f64,
+}
+
+/// Writes a coordinate in one form wherever it appears (events and snapshots alike): a whole
+/// number as an integer (`1`, not `1.0`), anything else as a float.
+fn coordinate<S: serde::Serializer>(value: &f64, out: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+        out.serialize_i64(*value as i64)
+    } else {
+        out.serialize_f64(*value)
+    }
 }
 
 /// A user's presence status.
@@ -343,6 +355,19 @@ mod tests {
         let err = parse(r#"{"type":"cursor.move","payload":{"position":{"x":1e400,"y":0}}}"#)
             .expect_err("overflow");
         assert_eq!(err.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn whole_coordinates_are_written_as_integers() {
+        let p = Point { x: 1.0, y: 2.5 };
+        assert_eq!(
+            serde_json::to_string(&p).expect("json"),
+            r#"{"x":1,"y":2.5}"#
+        );
+        let far = Point { x: -1e300, y: 0.0 };
+        let back: Point =
+            serde_json::from_str(&serde_json::to_string(&far).expect("json")).expect("read back");
+        assert_eq!(back, far);
     }
 
     #[test]

@@ -73,7 +73,7 @@ async fn cursors_and_typing_cross_instances() {
         .await;
     assert_eq!(
         bob.next_frame().await,
-        json!({"type":"cursor.move","payload":{"userId":"ann","position":{"x":7.0,"y":8.0}}})
+        json!({"type":"cursor.move","payload":{"userId":"ann","position":{"x":7,"y":8}}})
     );
     ann.send_type("typing.start", json!({"itemId":"i","columnId":"c"}))
         .await;

@@ -15,7 +15,7 @@ async fn a_cursor_move_reaches_the_others_but_not_the_sender(mode) {
         .await;
     assert_eq!(
         bob.next_frame().await,
-        json!({"type":"cursor.move","payload":{"userId":"ann","position":{"x":10.5,"y":-2.0}}})
+        json!({"type":"cursor.move","payload":{"userId":"ann","position":{"x":10.5,"y":-2}}})
     );
     ann.send_type("cursor.move", json!({"position":null})).await;
     assert_eq!(bob.next_frame().await["payload"]["position"], json!(null));

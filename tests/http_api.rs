@@ -215,7 +215,7 @@ async fn presence_is_listed_for_backends(mode) {
         body,
         json!({"users":[
             {"userId":"ann","user":{"name":"ann name","avatar":null},"color":"#e6194b","cursor":null,"status":"active"},
-            {"userId":"bob","user":{"name":"bob name","avatar":null},"color":"#3cb44b","cursor":{"x":1.0,"y":2.0},"status":"active"}
+            {"userId":"bob","user":{"name":"bob name","avatar":null},"color":"#3cb44b","cursor":{"x":1,"y":2},"status":"active"}
         ]})
     );
     let (_, empty) = app

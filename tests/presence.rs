@@ -176,7 +176,7 @@ async fn a_snapshot_shows_the_cursors_of_present_users(mode) {
         .iter()
         .find(|u| u["userId"] == "ann")
         .expect("ann present");
-    assert_eq!(ann_entry["cursor"], json!({"x":3.0,"y":4.0}));
+    assert_eq!(ann_entry["cursor"], json!({"x":3,"y":4}));
 }
 }
 

@@ -102,9 +102,9 @@ async function waitReady(port) {
 }
 
 /** An HS256 JWT signed with the test secret. */
-function jwt(sub, name) {
+function jwt(sub, name, role = "editor") {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, name, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, name, role, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
 
@@ -141,6 +141,27 @@ test("without a token the page says how to get one", async () => {
   assert.ok(favicon.ok, `favicon: ${favicon.status}`);
   await page.screenshot({ path: join(SHOTS, "no-token.png") });
   await context.close();
+});
+
+test("notes show their title, names are shown, and cursors from the snapshot are drawn", async () => {
+  const server = await startServer({ JWT_SECRET: SECRET });
+  const serverToken = jwt("backend", "Backend", "server");
+  const created = await fetch(`http://127.0.0.1:${server.port}/api/boards/e2e-title/events`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${serverToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ type: "item.created", payload: { item: { id: "n1", title: "from the backend", position: { x: 50, y: 50 } } } }),
+  });
+  assert.equal(created.status, 202);
+  const a = await openBoard(server.port, "e2e-title", jwt("ann", "Ann"));
+  await a.waitForFunction(() => document.querySelector(".note .title")?.textContent === "from the backend", null, { timeout: WAIT });
+  assert.equal(await a.textContent("#me"), "Ann", "the own badge shows the name");
+  // Ann's cursor is on the board before Bob arrives: Bob's snapshot draws it at once.
+  await a.mouse.move(300, 300);
+  await a.waitForFunction(() => window.board.state.users.get("ann")?.cursor !== undefined, null, { timeout: WAIT });
+  await new Promise((r) => setTimeout(r, 300));
+  const b = await openBoard(server.port, "e2e-title", jwt("bob", "Bob"));
+  await b.waitForFunction(() => document.querySelector('.cursor[data-user="ann"]')?.textContent === "Ann", null, { timeout: WAIT });
+  await b.screenshot({ path: join(SHOTS, "title-and-snapshot-cursor.png") });
 });
 
 test("two users see each other, cursors, and notes added and dragged", async () => {
