@@ -814,6 +814,7 @@ async fn an_instance_warns_when_redis_does_not_persist_and_a_restart_then_resync
     ann.request("item.created", json!({"item":{"id":"i"}}), "1")
         .await;
     // Redis restarts with nothing; ann reconnects resuming from seq 1 of the lost epoch.
+    ann.leave().await;
     redis.stop();
     redis.restart();
     app.wait_ready().await;
