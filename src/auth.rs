@@ -178,10 +178,7 @@ impl Verifier {
     /// Checks signature, algorithm, expiry, not-before and claims, and returns who the token
     /// speaks for.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        self.verify_at(token, now_secs())
-    }
-
-    fn verify_at(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let now = now_secs();
         let data = decode::<Incoming>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;

@@ -235,7 +235,8 @@ impl SessionSlots {
     }
 
     /// Sessions `user` of `tenant` holds now.
-    pub fn held(&self, tenant: &str, user: &str) -> usize {
+    #[cfg(test)]
+    fn held(&self, tenant: &str, user: &str) -> usize {
         let key = self.key(tenant, user);
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(&key).map_or(0, |n| *n as usize)

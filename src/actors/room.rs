@@ -107,31 +107,24 @@ impl Member {
         if !self.ready {
             return false;
         }
-        let (rev_floor, seq_floor) = (self.rev_floor, self.seq_floor);
-        let Some(queue) = self.queue.as_mut().filter(|_| !self.lagged) else {
-            self.queue = None;
+        let Some(mut queue) = self.queue.take().filter(|_| !self.lagged) else {
             return false;
         };
         while let Some((order, frame)) = queue.pop_front() {
-            let held = match order {
-                Order::Rev(rev) => rev <= rev_floor,
-                Order::Seq(seq) => seq <= seq_floor,
-                Order::None => false,
-            };
-            if held {
+            if self.holds(order) {
                 continue;
             }
             match self.out.try_send(Outbound::Frame(frame)) {
                 Ok(()) => {}
                 Err(SendError::Full(Outbound::Frame(frame))) => {
                     queue.push_front((order, frame));
+                    self.queue = Some(queue);
                     return true;
                 }
                 // Closed, or not a frame (never): the session is gone.
                 Err(_) => break,
             }
         }
-        self.queue = None;
         self.held = 0;
         false
     }

@@ -215,9 +215,9 @@ where
 }
 
 /// Writes all of `bytes`, waiting while the socket's send buffer is full, for `timeout` at
-/// most.
+/// most from the first wait (a write that never waits reads no clock).
 async fn write_all(tcp: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = None;
     while !bytes.is_empty() {
         match tcp.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -225,6 +225,8 @@ async fn write_all(tcp: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::
             // Boxed, so that only a connection that waits holds a timer: the task's state is
             // what every idle connection pays for.
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let deadline =
+                    *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
                 Box::pin(tokio::time::timeout_at(deadline, tcp.writable()))
                     .await
                     .map_err(|_| {
