@@ -498,3 +498,47 @@ async fn fragments_pings_and_pongs_count_towards_the_rate_limit() {
         );
     }
 }
+
+in_both_modes! {
+async fn the_replay_log_keeps_what_fits_in_its_bytes(mode) {
+    let mut config = test_config();
+    config.replay_bytes = 2_000;
+    let app = spawn_app_with_in(mode, config).await;
+    let server = server_token();
+    for n in 1..=50u64 {
+        let (status, body) = app
+            .post(
+                "/api/boards/b/events",
+                Some(&server),
+                &json!({"type":"step.done","payload":{"n":n,"pad":"x".repeat(100)}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // The oldest events no longer fit: a resume from the start gets a snapshot...
+    let mut old = app.resume("b", "bob", 0).await;
+    let first = old.next_frame().await;
+    assert_eq!((first["type"].clone(), first["payload"]["resync"].clone()), (json!("board.snapshot"), json!(true)), "{first}");
+    // ...while the newest ones are replayed.
+    let mut recent = app.resume("b", "bob", 45).await;
+    let first = recent.next_frame().await;
+    assert_eq!(first["type"], "board.resumed", "{first}");
+    for seq in 46..=50u64 {
+        assert_eq!(recent.next_frame().await["seq"], seq);
+    }
+}
+}
+
+#[actix_web::test]
+async fn a_malformed_idempotency_key_is_a_bad_request() {
+    let app = spawn_app().await;
+    let response = reqwest::Client::new()
+        .post(app.url("/api/boards/b/events"))
+        .bearer_auth(server_token())
+        .header("Idempotency-Key", "has space")
+        .json(&json!({"type":"order.shipped","payload":{}}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 400);
+}
