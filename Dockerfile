@@ -10,10 +10,13 @@ RUN cargo build --release --locked --bin boardcast
 
 # Runtime stage: a slim image with only the binary, run as a non-root user.
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --no-create-home boardcast
+RUN useradd --system --uid 10001 --no-create-home boardcast \
+    && mkdir /data && chown boardcast /data
 COPY --from=build /src/target/release/boardcast /usr/local/bin/boardcast
 USER boardcast
 ENV BIND=0.0.0.0:8080 \
+    DATA_DIR=/data \
     RUST_LOG=info
+VOLUME /data
 EXPOSE 8080
 CMD ["boardcast"]

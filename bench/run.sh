@@ -51,7 +51,8 @@ REDIS_URL=redis://127.0.0.1:$REDIS_PORT/
 start_target() {
   local name=$1 port=$2; shift 2
   case $name in
-    boardcast) env BIND=127.0.0.1:$port JWT_SECRET=$SECRET RATE_LIMIT=100000 RATE_BURST=100000 RUST_LOG=warn "$@" \
+    boardcast) env BIND=127.0.0.1:$port JWT_SECRET=$SECRET RATE_LIMIT=100000 RATE_BURST=100000 RUST_LOG=warn \
+                 DATA_DIR="$(mktemp -d "$OUT/data.XXXXXX")" "$@" \
                  "$ROOT/target/release/boardcast" & ;;
     relay)     "$ROOT/target/release/relay" --bind 127.0.0.1:$port --secret $SECRET 2>/dev/null & ;;
     node)      node bench/peers/node/server.mjs --port "$port" --secret $SECRET --redis "$REDIS_URL" 2>/dev/null & ;;
@@ -86,6 +87,15 @@ for name in boardcast relay node; do
   done
   stop "$PID"
 done
+
+echo "== boardcast, embedded storage: SYNC=full, and in memory only"
+for variant in "boardcast-sync-full SYNC=full" "boardcast-memory DATA_DIR=:memory:"; do
+  read -r label setting <<< "$variant"
+  port=$(free_port); start_target boardcast "$port" "$setting"
+  run durable --label "$label" --url "ws://127.0.0.1:$port" --pid "$PID" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix "d-$label" || true
+  stop "$PID"
+done
+rm -rf "$OUT"/data.*
 
 echo "== boardcast, two instances with Redis"
 p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL"; pid1=$PID

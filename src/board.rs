@@ -302,6 +302,37 @@ impl BoardState {
         Ok(state)
     }
 
+    /// A whole board as stored (JSON text): its items, and its cells as `(item, column, text)`.
+    /// Sizes are measured as they load; bounds are not checked (the board was within them
+    /// when it was written).
+    pub fn from_rows<'a>(
+        items: impl IntoIterator<Item = &'a str>,
+        cells: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<BoardState, String> {
+        let mut state = BoardState::default();
+        for text in items {
+            let item: Map<String, Value> =
+                serde_json::from_str(text).map_err(|e| format!("stored item: {e}"))?;
+            state.items.insert(item_id_of(&item), item);
+        }
+        for (item, column, text) in cells {
+            let cell: Value =
+                serde_json::from_str(text).map_err(|e| format!("stored value: {e}"))?;
+            let version = cell.get("version").and_then(Value::as_u64).unwrap_or(0);
+            let value = cell.get("value").cloned().unwrap_or(Value::Null);
+            state
+                .values
+                .entry(item.to_string())
+                .or_default()
+                .insert(column.to_string(), Cell { value, version });
+        }
+        let ids: Vec<String> = state.items.keys().cloned().collect();
+        for id in ids {
+            state.resize(&id, BoardLimits::NONE).ok();
+        }
+        Ok(state)
+    }
+
     /// The stored form of an item, `None` when absent.
     pub fn item_text(&self, item_id: &str) -> Option<String> {
         self.items

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::broker::sqlite::SyncMode;
+
 /// A setting that could not be read: which variable, what it held, what it should hold.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}={value:?} is not valid: expected {expected}")]
@@ -89,6 +91,10 @@ pub struct Config {
     pub demo: bool,
     /// `WORKERS`: HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// `DATA_DIR`: where the embedded mode keeps its database; `:memory:` keeps nothing.
+    pub data_dir: String,
+    /// `SYNC`: when a commit of the embedded mode is on disk.
+    pub sync: SyncMode,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Config {
             jwt_issuer: None,
             demo: true,
             workers: 0,
+            data_dir: "data".into(),
+            sync: SyncMode::Normal,
         }
     }
 }
@@ -238,6 +246,22 @@ impl Config {
                 value: v.clone(),
                 expected: "a whole number (0: one per core)",
             })?;
+        }
+        if let Some(v) = get("DATA_DIR") {
+            config.data_dir = v.trim().to_string();
+        }
+        if let Some(v) = get("SYNC") {
+            config.sync = match v.trim().to_ascii_lowercase().as_str() {
+                "normal" => SyncMode::Normal,
+                "full" => SyncMode::Full,
+                _ => {
+                    return Err(ConfigError {
+                        var: "SYNC",
+                        value: v,
+                        expected: "normal or full",
+                    })
+                }
+            };
         }
         Ok(config)
     }

@@ -6,7 +6,7 @@
 //! The modules follow the data path of a frame:
 //!
 //! ```text
-//! browser tab ──ws──► Session ──► Room (one per board per instance) ──► Broker ──► memory
+//! browser tab ──ws──► Session ──► Room (one per board per instance) ──► Broker ──► SQLite or Redis
 //!                        ▲            │   ▲                                │
 //!                        └── frames ──┘   └──────── board events ──────────┘
 //!                                     Presence (colors, join/leave transitions)
@@ -18,7 +18,8 @@
 //! - [`auth`]: tokens and the identity they give.
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
 //! - [`actors`]: the session, room, registry and presence.
-//! - [`broker`]: the interface to the shared world and its embedded backend.
+//! - [`broker`]: the interface to the shared world and its two backends (embedded with SQLite,
+//!   and Redis).
 //! - [`board`]: the durable state of a board and its rules.
 //! - [`event`]: what travels between actors (and instances).
 //! - [`limits`]: rate limits and the cursor throttle.

@@ -3,8 +3,10 @@
 //! - `boardcast` or `boardcast serve`: configuration, logging, then the application until a
 //!   signal.
 //! - `boardcast token --user ID ...`: prints a token signed with the configured key.
+//! - `boardcast backup PATH`: copies the embedded mode's database while the service runs.
 
 use boardcast::auth::Role;
+use boardcast::broker::sqlite::backup;
 use boardcast::config::Config;
 use boardcast::startup::Application;
 use boardcast::token::{make_token, TokenRequest};
@@ -48,6 +50,13 @@ enum Command {
         #[arg(long)]
         private_key: Option<String>,
     },
+    /// Copies a consistent snapshot of the database in DATA_DIR to a new file PATH, while the
+    /// service runs. To restore: stop the service, put the copy in DATA_DIR as boardcast.db
+    /// (removing boardcast.db-wal and boardcast.db-shm), start it.
+    Backup {
+        /// The new file to write.
+        path: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,6 +80,21 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Serve) => serve(),
+        Some(Command::Backup { path }) => {
+            let done = Config::from_env()
+                .map_err(|e| e.to_string())
+                .and_then(|config| backup(&config.data_dir, &path).map_err(|e| e.to_string()));
+            match done {
+                Ok(()) => {
+                    eprintln!("boardcast backup: wrote {path}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("boardcast backup: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Token {
             user,
             name,

@@ -17,6 +17,7 @@ use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
 use crate::actors::room::RoomSettings;
 use crate::auth::{AuthError, Verifier};
+use crate::broker::sqlite::{Store, StoreError, DB_FILE};
 use crate::broker::{Broker, GetReady, GetRedis, Retire};
 use crate::config::Config;
 use crate::http;
@@ -68,6 +69,9 @@ pub enum StartupError {
     /// `REDIS_URL` cannot be used.
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The embedded mode's storage cannot be used.
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
     /// An actor did not answer during start-up.
     #[error("start-up: {0}")]
     Actor(#[from] actix::MailboxError),
@@ -96,7 +100,19 @@ impl Application {
                 log::info!("scale-out mode: Redis at {}", redact(url));
                 Broker::start_redis(url, config.redis_prefix.clone(), config.board_limits())?
             }
-            None => Broker::embedded(config.board_limits()).start(),
+            None => {
+                let store = Store::open(&config.data_dir, config.sync)?;
+                log::info!(
+                    "embedded mode: boards stored in {} (SYNC={:?})",
+                    if config.data_dir == ":memory:" {
+                        "memory only".to_string()
+                    } else {
+                        format!("{}/{DB_FILE}", config.data_dir)
+                    },
+                    config.sync
+                );
+                Broker::start_embedded(store, config.board_limits())
+            }
         };
         let redis = broker.send(GetRedis).await?;
         let ready = broker.send(GetReady).await?;

@@ -444,3 +444,233 @@ async fn a_resume_from_another_epoch_gets_a_resync_snapshot(mode) {
     assert_eq!(app.upgrade_status(bad).await, 400);
 }
 }
+
+// The embedded mode's storage: what was acked is still there after the process ends.
+
+/// Sends `count` `value.set` operations on columns `c{from}`.. of item `i`, `window` at a
+/// time, and waits for every ack; the last seq acked.
+async fn set_values(client: &mut TestClient, from: u64, count: u64, window: u64) -> u64 {
+    let mut last = 0;
+    let mut n = from;
+    while n < from + count {
+        let upto = (n + window).min(from + count);
+        for k in n..upto {
+            client
+                .send(json!({"type":"value.set","payload":{"itemId":"i","columnId":format!("c{k}"),"value":k},"id":format!("v{k}")}))
+                .await;
+        }
+        for _ in n..upto {
+            let ack = client.next_of("ack").await;
+            last = last.max(ack["payload"]["seq"].as_u64().expect("a seq"));
+        }
+        n = upto;
+    }
+    last
+}
+
+/// Starts the binary on `dir`, with limits that let a test write fast and much.
+fn start_on(dir: &std::path::Path) -> Instance {
+    let dir = dir.to_str().expect("a UTF-8 path");
+    Instance::start(&[
+        ("DATA_DIR", dir),
+        ("RATE_LIMIT", "100000"),
+        ("RATE_BURST", "100000"),
+        ("MAX_ITEM_BYTES", "1000000"),
+    ])
+}
+
+#[actix_web::test]
+async fn acked_events_survive_sigkill_and_sigterm_and_a_resume_crosses_the_restart() {
+    for signal in ["KILL", "TERM"] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut first = start_on(dir.path());
+        let app = first.app();
+        let (mut ann, snapshot) = app.join("b", "ann").await;
+        let epoch = snapshot["payload"]["epoch"]
+            .as_str()
+            .expect("an epoch")
+            .to_string();
+        ann.request("item.created", json!({"item":{"id":"i","title":"T"}}), "0")
+            .await;
+        let last = set_values(&mut ann, 1, 4, 2).await;
+        assert_eq!(last, 5);
+        first.signal(signal);
+        first.wait_exit().await;
+
+        let second = start_on(dir.path());
+        let app = second.app();
+        let (_, snapshot) = app.join("b", "bob").await;
+        assert_eq!(snapshot["type"], "board.snapshot", "{signal}: {snapshot}");
+        assert_eq!(snapshot["payload"]["seq"], 5, "{signal}: seq continues");
+        assert_eq!(snapshot["payload"]["epoch"], epoch.as_str(), "{signal}");
+        assert_eq!(
+            snapshot["payload"]["items"],
+            json!([{"id":"i","title":"T","version":1}]),
+            "{signal}"
+        );
+        let values = snapshot["payload"]["values"].as_array().expect("values");
+        assert_eq!(values.len(), 4, "{signal}: {snapshot}");
+        // A client that saw seq 2 before the restart gets exactly 3..=5, no resync.
+        let url = format!(
+            "{}&last_seq=2&epoch={epoch}",
+            app.ws_url("b", &token("carl"))
+        );
+        let mut carl = TestClient::connect(&url).await;
+        let resumed = carl.next_frame().await;
+        assert_eq!(resumed["type"], "board.resumed", "{signal}: {resumed}");
+        assert_eq!(
+            (
+                resumed["payload"]["fromSeq"].as_u64(),
+                resumed["payload"]["toSeq"].as_u64()
+            ),
+            (Some(3), Some(5))
+        );
+        for seq in 3..=5u64 {
+            assert_eq!(carl.next_frame().await["seq"], seq, "{signal}");
+        }
+        // A retry of an operation acked before the restart is answered, not applied again.
+        let (mut ann, _) = app.join("b", "ann").await;
+        ann.send(json!({"type":"value.set","payload":{"itemId":"i","columnId":"c4","value":4},"id":"v4"}))
+            .await;
+        let ack = ann.next_of("ack").await;
+        assert_eq!(ack["payload"]["seq"], 5, "{signal}: {ack}");
+        let next = ann
+            .request(
+                "item.updated",
+                json!({"itemId":"i","changes":{"title":"U"}}),
+                "1",
+            )
+            .await;
+        assert_eq!(next["payload"]["seq"], 6, "{signal}: {next}");
+        assert_eq!(carl.next_sequenced().await["seq"], 6, "{signal}");
+    }
+}
+
+#[actix_web::test]
+async fn a_board_of_ten_thousand_items_reloads() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut first = start_on(dir.path());
+    let app = first.app();
+    let (mut ann, _) = app.join("big", "ann").await;
+    let mut n = 0;
+    while n < 10_000 {
+        for k in n..n + 25 {
+            ann.send(json!({"type":"item.created","payload":{"item":{"id":format!("i{k}"),"title":format!("note {k}")}},"id":format!("{k}")}))
+                .await;
+        }
+        for _ in 0..25 {
+            ann.next_of("ack").await;
+        }
+        n += 25;
+    }
+    first.signal("KILL");
+    first.wait_exit().await;
+    let second = start_on(dir.path());
+    let (_, snapshot) = second.app().join("big", "bob").await;
+    assert_eq!(snapshot["payload"]["seq"], 10_000);
+    let items = snapshot["payload"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 10_000);
+    assert!(items.iter().any(|i| i["title"] == "note 9999"));
+}
+
+#[actix_web::test]
+async fn a_second_instance_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_str().expect("a UTF-8 path");
+    let _first = start_on(dir.path());
+    let (status, log) = start_refused(&[("DATA_DIR", path)]);
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!(
+            "DATA_DIR {path} is in use by another boardcast process"
+        )),
+        "{log}"
+    );
+}
+
+#[actix_web::test]
+async fn an_unusable_data_dir_stops_start_up_with_its_name() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("a file");
+    let data_dir = file.join("data");
+    let data_dir = data_dir.to_str().expect("a UTF-8 path");
+    let (status, log) = start_refused(&[("DATA_DIR", data_dir)]);
+    assert!(!status.success());
+    assert!(log.contains(&format!("DATA_DIR {data_dir}:")), "{log}");
+}
+
+#[actix_web::test]
+async fn a_database_of_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut first = start_on(dir.path());
+    first.signal("TERM");
+    first.wait_exit().await;
+    let db = dir.path().join("boardcast.db");
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.execute("INSERT INTO schema_version (version) VALUES (99)", []))
+        .expect("the schema version is written");
+    let path = dir.path().to_str().expect("a UTF-8 path");
+    let (status, log) = start_refused(&[("DATA_DIR", path)]);
+    assert!(!status.success());
+    assert!(
+        log.contains("has schema version 99, newer than this boardcast knows"),
+        "{log}"
+    );
+}
+
+#[actix_web::test]
+async fn a_backup_taken_under_write_load_restores_to_a_consistent_board() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_str().expect("a UTF-8 path");
+    let first = start_on(dir.path());
+    let app = first.app();
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "0")
+        .await;
+    set_values(&mut ann, 0, 300, 20).await;
+    // The backup runs while a window of operations is in flight, and more follow.
+    for k in 300..330u64 {
+        ann.send(json!({"type":"value.set","payload":{"itemId":"i","columnId":format!("c{k}"),"value":k},"id":format!("v{k}")}))
+            .await;
+    }
+    let target = dir.path().join("copy.db");
+    let target = target.to_str().expect("a UTF-8 path");
+    let backup = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .args(["backup", target])
+        .env("DATA_DIR", path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the backup starts");
+    for _ in 300..330 {
+        ann.next_of("ack").await;
+    }
+    set_values(&mut ann, 330, 310, 20).await;
+    let output = backup.wait_with_output().expect("the backup ends");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A second backup to the same file is refused rather than overwriting it.
+    let (ok, log) = run_tool(&["backup", target], &[("DATA_DIR", path)]);
+    assert!(!ok && log.contains("exists"), "{log}");
+    drop(first);
+
+    let restored = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(target, restored.path().join("boardcast.db")).expect("the copy is restored");
+    let second = start_on(restored.path());
+    let app = second.app();
+    let (_, snapshot) = app.join("b", "bob").await;
+    let seq = snapshot["payload"]["seq"].as_u64().expect("a seq");
+    assert!((301..=641).contains(&seq), "{snapshot}");
+    // Every event up to seq is in the copy, none after: one item, then a value per event.
+    let values = snapshot["payload"]["values"].as_array().expect("values");
+    assert_eq!(values.len() as u64, seq - 1, "{snapshot}");
+    assert!(values.iter().all(|v| v["version"] == 1));
+    // And its replay log ends at that same seq.
+    let mut carl = app.resume("b", "carl", seq - 3).await;
+    let resumed = carl.next_frame().await;
+    assert_eq!(resumed["type"], "board.resumed", "{resumed}");
+    assert_eq!(resumed["payload"]["toSeq"], seq);
+}

@@ -295,6 +295,13 @@ pub fn markdown(lines: &str) -> String {
     }
     for r in runs
         .iter()
+        .filter(|r| r["scenario"] == "durable" && r["target"] == "boardcast" && r["writers"] == 4)
+    {
+        let (rate, p99) = (f(r, &["acks_per_s"]), f(r, &["latency", "p99"]));
+        verdict(&format!("durable, embedded with SQLite at SYNC=normal ({} boards × {} writers, depth {}): ≥ 20,000 acks/s, p99 ≤ 20 ms, gap-free", r["boards"], r["writers"], r["depth"]), format!("{rate:.0}/s, p99 {p99:.1} ms, gaps {}", r["seq_gaps"]), rate >= 20_000.0 && p99 <= 20.0 && r["seq_gaps"] == 0);
+    }
+    for r in runs
+        .iter()
         .filter(|r| r["scenario"] == "durable" && r["target"] == "boardcast-redis-x2")
     {
         let (rate, p99) = (f(r, &["acks_per_s"]), f(r, &["latency", "p99"]));

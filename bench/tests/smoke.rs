@@ -15,6 +15,7 @@ async fn server() -> Target {
         rate_per_sec: 10_000.0,
         rate_burst: 10_000.0,
         workers: 1,
+        data_dir: ":memory:".into(),
         ..Config::default()
     };
     let app = Application::build(config).await.expect("the server starts");

@@ -188,7 +188,10 @@ mod tests {
 
     #[actix_web::test]
     async fn a_room_that_stops_abnormally_is_forgotten_and_started_again_on_the_next_join() {
-        let broker = Broker::embedded(BoardLimits::NONE).start();
+        let store =
+            crate::broker::sqlite::Store::open(":memory:", crate::broker::sqlite::SyncMode::Normal)
+                .expect("an in-memory store");
+        let broker = Broker::start_embedded(store, BoardLimits::NONE);
         let presence = Presence::new(broker.clone(), None).start();
         let settings = RoomSettings {
             backlog_bound: 16,

@@ -27,10 +27,14 @@ use crate::protocol::{
 };
 use crate::startup::AppState;
 
-/// Durable operations a session may have waiting behind the one in flight; past it they are
+/// Durable operations a session may have waiting behind those in flight; past it they are
 /// answered `unavailable` at once (the backend is slow or stalled, and a client that retries
 /// later does better than one whose operations apply long after it gave up on them).
 const DURABLE_QUEUE: usize = 32;
+/// Durable operations a session may have in flight in the embedded mode, whose broker applies
+/// them in the order they arrive; with Redis, where each is a round trip of its own, one at a
+/// time keeps them in the order the client sent them.
+const EMBEDDED_WINDOW: usize = 32;
 
 /// Everything a session needs from the instance, shared by all sessions.
 pub type Shared = Arc<AppState>;
@@ -63,10 +67,10 @@ pub struct Session {
     fragments: Option<Vec<u8>>,
     /// A fragmented binary message is being skipped.
     binary_fragments: bool,
-    /// Durable operations waiting for the one in flight, in the order the client sent them.
+    /// Durable operations waiting for those in flight, in the order the client sent them.
     durable_queue: VecDeque<(Option<String>, DurableOp)>,
-    /// A durable operation is in flight.
-    durable_busy: bool,
+    /// Durable operations in flight.
+    durable_in_flight: usize,
     /// Its place among its user's sessions on this instance, given back when it ends.
     _slot: SessionSlot,
     /// A close frame was sent: what the client still sends is ignored.
@@ -99,7 +103,7 @@ impl Session {
             fragments: None,
             binary_fragments: false,
             durable_queue: VecDeque::new(),
-            durable_busy: false,
+            durable_in_flight: 0,
             _slot: slot,
             closing: false,
         }
@@ -247,16 +251,29 @@ impl Session {
         }
     }
 
-    /// Sends the next queued durable operation once the previous one is answered, so that a
-    /// session's operations apply in the order it sent them.
+    /// Sends queued durable operations while the window allows, so that a session's
+    /// operations apply in the order it sent them.
     fn next_durable(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.durable_busy {
-            return;
-        }
-        let Some((id, op)) = self.durable_queue.pop_front() else {
-            return;
+        let window = if self.shared.config.redis_url.is_none() {
+            EMBEDDED_WINDOW
+        } else {
+            1
         };
-        self.durable_busy = true;
+        while self.durable_in_flight < window {
+            let Some((id, op)) = self.durable_queue.pop_front() else {
+                return;
+            };
+            self.send_durable(id, op, ctx);
+        }
+    }
+
+    fn send_durable(
+        &mut self,
+        id: Option<String>,
+        op: DurableOp,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        self.durable_in_flight += 1;
         let user_id = &self.identity.user_id;
         let key = id
             .as_deref()
@@ -269,7 +286,7 @@ impl Session {
             key,
         });
         ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
-            session.durable_busy = false;
+            session.durable_in_flight -= 1;
             let err = match result {
                 // A retry of an operation applied before: its event went out then, and the
                 // ack is sent here since no event carries it now.

@@ -3,12 +3,15 @@
 //! Rooms subscribe to their board's channel; presence and rooms publish on it; sessions append
 //! durable operations and rooms read snapshots and replays through it; sessions listen on their
 //! user's channel. This module is that interface, as the broker actor's messages, over two
-//! backends side by side: [`memory`] (embedded, one instance) and [`redis`] (any number of
-//! instances sharing one Redis).
+//! backends side by side: the embedded one (one instance; `embedded`, its working set in
+//! `memory` and its storage in [`sqlite`]) and [`redis`] (any number of instances sharing one
+//! Redis).
 
-pub mod memory;
+mod embedded;
+mod memory;
 pub mod ops;
 pub mod redis;
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,20 +21,23 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::actors::room::Outbound;
 use crate::board::{BoardLimits, DurableOp};
-use crate::event::{AckTo, BoardEvent, BoardKey, SessionId};
+use crate::event::{BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
 
-use self::memory::{Committed, MemoryStore};
+use self::embedded::{Embedded, Request};
+use self::memory::MemoryStore;
 use self::ops::OpKey;
 use self::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
+use self::sqlite::{Flushed, Store};
 
 /// Where shared state lives.
 enum Backend {
-    /// In this process (embedded mode).
-    Memory(MemoryStore),
+    /// In this process, stored in SQLite (embedded mode).
+    Embedded(Box<Embedded>),
     /// In Redis (scale-out mode).
     Redis(Box<RedisBackend>),
 }
@@ -79,9 +85,13 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// An embedded broker whose boards are bounded by `limits`.
-    pub fn embedded(limits: BoardLimits) -> Self {
-        Self::with_backend(Backend::Memory(MemoryStore::new(limits)), true)
+    /// Starts an embedded broker storing in `store`, whose boards are bounded by `limits`.
+    pub fn start_embedded(store: Store, limits: BoardLimits) -> Addr<Broker> {
+        Broker::create(|ctx| {
+            let writer = store.start(ctx.address().recipient());
+            let embedded = Embedded::new(MemoryStore::new(limits), writer);
+            Broker::with_backend(Backend::Embedded(Box::new(embedded)), true)
+        })
     }
 
     /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
@@ -99,47 +109,31 @@ impl Broker {
             .set_protocol(::redis::ProtocolVersion::RESP3);
         let client = ::redis::Client::open(info.set_redis_settings(settings))?;
         let instance = format!("{:016x}", rand::random::<u64>());
-        let mut error = None;
-        let addr = Broker::create(|ctx| {
-            let me = ctx.address();
-            let config = ::redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(100))
-                .set_max_delay(Duration::from_secs(2))
-                .set_automatic_resubscription()
-                .set_push_sender(move |push: ::redis::PushInfo| {
-                    me.do_send(Pushed(push));
-                    Ok::<(), ::redis::aio::SendError>(())
-                });
-            // Leases are renewed on a connection of their own, never queued behind other work.
-            let lease_config = ::redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_secs(1));
-            let conns =
-                ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
-                    .and_then(|conn| {
-                        ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)
-                            .map(|lease| (conn, lease))
-                    });
-            match conns {
-                Ok((conn, lease_conn)) => {
-                    let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
-                    Broker::with_backend(Backend::Redis(Box::new(backend)), false)
-                }
-                Err(e) => {
-                    error = Some(e);
-                    Broker::embedded(limits)
-                }
-            }
-        });
-        match error {
-            Some(e) => Err(e),
-            None => Ok(addr),
-        }
+        let ctx = Context::new();
+        let me = ctx.address();
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(2))
+            .set_automatic_resubscription()
+            .set_push_sender(move |push: ::redis::PushInfo| {
+                me.do_send(Pushed(push));
+                Ok::<(), ::redis::aio::SendError>(())
+            });
+        // Leases are renewed on a connection of their own, never queued behind other work.
+        let lease_config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let lease_conn =
+            ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)?;
+        let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
+        let broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
+        Ok(ctx.run(broker))
     }
 
     fn with_backend(backend: Backend, ready: bool) -> Self {
@@ -183,7 +177,7 @@ impl Broker {
     fn redis(&self) -> Option<RedisBackend> {
         match &self.backend {
             Backend::Redis(r) => Some(RedisBackend::clone(r)),
-            Backend::Memory(_) => None,
+            Backend::Embedded(_) => None,
         }
     }
 
@@ -283,12 +277,46 @@ impl Actor for Broker {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded
+        if let Backend::Embedded(_) = self.backend {
+            ctx.run_interval(embedded::IDLE_BOARD / 2, |broker, _| {
+                let rooms = &broker.rooms;
+                if let Backend::Embedded(embedded) = &mut broker.backend {
+                    embedded.evict_idle(|board| rooms.contains_key(board));
+                }
+            });
+        }
         if self.redis().is_some() {
             self.renew_lease(ctx);
             self.tick(ctx);
             ctx.run_interval(LEASE_TICK, |broker, ctx| {
                 broker.renew_lease(ctx);
                 broker.tick(ctx);
+            });
+        }
+    }
+}
+
+/// Waits for an answer the embedded backend gives once its store committed.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, FrameError>>) -> Result<T, FrameError> {
+    rx.await.unwrap_or_else(|_| {
+        Err(FrameError::new(
+            None,
+            ErrorCode::Unavailable,
+            "the storage stopped; retry",
+        ))
+    })
+}
+
+impl Handler<Flushed> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flushed, _: &mut Self::Context) {
+        let rooms = &self.rooms;
+        if let Backend::Embedded(embedded) = &mut self.backend {
+            embedded.flushed(msg, |board, event| {
+                if let Some(room) = rooms.get(board) {
+                    room.events.do_send(event);
+                }
             });
         }
     }
@@ -421,8 +449,13 @@ impl Handler<Unsubscribe> for Broker {
             return;
         }
         self.rooms.remove(&msg.board);
-        if let Some(redis) = self.redis() {
-            self.leave_channel(redis.board_channel(&msg.board), ctx);
+        match &mut self.backend {
+            // A room that stops frees its board's memory.
+            Backend::Embedded(embedded) => embedded.evict(&msg.board),
+            Backend::Redis(redis) => {
+                let channel = redis.board_channel(&msg.board);
+                self.leave_channel(channel, ctx);
+            }
         }
     }
 }
@@ -507,9 +540,13 @@ impl Handler<Append> for Broker {
     type Result = ResponseActFuture<Self, Result<Appended, FrameError>>;
 
     fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
-        let Some(redis) = self.redis() else {
-            let result = self.append_in_memory(msg);
-            return Box::pin(fut::ready(result));
+        let redis = match &mut self.backend {
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Append(msg, tx));
+                return Box::pin(answer(rx).into_actor(self));
+            }
+            Backend::Redis(redis) => RedisBackend::clone(redis),
         };
         if !self.ready.load(Ordering::Relaxed) {
             return Box::pin(fut::ready(Err(unreachable())));
@@ -535,49 +572,6 @@ impl Handler<Append> for Broker {
     }
 }
 
-impl Broker {
-    fn append_in_memory(&mut self, msg: Append) -> Result<Appended, FrameError> {
-        let Backend::Memory(store) = &mut self.backend else {
-            return Err(FrameError::new(
-                None,
-                ErrorCode::Internal,
-                "no memory store",
-            ));
-        };
-        let committed = store.append(&msg.board, msg.op, &msg.user_id, msg.key.as_ref())?;
-        let (seq, applied, frame, epoch) = match committed {
-            Committed::New(seq, applied, frame, epoch) => (seq, applied, frame, epoch),
-            Committed::Replayed(seq, version) => {
-                return Ok(Appended {
-                    seq,
-                    version,
-                    replayed: true,
-                })
-            }
-        };
-        crate::metrics::DURABLE_EVENTS.inc();
-        let ack = msg.ack.map(|(session, id)| AckTo {
-            session,
-            id,
-            version: applied.version,
-        });
-        self.deliver(
-            &msg.board,
-            BoardEvent::Durable {
-                seq,
-                frame,
-                ack,
-                epoch,
-            },
-        );
-        Ok(Appended {
-            seq,
-            version: applied.version,
-            replayed: false,
-        })
-    }
-}
-
 /// A backend's event of its own type, sequenced and stored in the log but not in the state.
 #[derive(Message)]
 #[rtype(result = "Result<u64, FrameError>")]
@@ -597,22 +591,10 @@ impl Handler<AppendCustom> for Broker {
 
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
         match &mut self.backend {
-            Backend::Memory(store) => {
-                let (seq, frame) =
-                    store.append_custom(&msg.board, &msg.kind, &msg.payload, msg.key.as_ref());
-                if let Some((frame, epoch)) = frame {
-                    crate::metrics::DURABLE_EVENTS.inc();
-                    self.deliver(
-                        &msg.board,
-                        BoardEvent::Durable {
-                            seq,
-                            frame,
-                            ack: None,
-                            epoch,
-                        },
-                    );
-                }
-                Box::pin(async move { Ok(seq) })
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Custom(msg, tx));
+                Box::pin(answer(rx))
             }
             Backend::Redis(_) if !self.ready.load(Ordering::Relaxed) => {
                 Box::pin(async { Err(unreachable()) })
@@ -703,9 +685,10 @@ impl Handler<GetCatchup> for Broker {
 
     fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
         match &mut self.backend {
-            Backend::Memory(store) => {
-                let catchup = store.catchup(&msg.board, msg.last_seq, msg.epoch.as_deref());
-                Box::pin(async move { Ok(catchup) })
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Catchup(msg, tx));
+                Box::pin(answer(rx))
             }
             Backend::Redis(redis) => {
                 let redis = redis.clone();

@@ -51,8 +51,13 @@ function waitExit(child) {
 
 /** Starts the boardcast binary; resolves with its port once it listens. */
 async function startServer(env = {}) {
+  let dataDir = env.DATA_DIR;
+  if (!dataDir) {
+    dataDir = mkdtempSync(join(tmpdir(), "boardcast-e2e-data-"));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+  }
   const child = spawn(BIN, [], {
-    env: { ...process.env, BIND: "127.0.0.1:0", RUST_LOG: "info", ...env },
+    env: { ...process.env, BIND: "127.0.0.1:0", RUST_LOG: "info", DATA_DIR: dataDir, ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   const port = await new Promise((resolve, reject) => {

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub port: u16,
     /// The Redis it uses in Redis mode, stopped when the last user of it is dropped.
     pub redis: Option<std::sync::Arc<RedisServer>>,
+    /// Its `DATA_DIR`, removed when the test ends, when the test did not choose one.
+    pub data: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 /// Which broker backend a test runs against.
@@ -93,12 +95,23 @@ pub fn test_config() -> Config {
     }
 }
 
-/// Starts the real server with `config`.
-pub async fn spawn_app_with(config: Config) -> TestApp {
+/// Starts the real server with `config`; with a `DATA_DIR` of its own unless `config` names
+/// one.
+pub async fn spawn_app_with(mut config: Config) -> TestApp {
+    let mut data = None;
+    if config.data_dir == Config::default().data_dir {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        config.data_dir = dir.path().display().to_string();
+        data = Some(std::sync::Arc::new(dir));
+    }
     let app = Application::build(config).await.expect("the server starts");
     let port = app.port();
     actix_web::rt::spawn(app.run());
-    TestApp { port, redis: None }
+    TestApp {
+        port,
+        redis: None,
+        data,
+    }
 }
 
 /// Starts the real server with the test settings.
@@ -371,6 +384,8 @@ pub struct Instance {
     pub port: u16,
     /// Every line it logged so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its `DATA_DIR`, removed when it is dropped, when the test did not choose one.
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl Instance {
@@ -393,6 +408,12 @@ impl Instance {
 
     fn spawn(mut command: std::process::Command, env: &[(&str, &str)]) -> Instance {
         use std::io::BufRead;
+        let mut data = None;
+        if !env.iter().any(|(k, _)| *k == "DATA_DIR") {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            command.env("DATA_DIR", dir.path());
+            data = Some(dir);
+        }
         let mut child = command
             .env("BIND", "127.0.0.1:0")
             .env("RUST_LOG", "info")
@@ -427,7 +448,12 @@ impl Instance {
             .ok()
             .flatten()
             .expect("the instance reports its port");
-        Instance { child, port, log }
+        Instance {
+            child,
+            port,
+            log,
+            data,
+        }
     }
 
     /// Waits until a line of its log contains `text`; the line.
@@ -455,6 +481,7 @@ impl Instance {
         TestApp {
             port: self.port,
             redis: None,
+            data: None,
         }
     }
 
@@ -482,6 +509,53 @@ impl Instance {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Runs the binary with the test secret and `env`, expecting it to refuse to start: its exit
+/// status and what it logged.
+pub fn start_refused(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .env(
+            "JWT_SECRET",
+            std::str::from_utf8(SECRET).expect("utf-8 secret"),
+        )
+        .env("BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the instance started when it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut log);
+    }
+    (status, log)
+}
+
+/// Runs `boardcast` with `args` and `env` to its end: whether it succeeded, and its stderr.
+pub fn run_tool(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 impl Drop for Instance {
