@@ -288,11 +288,7 @@ fn migrate(conn: &Connection, name: &str) -> Result<(), StoreError> {
 
 /// The writer thread: a commit group per turn, until the broker is gone.
 fn run(mut conn: Connection, rx: mpsc::Receiver<(u64, Job)>, done: Recipient<Flushed>) {
-    let mut ids: HashMap<BoardKey, i64> = HashMap::new();
-    // Jobs of this generation or older are failed unrun: they were made on a lost state.
-    let mut failed_through = 0u64;
-    // Per board: the oldest seq the stored log was last trimmed to.
-    let mut trimmed: HashMap<i64, u64> = HashMap::new();
+    let mut writer = WriterState::default();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -301,21 +297,7 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<(u64, Job)>, done: Recipient<Flu
                 Err(_) => break,
             }
         }
-        let outcomes = match commit_group(&mut conn, &mut ids, &mut trimmed, &group, failed_through)
-        {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                log::error!("storage: a commit failed, its operations are refused: {e}");
-                ids.clear();
-                trimmed.clear();
-                failed_through = group.iter().map(|(g, _)| *g).max().unwrap_or(0);
-                let message = format!("storage failed: {e}");
-                group
-                    .iter()
-                    .map(|_| Done::Failed(message.clone()))
-                    .collect()
-            }
-        };
+        let outcomes = writer.turn(&mut conn, &group);
         if done.try_send(Flushed(outcomes)).is_err() {
             // The broker is gone; so is everything that would read the outcome.
             break;
@@ -323,19 +305,53 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<(u64, Job)>, done: Recipient<Flu
     }
 }
 
+/// What the writer remembers between commit groups.
+#[derive(Default)]
+struct WriterState {
+    /// Row ids of the boards seen.
+    ids: HashMap<BoardKey, i64>,
+    /// Per board: the oldest seq the stored log was last trimmed to.
+    trimmed: HashMap<i64, u64>,
+    /// Jobs of this generation or older are failed unrun: they were made on a lost state.
+    failed_through: u64,
+}
+
+impl WriterState {
+    /// Runs one group in one transaction; the outcome of each job, in order.
+    fn turn(&mut self, conn: &mut Connection, group: &[(u64, Job)]) -> Vec<Done> {
+        match commit_group(conn, self, group) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                log::error!("storage: a commit failed, its operations are refused: {e}");
+                self.ids.clear();
+                self.trimmed.clear();
+                self.failed_through = group.iter().map(|(g, _)| *g).max().unwrap_or(0);
+                let message = format!("storage failed: {e}");
+                group
+                    .iter()
+                    .map(|_| Done::Failed(message.clone()))
+                    .collect()
+            }
+        }
+    }
+}
+
 fn commit_group(
     conn: &mut Connection,
-    ids: &mut HashMap<BoardKey, i64>,
-    trimmed: &mut HashMap<i64, u64>,
+    writer: &mut WriterState,
     group: &[(u64, Job)],
-    failed_through: u64,
 ) -> rusqlite::Result<Vec<Done>> {
+    let WriterState {
+        ids,
+        trimmed,
+        failed_through,
+    } = writer;
     let tx = conn.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
     // Per board: the last seq written and the oldest seq kept, applied once per group.
     let mut heads: HashMap<i64, (u64, u64)> = HashMap::new();
     for (generation, job) in group {
-        if *generation <= failed_through {
+        if *generation <= *failed_through {
             outcomes.push(Done::Failed("storage failed earlier; retry".into()));
             continue;
         }
@@ -530,4 +546,85 @@ pub fn backup(dir: &str, target: &str) -> Result<(), StoreError> {
             Some("the database stayed busy".into()),
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board() -> BoardKey {
+        BoardKey::new("t", "b")
+    }
+
+    fn cell(seq: u64) -> Job {
+        write(seq, 1)
+    }
+
+    fn write(seq: u64, oldest: u64) -> Job {
+        Job::Write(Change {
+            board: board(),
+            seq,
+            frame: ByteString::from(format!("{{\"seq\":{seq}}}")),
+            op: None,
+            version: Some(seq),
+            edit: Edit::Cell("i".into(), "c".into(), format!("{{\"value\":{seq}}}")),
+            oldest,
+        })
+    }
+
+    fn loaded(outcome: &Done) -> &LoadedBoard {
+        match outcome {
+            Done::Ok(Some(board)) => board,
+            other => panic!("expected a board, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_group_fails_what_was_made_before_it_and_stores_nothing_of_it() {
+        let Store { mut conn, .. } = Store::open(":memory:", SyncMode::Normal).expect("a store");
+        let mut writer = WriterState::default();
+        let out = writer.turn(
+            &mut conn,
+            &[(1, Job::Load(board(), "e1".into())), (1, cell(1))],
+        );
+        assert!(matches!(out[1], Done::Ok(None)), "{out:?}");
+        // The disk refuses: the group fails as a whole.
+        conn.execute_batch("DROP TABLE cells").expect("dropped");
+        let out = writer.turn(&mut conn, &[(1, cell(2)), (1, Job::Barrier)]);
+        assert!(out.iter().all(|o| matches!(o, Done::Failed(_))), "{out:?}");
+        conn.execute_batch(
+            "CREATE TABLE cells (board INTEGER NOT NULL, item TEXT NOT NULL, col TEXT NOT NULL,
+             body TEXT NOT NULL, PRIMARY KEY (board, item, col)) WITHOUT ROWID",
+        )
+        .expect("created");
+        // Jobs the broker made before it heard of the failure build on a state never stored.
+        let out = writer.turn(
+            &mut conn,
+            &[(1, cell(3)), (2, Job::Load(board(), "e2".into()))],
+        );
+        assert!(matches!(out[0], Done::Failed(_)), "{out:?}");
+        let board = loaded(&out[1]);
+        assert_eq!((board.seq, board.epoch.as_str()), (1, "e1"));
+        assert_eq!(board.events.len(), 1);
+        assert!(board.cells.is_empty(), "the table was made again, empty");
+    }
+
+    #[test]
+    fn the_stored_log_is_trimmed_in_batches() {
+        let Store { mut conn, .. } = Store::open(":memory:", SyncMode::Normal).expect("a store");
+        let mut writer = WriterState::default();
+        writer.turn(&mut conn, &[(1, Job::Load(board(), "e".into()))]);
+        for from in (1..=1500).step_by(100) {
+            let group: Vec<_> = (from..from + 100)
+                .map(|seq| (1, write(seq, seq.saturating_sub(99).max(1))))
+                .collect();
+            writer.turn(&mut conn, &group);
+        }
+        let out = writer.turn(&mut conn, &[(1, Job::Load(board(), "x".into()))]);
+        let board = loaded(&out[0]);
+        assert_eq!(board.seq, 1500);
+        // Trimmed once past 1,000 kept too many: to seq 1,001 and no further.
+        assert_eq!(board.events.first().map(|e| e.seq), Some(1001));
+        assert_eq!(board.events.len(), 500);
+    }
 }
