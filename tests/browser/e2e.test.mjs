@@ -166,7 +166,43 @@ test("notes show their title, names are shown, and cursors from the snapshot are
   await new Promise((r) => setTimeout(r, 300));
   const b = await openBoard(server.port, "e2e-title", jwt("bob", "Bob"));
   await b.waitForFunction(() => document.querySelector('.cursor[data-user="ann"]')?.textContent === "Ann", null, { timeout: WAIT });
+  // The cursor is a pointer arrow in Ann's color with her name on a tag of that color.
+  const annColor = await b.evaluate(() => window.board.state.users.get("ann").color);
+  assert.equal(await b.$eval('.cursor[data-user="ann"] svg path', (p) => p.getAttribute("fill")), annColor);
+  assert.equal(await b.$eval('.cursor[data-user="ann"] .tag', (t) => t.textContent), "Ann");
+  // Avatars: initials in each user's color, and how many are online.
+  await b.waitForFunction(() => document.getElementById("online").textContent === "2 online", null, { timeout: WAIT });
+  const avatars = await b.$$eval("#users .avatar", (els) => els.map((e) => [e.dataset.user, e.textContent, e.title]).sort());
+  assert.deepEqual(avatars, [["ann", "A", "Ann"], ["bob", "B", "Bob"]]);
+  await b.mouse.move(500, 350);
+  await a.waitForSelector('.cursor[data-user="bob"] .tag', { timeout: WAIT });
   await b.screenshot({ path: join(SHOTS, "title-and-snapshot-cursor.png") });
+});
+
+test("idle users are dimmed, the share link names the board, and the board works on a phone", async () => {
+  const server = await startServer({ JWT_SECRET: SECRET });
+  // Ann's tab counts as idle after a second without input.
+  const desk = await openBoard(server.port, "e2e-phone&idle=1", jwt("ann", "Ann Lee"));
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const phone = await context.newPage();
+  phone.on("pageerror", (e) => console.error("page error:", e.message));
+  await phone.goto(`http://127.0.0.1:${server.port}/?board=e2e-phone#token=${jwt("bob", "Bob")}`);
+  await phone.waitForFunction(() => document.getElementById("online").textContent === "2 online", null, { timeout: WAIT });
+  assert.equal(await phone.$eval('#users .avatar[data-user="ann"]', (e) => e.textContent), "AL");
+  // Ann goes idle: Bob sees her avatar dimmed; she moves, and it is not.
+  await phone.waitForSelector('#users .avatar.idle[data-user="ann"]', { timeout: WAIT });
+  await desk.mouse.move(200, 200);
+  await phone.waitForSelector('#users .avatar:not(.idle)[data-user="ann"]', { timeout: WAIT });
+  // The share link is the board's address, without anyone's token.
+  await phone.tap("#share");
+  const link = await phone.$eval("#share-link", (el) => (el.hidden ? "" : el.value));
+  assert.equal(link, `http://127.0.0.1:${server.port}/?board=e2e-phone`);
+  // Nothing runs off a phone's width, and a note added there reaches the desk.
+  assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), "no sideways scroll");
+  await phone.tap("#add");
+  await desk.waitForFunction(() => document.querySelectorAll(".note").length === 1, null, { timeout: WAIT });
+  await phone.screenshot({ path: join(SHOTS, "phone.png") });
+  await context.close();
 });
 
 test("two users see each other, cursors, and notes added and dragged", async () => {
