@@ -92,6 +92,11 @@ async fn upgrade(state: Arc<AppState>, (req, framed): (Request, Upgraded)) -> io
 
 /// Answers `err` on the connection and closes it.
 async fn reject(mut framed: Upgraded, err: ApiError) -> io::Result<()> {
+    // What an operator looks for when a client cannot connect (README, "Troubleshooting").
+    log::info!(
+        "WebSocket upgrade refused ({}): {err}",
+        err.status_code().as_u16()
+    );
     let response: Response<_> = err.error_response().into();
     let (mut head, body) = response.into_parts();
     head.head_mut().set_connection_type(ConnectionType::Close);
