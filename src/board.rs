@@ -286,15 +286,11 @@ impl BoardState {
                 serde_json::from_str(text).map_err(|e| format!("stored item: {e}"))?;
             let id = item_id_of(&item);
             if let Some((column, text)) = cell {
-                let cell: Value =
-                    serde_json::from_str(text).map_err(|e| format!("stored value: {e}"))?;
-                let version = cell.get("version").and_then(Value::as_u64).unwrap_or(0);
-                let value = cell.get("value").cloned().unwrap_or(Value::Null);
                 state
                     .values
                     .entry(id.clone())
                     .or_default()
-                    .insert(column.to_string(), Cell { value, version });
+                    .insert(column.to_string(), stored_cell(text)?);
             }
             state.items.insert(id.clone(), item);
             state.resize(&id, BoardLimits::NONE).ok();
@@ -316,15 +312,11 @@ impl BoardState {
             state.items.insert(item_id_of(&item), item);
         }
         for (item, column, text) in cells {
-            let cell: Value =
-                serde_json::from_str(text).map_err(|e| format!("stored value: {e}"))?;
-            let version = cell.get("version").and_then(Value::as_u64).unwrap_or(0);
-            let value = cell.get("value").cloned().unwrap_or(Value::Null);
             state
                 .values
                 .entry(item.to_string())
                 .or_default()
-                .insert(column.to_string(), Cell { value, version });
+                .insert(column.to_string(), stored_cell(text)?);
         }
         let ids: Vec<String> = state.items.keys().cloned().collect();
         for id in ids {
@@ -680,6 +672,14 @@ enum Undo {
     Item(Option<Map<String, Value>>),
     /// A column's cell as it was.
     Cell(String, Option<Cell>),
+}
+
+/// A cell from its stored text, `{"value","version"}`.
+fn stored_cell(text: &str) -> Result<Cell, String> {
+    let cell: Value = serde_json::from_str(text).map_err(|e| format!("stored value: {e}"))?;
+    let version = cell.get("version").and_then(Value::as_u64).unwrap_or(0);
+    let value = cell.get("value").cloned().unwrap_or(Value::Null);
+    Ok(Cell { value, version })
 }
 
 fn cell_json(cell: &Cell) -> Value {

@@ -414,14 +414,7 @@ impl Instance {
             command.env("DATA_DIR", dir.path());
             data = Some(dir);
         }
-        let mut child = command
-            .env("BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
+        let mut child = spawn_logging(&mut command, env);
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -511,22 +504,28 @@ impl Instance {
     }
 }
 
-/// Runs the binary with the test secret and `env`, expecting it to refuse to start: its exit
-/// status and what it logged.
-pub fn start_refused(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))
-        .env(
-            "JWT_SECRET",
-            std::str::from_utf8(SECRET).expect("utf-8 secret"),
-        )
+/// Spawns `command` on port 0 with `env`, its log (stderr) piped.
+fn spawn_logging(command: &mut std::process::Command, env: &[(&str, &str)]) -> std::process::Child {
+    command
         .env("BIND", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the binary starts");
+        .expect("the binary starts")
+}
+
+/// Runs the binary with the test secret and `env`, expecting it to refuse to start: its exit
+/// status and what it logged.
+pub fn start_refused(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"));
+    command.env(
+        "JWT_SECRET",
+        std::str::from_utf8(SECRET).expect("utf-8 secret"),
+    );
+    let mut child = spawn_logging(&mut command, env);
     let deadline = std::time::Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
