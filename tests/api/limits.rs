@@ -1,11 +1,9 @@
 //! Section 7 of the protocol: frame size, rate limits, token expiry and refresh, slow readers.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,11 +1,9 @@
 //! Several instances of the real binary sharing one `redis-server`: they must behave as one
 //! service.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 /// A Redis of the test's own and `n` instances of the binary using it.

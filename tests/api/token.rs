@@ -1,10 +1,8 @@
 //! `boardcast token`: tokens an operator makes with the service's own key.
 
-mod common;
-
+use crate::support::*;
 use boardcast::auth::{Role, Verifier};
 use boardcast::config::JwtKey;
-use common::*;
 
 /// Runs `boardcast token ARGS` with `env`; exit code, stdout, stderr.
 fn token_command(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

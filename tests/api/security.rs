@@ -1,11 +1,9 @@
 //! Tried as an attacker with a valid token, and as a careless operator: tenant names, secrets,
 //! claims, memory bounds, slow and flooding clients.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

@@ -1,8 +1,6 @@
 //! The binary itself: configuration errors and shutdown.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 #[actix_web::test]
 async fn sigterm_closes_every_session_with_1012_and_exits() {

@@ -1,10 +1,8 @@
 //! Section 4 of the protocol: presence, colors and join/leave transitions; and tenant isolation.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 in_both_modes! {

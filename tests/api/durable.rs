@@ -1,8 +1,6 @@
 //! Section 6 of the protocol (durable events) and section 3's resume.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 in_both_modes! {

@@ -1,8 +1,6 @@
 //! Section 8 of the protocol: the HTTP API for backends.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 in_both_modes! {

@@ -1,8 +1,6 @@
 //! Section 1 (connecting) and section 2 (frames) of the protocol, and the snapshot.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -1,10 +1,8 @@
 //! Section 5 of the protocol: cursors, typing, ping.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 in_both_modes! {

@@ -1,0 +1,124 @@
+//! A real WebSocket client whose every wait has a timeout.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::*;
+
+/// A real WebSocket client.
+pub struct TestClient {
+    /// The socket.
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl TestClient {
+    /// Connects to `url`, panicking if the upgrade fails.
+    pub async fn connect(url: &str) -> TestClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("the upgrade succeeds");
+        TestClient { ws }
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send works");
+    }
+
+    /// Sends `{"type": kind, "payload": payload}`.
+    pub async fn send_type(&mut self, kind: &str, payload: Value) {
+        self.send(json!({"type": kind, "payload": payload})).await;
+    }
+
+    /// The next text frame as JSON; panics on close or after [`WAIT`].
+    pub async fn next_frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping cursor moves and typing of others; panics on
+    /// any other frame type, so nothing unexpected slips by.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            let t = frame["type"].as_str().unwrap_or_default();
+            assert!(
+                t == "cursor.move" || t.starts_with("typing."),
+                "expected {kind}, got {frame}"
+            );
+        }
+    }
+
+    /// Closes the socket and waits for the server's answer.
+    pub async fn leave(&mut self) {
+        self.ws.close(None).await.expect("close");
+        self.expect_close().await;
+    }
+
+    /// Reads until the server closes; returns the close code (1006 when the socket just ended).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a close in time");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return 1006,
+            }
+        }
+    }
+}
+
+impl TestClient {
+    /// Sends a durable operation with `id` and returns the answer to it (ack or error),
+    /// skipping anything else.
+    pub async fn request(&mut self, kind: &str, payload: Value, id: &str) -> Value {
+        self.send(json!({"type": kind, "payload": payload, "id": id}))
+            .await;
+        loop {
+            let frame = self.next_frame().await;
+            if (frame["type"] == "ack" || frame["type"] == "error") && frame["payload"]["id"] == id
+            {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame carrying a `seq` (durable events; acks count via their payload).
+    pub async fn next_sequenced(&mut self) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame.get("seq").is_some() {
+                return frame;
+            }
+        }
+    }
+}
