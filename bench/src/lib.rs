@@ -5,7 +5,8 @@
 //! - [`stats`]: latency recording and percentiles.
 //! - [`procfs`]: CPU time and resident memory of a process, from `/proc`.
 //! - [`client`]: tokens, connections (spread over loopback source addresses) and frame parsing.
-//! - [`scenarios`]: `idle`, `cursors`, `durable` and `churn`, each bounded in count and time.
+//! - [`scenarios`]: `idle`, `cursors`, `durable` and `churn`, a file each, each bounded in count
+//!   and time.
 //! - [`reconnect`]: the users of a dead instance reconnecting at once to another.
 //! - [`report`]: the Markdown report of a run's JSON lines.
 //!

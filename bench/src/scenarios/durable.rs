@@ -1,0 +1,205 @@
+//! `durable`: writers sending `value.set` with acks, checked for seq gaps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::parse;
+use crate::stats::{Latencies, Summary};
+
+use super::*;
+
+/// `durable`: writers sending `value.set`, each with a few in flight.
+#[derive(Clone, Debug)]
+pub struct DurableOpts {
+    /// Boards.
+    pub boards: usize,
+    /// Writers per board.
+    pub writers: usize,
+    /// Operations each writer keeps in flight.
+    pub depth: usize,
+    /// Measured seconds.
+    pub seconds: f64,
+}
+
+/// What `durable` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct DurableReport {
+    /// Always `durable`.
+    pub scenario: &'static str,
+    /// Which server.
+    pub target: String,
+    /// Instances the clients were spread over.
+    pub instances: usize,
+    /// Boards.
+    pub boards: usize,
+    /// Writers per board.
+    pub writers: usize,
+    /// Operations in flight per writer.
+    pub depth: usize,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Operations acknowledged.
+    pub acked: u64,
+    /// Acks per second.
+    pub acks_per_s: f64,
+    /// Send-to-ack latency.
+    pub latency: Summary,
+    /// Places where a receiver's seq skipped or repeated (must be 0).
+    pub seq_gaps: u64,
+    /// Error frames.
+    pub errors: u64,
+    /// CPU and memory.
+    pub usage: Usage,
+}
+
+/// Follows one receiver's seqs (events and acks), counting skips and repeats.
+#[derive(Default)]
+struct SeqCheck {
+    last: Option<u64>,
+    gaps: u64,
+}
+
+impl SeqCheck {
+    fn see(&mut self, seq: u64) {
+        if let Some(last) = self.last {
+            if seq != last + 1 {
+                self.gaps += 1;
+            }
+        }
+        self.last = Some(seq);
+    }
+}
+
+/// Runs `durable`.
+pub async fn durable(target: &Target, opts: &DurableOpts) -> Result<DurableReport, String> {
+    let per_board = opts.writers + 1;
+    let prefix = target.prefix.clone();
+    let mut sockets = open_all(target, opts.boards * per_board, |n| {
+        (format!("{prefix}-d{}", n / per_board), format!("w{n}"))
+    })
+    .await?;
+    // The first writer of each board creates the item the others set values on.
+    for b in 0..opts.boards {
+        let ws = &mut sockets[b * per_board];
+        let create = r#"{"type":"item.created","payload":{"item":{"id":"i"}},"id":"create"}"#;
+        ws.send(Message::text(create))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                return Err("closed while creating the item".into());
+            };
+            if parse(&text).is_some_and(|f| f.payload.id.as_deref() == Some("create")) {
+                break;
+            }
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(500);
+    let end = start + Duration::from_secs_f64(opts.seconds);
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    for (n, mut ws) in sockets.into_iter().enumerate() {
+        let writer = n % per_board != per_board - 1;
+        let depth = opts.depth;
+        let acked = Arc::clone(&acked);
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut check, mut errors) = (Latencies::default(), SeqCheck::default(), 0u64);
+            let mut in_flight: HashMap<u64, Instant> = HashMap::new();
+            let mut next = 0u64;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            loop {
+                let now = Instant::now();
+                while writer && now < end && in_flight.len() < depth {
+                    next += 1;
+                    let frame = format!(
+                        r#"{{"type":"value.set","payload":{{"itemId":"i","columnId":"c{n}","value":{next}}},"id":"{next}"}}"#
+                    );
+                    if ws.send(Message::text(frame)).await.is_err() {
+                        return (latencies, check.gaps, errors);
+                    }
+                    in_flight.insert(next, Instant::now());
+                }
+                let deadline = tokio::time::Instant::from_std(end + GRACE);
+                if now >= end && in_flight.is_empty() {
+                    break;
+                }
+                let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                    break;
+                };
+                let Some(frame) = parse(&text) else { continue };
+                if let Some(seq) = frame.seq {
+                    check.see(seq);
+                }
+                match &*frame.kind {
+                    "ack" => {
+                        if let Some(seq) = frame.payload.seq {
+                            check.see(seq);
+                        }
+                        let id = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+                        if let Some(sent) = id.and_then(|i| in_flight.remove(&i)) {
+                            latencies.record(sent.elapsed());
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    "error" => {
+                        errors += 1;
+                        if let Some(i) = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
+                            in_flight.remove(&i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let _ = ws.close(None).await;
+            (latencies, check.gaps, errors)
+        }));
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+    let meter = Meter::start(target);
+    let (mut latencies, mut gaps, mut errors) = (Latencies::default(), 0, 0);
+    for task in tasks {
+        let (l, g, e) = task.await.map_err(|e| e.to_string())?;
+        latencies.merge(l);
+        gaps += g;
+        errors += e;
+    }
+    let usage = meter.stop(target);
+    let acked = acked.load(Ordering::Relaxed);
+    Ok(DurableReport {
+        scenario: "durable",
+        target: target.label.clone(),
+        instances: target.urls.len(),
+        boards: opts.boards,
+        writers: opts.writers,
+        depth: opts.depth,
+        seconds: opts.seconds,
+        acked,
+        acks_per_s: acked as f64 / opts.seconds,
+        latency: latencies.summary(),
+        seq_gaps: gaps,
+        errors,
+        usage,
+    })
+}
+
+// ----- idle -----
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_check_counts_skips_and_repeats() {
+        let mut c = SeqCheck::default();
+        for s in [1, 2, 3, 5, 5, 6] {
+            c.see(s);
+        }
+        assert_eq!(c.gaps, 2);
+    }
+}
