@@ -53,10 +53,14 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let mut path = String::new();
-    let ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
-        path = req.uri().to_string();
-        Ok(resp)
-    })
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, resp: Response| {
+            path = req.uri().to_string();
+            Ok(resp)
+        },
+        Some(boardcast_bench::client::socket_config()),
+    )
     .await;
     let Ok(ws) = ws else { return };
     let (board_id, token) = match path
