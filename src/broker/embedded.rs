@@ -18,8 +18,9 @@ use crate::broker::{new_epoch, Append, AppendCustom, Appended, Catchup, GetCatch
 use crate::event::{AckTo, BoardEvent, BoardKey};
 use crate::protocol::{ErrorCode, FrameError};
 
-/// Jobs in flight at most; past it, operations are refused with `unavailable` until the
-/// store catches up, so that memory stays bounded when the disk is slow.
+/// Jobs in flight plus requests waiting for a load, at most; past it, requests are refused
+/// with `unavailable` until the store catches up, so that memory stays bounded when the disk
+/// is slow.
 pub(crate) const MAX_IN_FLIGHT: usize = 100_000;
 /// A board without a room is let go after this long unused.
 pub(crate) const IDLE_BOARD: Duration = Duration::from_secs(60);
@@ -95,6 +96,8 @@ pub(crate) struct Embedded {
     generation: u64,
     /// Requests waiting for their board's load, in arrival order.
     loading: HashMap<BoardKey, Vec<Request>>,
+    /// How many requests `loading` holds.
+    waiting: usize,
     /// Jobs sent, in order, with their generation and what to do when each is done.
     in_flight: VecDeque<(u64, Pending)>,
 }
@@ -111,6 +114,7 @@ impl Embedded {
             writer,
             generation: 1,
             loading: HashMap::new(),
+            waiting: 0,
             in_flight: VecDeque::new(),
         }
     }
@@ -125,7 +129,7 @@ impl Embedded {
 
     /// Takes a request: served now when its board is loaded, else after the load.
     pub(crate) fn request(&mut self, request: Request) {
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
+        if self.in_flight.len() + self.waiting >= MAX_IN_FLIGHT {
             return request.refuse(storage_error("storage is behind; retry"));
         }
         let board = request.board().clone();
@@ -134,6 +138,7 @@ impl Embedded {
         }
         if let Some(waiting) = self.loading.get_mut(&board) {
             waiting.push(request);
+            self.waiting += 1;
             return;
         }
         match self.send(
@@ -142,6 +147,7 @@ impl Embedded {
         ) {
             Ok(()) => {
                 self.loading.insert(board, vec![request]);
+                self.waiting += 1;
             }
             Err(e) => request.refuse(e),
         }
@@ -280,7 +286,7 @@ impl Embedded {
             self.failed(generation);
             match pending {
                 Pending::Load(board) => {
-                    for request in self.loading.remove(&board).unwrap_or_default() {
+                    for request in self.take_waiting(&board) {
                         request.refuse(failure.clone());
                     }
                 }
@@ -293,7 +299,7 @@ impl Embedded {
 
     /// A board's state arrived: serve what waited for it, in order.
     fn loaded(&mut self, board: BoardKey, loaded: Option<crate::broker::sqlite::LoadedBoard>) {
-        let waiting = self.loading.remove(&board).unwrap_or_default();
+        let waiting = self.take_waiting(&board);
         let inserted = match loaded {
             Some(loaded) => self.boards.insert(board.clone(), loaded),
             None => Err("the store gave no board".into()),
@@ -309,6 +315,13 @@ impl Embedded {
         for request in waiting {
             self.serve(request);
         }
+    }
+
+    /// The requests that waited for `board`'s load, now no longer counted as waiting.
+    fn take_waiting(&mut self, board: &BoardKey) -> Vec<Request> {
+        let waiting = self.loading.remove(board).unwrap_or_default();
+        self.waiting = self.waiting.saturating_sub(waiting.len());
+        waiting
     }
 
     /// A write failed: what is in memory may be ahead of what is stored. Every board is let
