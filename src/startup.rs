@@ -27,8 +27,10 @@ use crate::limits::SessionSlots;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time given to sessions to send their close frames before the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
-/// Longest wait for the instance's leaves to be published at shutdown.
-const RETIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the instance's leaves to be published at shutdown: long enough for
+/// thousands of boards on a busy machine, short of the 10 s a container runtime gives before
+/// SIGKILL. Past it the lease is left to expire and the other instances sweep.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Idle time before TCP keepalive probes start.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 

@@ -647,6 +647,11 @@ impl RedisBackend {
         board: &BoardKey,
         session: SessionId,
     ) -> Result<(), FrameError> {
+        // A retiring instance purges all its sessions in one script per board; leaving one by
+        // one as well would put thousands of scripts in front of the purges.
+        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut inv = self.presence_invocation(&self.scripts.leave, board);
         inv.arg(session.0.to_string());
         inv.invoke_async::<RedisValue>(&mut self.conn())

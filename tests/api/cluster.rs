@@ -540,14 +540,13 @@ async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_record
         let expected = usize::from(board == 0);
         assert_eq!(users, expected, "board s{board}: {body}");
     }
+    // The stopping instance published the leaves itself; no sweep did.
+    nodes[1]
+        .logged(&format!("left {BOARDS} boards in the shared presence"))
+        .await;
     eprintln!(
         "{} sessions left with a clean stop; presence empty {:?} after SIGTERM",
         BOARDS * PER_BOARD,
-        stopped.elapsed()
-    );
-    assert!(
-        stopped.elapsed() < Duration::from_secs(4),
-        "{:?}",
         stopped.elapsed()
     );
     drop(sessions);
