@@ -17,6 +17,7 @@
 //! - [`http`]: the WebSocket upgrade and its checks, health, dev tokens, assets.
 //! - [`auth`]: tokens and the identity they give.
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
+//! - [`wire`]: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
 //! - [`actors`]: the session, room, registry and presence.
 //! - [`broker`]: the interface to the shared world and its two backends (embedded with SQLite,
 //!   and Redis).
@@ -40,3 +41,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod startup;
 pub mod token;
+pub mod wire;

@@ -186,6 +186,20 @@ struct RawFrame {
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let raw: RawFrame = serde_json::from_str(text)
         .map_err(|e| FrameError::bad_request(None, format!("invalid frame: {e}")))?;
+    decode_raw(raw)
+}
+
+/// Decodes a frame already read as a map (a MessagePack frame), with the same rules as
+/// [`parse_client_frame`]; a missing `type` is "type must be a string".
+pub(crate) fn parse_client_map(mut map: Map<String, Value>) -> Result<ClientFrame, FrameError> {
+    decode_raw(RawFrame {
+        kind: map.remove("type").unwrap_or(Value::Null),
+        payload: map.remove("payload"),
+        id: map.remove("id"),
+    })
+}
+
+fn decode_raw(raw: RawFrame) -> Result<ClientFrame, FrameError> {
     let id = match raw.id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= MAX_ID_CHARS => Some(s),

@@ -183,7 +183,7 @@ mod tests {
         seen.lock()
             .expect("probe")
             .iter()
-            .any(|m| matches!(m, Outbound::Frame(f) if f.contains("board.snapshot")))
+            .any(|m| matches!(m, Outbound::Frame(f) if f.json().contains("board.snapshot")))
     }
 
     #[actix_web::test]
@@ -215,7 +215,7 @@ mod tests {
         assert!(again.connected(), "a new room");
         until("a snapshot from the new room", || got_snapshot(&second)).await;
         let snapshot = second.lock().expect("probe").iter().find_map(|m| match m {
-            Outbound::Frame(f) if f.contains("board.snapshot") => Some(f.to_string()),
+            Outbound::Frame(f) if f.json().contains("board.snapshot") => Some(f.json().to_string()),
             _ => None,
         });
         let snapshot: serde_json::Value =

@@ -27,6 +27,7 @@ use crate::broker::{
 use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
 use crate::limits::{Offer, Throttle};
 use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
+use crate::wire::WireFrame;
 
 /// How long a `typing.start` holds before the server sends `typing.stop` itself.
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,7 +54,7 @@ enum Delivery {
     /// Written to its mailbox, held in its backlog, or not needed.
     Done,
     /// A cursor frame met a full mailbox: kept aside to retry, newest per user.
-    Deferred(ByteString),
+    Deferred(WireFrame),
 }
 
 impl Member {
@@ -71,7 +72,7 @@ impl Member {
     /// full, or more than `backlog_bound` frames wait in its queue.
     fn deliver(
         &mut self,
-        frame: ByteString,
+        frame: WireFrame,
         order: Order,
         cursor: bool,
         backlog_bound: usize,
@@ -138,7 +139,7 @@ impl Member {
 }
 
 /// Cursor frames kept aside for full mailboxes: per session, the newest per user.
-type SlowCursors = HashMap<SessionId, HashMap<String, ByteString>>;
+type SlowCursors = HashMap<SessionId, HashMap<String, WireFrame>>;
 
 /// Keeps a deferred cursor frame aside, or forgets those of a member that lagged.
 fn keep_aside(
@@ -170,8 +171,8 @@ fn keep_aside(
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// A frame to write.
-    Frame(ByteString),
+    /// A frame to write, in the session's encoding.
+    Frame(WireFrame),
     /// The session's mailbox overflowed and it missed events: close with 4009.
     Lagged,
     /// Close with this code and reason (kicks, failures).
@@ -201,7 +202,7 @@ struct Member {
     /// Frames waiting for room in its mailbox, in order: from its join on, those that arrive
     /// while its snapshot is being made; then its first frame (snapshot or resume) and replayed
     /// events go in front, and the queue drains as the session reads. `None` once live.
-    queue: Option<VecDeque<(Order, ByteString)>>,
+    queue: Option<VecDeque<(Order, WireFrame)>>,
     /// Its first frame is queued: the queue may drain.
     ready: bool,
     /// Frames queued since its join that are not part of its catch-up, bounded by the
@@ -321,7 +322,7 @@ impl Room {
     fn send(
         &mut self,
         sid: SessionId,
-        frame: ByteString,
+        frame: WireFrame,
         order: Order,
         cursor_of: Option<&str>,
         ctx: &mut Context<Self>,
@@ -349,6 +350,7 @@ impl Room {
         ctx: &mut Context<Self>,
     ) {
         let bound = self.settings.backlog_bound;
+        let frame = WireFrame::from(frame.clone());
         for (sid, member) in &mut self.members {
             if Some(*sid) == except {
                 continue;
@@ -552,7 +554,7 @@ impl Room {
         // session at the pace it reads (a replay may be far larger than its mailbox).
         let queue = member.queue.get_or_insert_with(VecDeque::new);
         for frame in first.into_iter().rev() {
-            queue.push_front((Order::None, frame));
+            queue.push_front((Order::None, WireFrame::from(frame)));
         }
         member.ready = true;
         self.drain(sid);
@@ -645,7 +647,7 @@ impl Room {
         // sender still needs the ack.
         self.send(
             ack.session,
-            encode("ack", &payload, None),
+            encode("ack", &payload, None).into(),
             Order::None,
             None,
             ctx,
@@ -925,7 +927,7 @@ impl Handler<Join> for Room {
                     }
                     (Ok(Err(err)), _) | (_, Ok(Err(err))) => {
                         if let Some(member) = room.members.get(&sid) {
-                            member.out.do_send(Outbound::Frame(err.to_frame()));
+                            member.out.do_send(Outbound::Frame(err.to_frame().into()));
                             member.out.do_send(Outbound::Close(
                                 close::RESTARTING,
                                 "backend unavailable".into(),
@@ -935,7 +937,7 @@ impl Handler<Join> for Room {
                     _ => {
                         if let Some(member) = room.members.get(&sid) {
                             let err = FrameError::new(None, ErrorCode::Internal, "join failed");
-                            member.out.do_send(Outbound::Frame(err.to_frame()));
+                            member.out.do_send(Outbound::Frame(err.to_frame().into()));
                             member
                                 .out
                                 .do_send(Outbound::Close(close::RESTARTING, "join failed".into()));
@@ -1162,10 +1164,14 @@ mod tests {
         (member, rx)
     }
 
-    fn cursor(x: u32) -> ByteString {
-        ByteString::from(format!(
+    fn cursor(x: u32) -> WireFrame {
+        frame(&format!(
             r#"{{"type":"cursor.move","payload":{{"userId":"ann","position":{{"x":{x},"y":0}}}}}}"#
         ))
+    }
+
+    fn frame(json: &str) -> WireFrame {
+        WireFrame::from(ByteString::from(json))
     }
 
     #[test]
@@ -1182,10 +1188,9 @@ mod tests {
         assert!(deferred > 0, "the mailbox filled up");
         assert!(!member.lagged, "cursor frames never lag a session");
         assert_eq!(slow[&sid].len(), 1, "one frame kept per user");
-        assert_eq!(slow[&sid]["ann"], cursor(9), "the newest one");
+        assert_eq!(slow[&sid]["ann"].json(), cursor(9).json(), "the newest one");
 
-        let frame =
-            ByteString::from_static(r#"{"type":"presence.leave","payload":{"userId":"cid"}}"#);
+        let frame = frame(r#"{"type":"presence.leave","payload":{"userId":"cid"}}"#);
         let delivery = member.deliver(frame, Order::Rev(1), false, 100);
         keep_aside(&mut slow, sid, &member, delivery, None);
         assert!(member.lagged, "a frame that must arrive lags the session");
@@ -1209,7 +1214,11 @@ mod tests {
             let delivery = member.deliver(cursor(x), Order::None, true, 100);
             keep_aside(&mut slow, sid, &member, delivery, Some("ann"));
         }
-        assert_eq!(slow[&sid]["ann"], cursor(3), "kept aside while full");
+        assert_eq!(
+            slow[&sid]["ann"].json(),
+            cursor(3).json(),
+            "kept aside while full"
+        );
         // The session reads its mailbox; the next move fits and is delivered.
         while mailbox.next().now_or_never().flatten().is_some() {}
         let delivery = member.deliver(cursor(4), Order::None, true, 100);
@@ -1227,7 +1236,7 @@ mod tests {
         member.rev_floor = 5;
         member.seq_floor = 7;
         member.queue = Some(VecDeque::new());
-        let frame = ByteString::from_static("{}");
+        let frame = frame("{}");
         member.deliver(frame.clone(), Order::Rev(5), false, 100);
         member.deliver(frame.clone(), Order::Seq(7), false, 100);
         member.deliver(frame.clone(), Order::Seq(8), false, 100);
@@ -1247,7 +1256,7 @@ mod tests {
         let (mut member, mut mailbox) = stuck_member(4);
         member.queue = Some(
             (1..=20)
-                .map(|n| (Order::Seq(n), ByteString::from(n.to_string())))
+                .map(|n| (Order::Seq(n), frame(&n.to_string())))
                 .collect(),
         );
         member.seq_floor = 2;
@@ -1273,7 +1282,7 @@ mod tests {
         let (mut member, _mailbox) = stuck_member(4);
         member.queue = Some(VecDeque::new());
         for n in 1..=3 {
-            member.deliver(ByteString::from(n.to_string()), Order::Seq(n), false, 3);
+            member.deliver(frame(&n.to_string()), Order::Seq(n), false, 3);
         }
         assert!(!member.lagged);
         assert!(
@@ -1283,7 +1292,7 @@ mod tests {
             ),
             "cursors wait aside, newest per user, and do not count"
         );
-        member.deliver(ByteString::from("4"), Order::Seq(4), false, 3);
+        member.deliver(frame("4"), Order::Seq(4), false, 3);
         assert!(member.lagged, "the fourth live frame passes the bound");
     }
 }

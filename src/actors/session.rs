@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use actix_web_actors::ws;
+use bytestring::ByteString;
 use serde_json::json;
 
 use crate::actors::presence::SetStatus;
@@ -26,6 +27,7 @@ use crate::protocol::{
     FrameError,
 };
 use crate::startup::AppState;
+use crate::wire::{pack, parse_packed_frame, Encoding};
 
 /// Durable operations a session may have waiting behind those in flight; past it they are
 /// answered `unavailable` at once (the backend is slow or stalled, and a client that retries
@@ -63,10 +65,11 @@ pub struct Session {
     abuse: AbuseWindow,
     /// The timer that closes the session at the token's expiry.
     expiry: Option<SpawnHandle>,
-    /// A fragmented text message being reassembled; `None` between messages.
-    fragments: Option<Vec<u8>>,
-    /// A fragmented binary message is being skipped.
-    binary_fragments: bool,
+    /// How its frames are encoded, both ways.
+    encoding: Encoding,
+    /// A fragmented message being reassembled, and whether it is binary; `None` between
+    /// messages.
+    fragments: Option<(bool, Vec<u8>)>,
     /// Durable operations waiting for those in flight, in the order the client sent them.
     durable_queue: VecDeque<(Option<String>, DurableOp)>,
     /// Durable operations in flight.
@@ -83,6 +86,7 @@ impl Session {
         key: BoardKey,
         identity: Identity,
         resume: (Option<u64>, Option<String>),
+        encoding: Encoding,
         slot: SessionSlot,
         shared: Shared,
     ) -> Self {
@@ -100,8 +104,8 @@ impl Session {
             last_seen: now,
             last_ping: now,
             expiry: None,
+            encoding,
             fragments: None,
-            binary_fragments: false,
             durable_queue: VecDeque::new(),
             durable_in_flight: 0,
             _slot: slot,
@@ -123,7 +127,15 @@ impl Session {
     }
 
     fn error(&self, err: FrameError, ctx: &mut ws::WebsocketContext<Self>) {
-        ctx.text(err.to_frame());
+        self.write(err.to_frame(), ctx);
+    }
+
+    /// Writes a frame of this session's own (an ack, an error, a pong) in its encoding.
+    fn write(&self, frame: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.encoding {
+            Encoding::Json => ctx.text(frame),
+            Encoding::MsgPack => ctx.binary(pack(&frame)),
+        }
     }
 
     /// Closes the session with 4001 when the token expires.
@@ -173,12 +185,28 @@ impl Session {
         true
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    /// One whole message from the client: a text one when `binary` is false.
+    fn on_message(&mut self, binary: bool, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         metrics::FRAMES_RECEIVED.inc();
         if !self.admit(ctx) {
             return;
         }
-        let frame = match parse_client_frame(text) {
+        let decoded = match (self.encoding, binary) {
+            (Encoding::Json, false) => match std::str::from_utf8(bytes) {
+                Ok(text) => parse_client_frame(text),
+                Err(_) => Err(FrameError::bad_request(None, "text is not UTF-8")),
+            },
+            (Encoding::MsgPack, true) => parse_packed_frame(bytes),
+            (Encoding::Json, true) => Err(FrameError::bad_request(
+                None,
+                "binary frames need the boardcast.v1.msgpack subprotocol",
+            )),
+            (Encoding::MsgPack, false) => Err(FrameError::bad_request(
+                None,
+                "text frames are not accepted on a boardcast.v1.msgpack socket",
+            )),
+        };
+        let frame = match decoded {
             Ok(frame) => frame,
             Err(err) => {
                 self.bucket.try_take(Instant::now());
@@ -222,7 +250,7 @@ impl Session {
                 status,
                 origin: self.id,
             }),
-            ClientMessage::Ping(payload) => ctx.text(encode("pong", &payload, None)),
+            ClientMessage::Ping(payload) => self.write(encode("pong", &payload, None), ctx),
             ClientMessage::AuthRefresh(token) => self.refresh(id, &token, ctx),
             ClientMessage::Durable(op) => {
                 if self.identity.role != Role::Editor {
@@ -295,7 +323,7 @@ impl Session {
                     if let Some(version) = appended.version {
                         payload["version"] = json!(version);
                     }
-                    ctx.text(encode("ack", &payload, None));
+                    session.write(encode("ack", &payload, None), ctx);
                     None
                 }
                 Ok(Ok(_)) => None,
@@ -324,7 +352,7 @@ impl Session {
             Some(identity) => {
                 self.identity = identity;
                 self.schedule_expiry(ctx);
-                ctx.text(encode("ack", &json!({ "id": id }), None));
+                self.write(encode("ack", &json!({ "id": id }), None), ctx);
             }
             None => self.error(
                 FrameError::new(
@@ -346,24 +374,17 @@ impl Session {
         let max = self.shared.config.max_message_bytes;
         let (bytes, last) = match item {
             actix_http::ws::Item::FirstText(b) => {
-                self.fragments = Some(Vec::new());
+                self.fragments = Some((false, Vec::new()));
                 (b, false)
             }
-            actix_http::ws::Item::FirstBinary(_) => {
-                self.binary_fragments = true;
-                return;
+            actix_http::ws::Item::FirstBinary(b) => {
+                self.fragments = Some((true, Vec::new()));
+                (b, false)
             }
             actix_http::ws::Item::Continue(b) => (b, false),
             actix_http::ws::Item::Last(b) => (b, true),
         };
-        if self.binary_fragments {
-            if last {
-                self.binary_fragments = false;
-                self.binary(ctx);
-            }
-            return;
-        }
-        let Some(buf) = self.fragments.as_mut() else {
+        let Some((_, buf)) = self.fragments.as_mut() else {
             return self.error(
                 FrameError::bad_request(None, "continuation without a first frame"),
                 ctx,
@@ -374,21 +395,9 @@ impl Session {
             return self.close(close::TOO_BIG, "message too big", ctx);
         }
         if last {
-            let buf = self.fragments.take().unwrap_or_default();
-            match String::from_utf8(buf) {
-                Ok(text) => self.on_text(&text, ctx),
-                Err(_) => self.error(FrameError::bad_request(None, "text is not UTF-8"), ctx),
+            if let Some((binary, buf)) = self.fragments.take() {
+                self.on_message(binary, &buf, ctx);
             }
-        }
-    }
-
-    fn binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.admit(ctx) {
-            self.bucket.try_take(Instant::now());
-            self.error(
-                FrameError::bad_request(None, "binary frames are not supported"),
-                ctx,
-            );
         }
     }
 }
@@ -442,7 +451,10 @@ impl Handler<Outbound> for Session {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
-            Outbound::Frame(frame) => ctx.text(frame),
+            Outbound::Frame(frame) => match self.encoding {
+                Encoding::Json => ctx.text(frame.json().clone()),
+                Encoding::MsgPack => ctx.binary(frame.packed()),
+            },
             Outbound::Lagged => self.close(close::TOO_SLOW, "too slow", ctx),
             Outbound::Close(code, reason) => self.close(code, &reason, ctx),
         }
@@ -456,8 +468,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         }
         self.last_seen = Instant::now();
         match msg {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.binary(ctx),
+            Ok(ws::Message::Text(text)) => self.on_message(false, text.as_bytes(), ctx),
+            Ok(ws::Message::Binary(bytes)) => self.on_message(true, &bytes, ctx),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(ws::Message::Ping(bytes)) => {
                 if self.admit(ctx) {

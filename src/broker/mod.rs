@@ -27,6 +27,7 @@ use crate::actors::room::Outbound;
 use crate::board::{BoardLimits, DurableOp};
 use crate::event::{BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
+use crate::wire::WireFrame;
 
 use self::embedded::{Embedded, Request};
 use self::memory::MemoryStore;
@@ -166,6 +167,7 @@ impl Broker {
         let Some(sessions) = self.users.get(&(tenant, user_id)) else {
             return;
         };
+        let frame = WireFrame::from(frame);
         for out in sessions.values() {
             if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(frame.clone())) {
                 // A session too slow to take it must not silently miss it.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix_codec::{Framed, FramedParts};
 use actix_http::body::{BodySize, MessageBody};
 use actix_http::h1::{self, Message};
+use actix_http::header::SEC_WEBSOCKET_PROTOCOL;
 use actix_http::{ConnectionType, HttpMessage, Request, Response};
 use actix_web::error::PayloadError;
 use actix_web::web::{Bytes, BytesMut};
@@ -78,7 +79,12 @@ async fn upgrade(state: Arc<AppState>, (req, framed): (Request, Upgraded)) -> io
         return reject(framed, err).await;
     };
     let switching = match actix_http::ws::handshake(req.head()) {
-        Ok(mut builder) => builder.finish().drop_body(),
+        Ok(mut builder) => {
+            if let Some(encoding) = admitted.encoding {
+                builder.insert_header((SEC_WEBSOCKET_PROTOCOL, encoding.protocol()));
+            }
+            builder.finish().drop_body()
+        }
         Err(err) => {
             let err = ApiError::BadRequest(format!("not a WebSocket upgrade: {err}"));
             return reject(framed, err).await;
@@ -138,8 +144,10 @@ async fn run(
         identity,
         last_seq,
         epoch,
+        encoding,
     } = admitted;
-    let session = Session::new(key, identity, (last_seq, epoch), slot, state);
+    let encoding = encoding.unwrap_or_default();
+    let session = Session::new(key, identity, (last_seq, epoch), encoding, slot, state);
     let output = WebsocketContext::with_codec(session, input, codec);
     // A task of its own, sized for the session alone: the connection's HTTP/1 task, sized for
     // any request, ends here.

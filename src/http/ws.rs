@@ -11,6 +11,7 @@ use crate::auth::{AuthError, Identity, Role};
 use crate::event::{valid_board_id, BoardKey};
 use crate::http::ApiError;
 use crate::startup::AppState;
+use crate::wire::{negotiate, Encoding};
 
 /// The token from `?token=` or, for non-browser clients, `Authorization: Bearer`.
 pub fn bearer_or_query(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
@@ -70,9 +71,12 @@ pub struct Admitted {
     pub last_seq: Option<u64>,
     /// The epoch of the resume point, from `?epoch=`.
     pub epoch: Option<String>,
+    /// The encoding from `Sec-WebSocket-Protocol`; `None` when the client named none.
+    pub encoding: Option<Encoding>,
 }
 
-/// Checks board, token, role, boards claim, origin, `last_seq` and `epoch`, in that order.
+/// Checks board, token, role, boards claim, origin, `last_seq`, `epoch` and the subprotocol,
+/// in that order.
 pub fn admit(
     state: &AppState,
     board: &str,
@@ -117,11 +121,13 @@ pub fn admit(
             ))
         }
     };
+    let encoding = negotiate(headers).map_err(ApiError::BadRequest)?;
     Ok(Admitted {
         key: BoardKey::new(identity.tenant.clone(), board),
         identity,
         last_seq,
         epoch,
+        encoding,
     })
 }
 

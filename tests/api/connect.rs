@@ -165,7 +165,7 @@ async fn a_foreign_origin_is_403_when_origins_are_set(mode) {
 }
 
 in_both_modes! {
-async fn bad_frames_get_bad_request_and_the_connection_stays_open(mode) {
+backends_only async fn bad_frames_get_bad_request_and_the_connection_stays_open(mode) {
     let app = spawn_app_in(mode).await;
     let (mut c, _) = app.join("b", "ann").await;
     let long_id = "i".repeat(65);

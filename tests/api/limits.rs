@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 
@@ -16,11 +17,11 @@ async fn a_frame_over_the_limit_closes_with_1009(mode) {
     let app = spawn_app_with_in(mode, config).await;
     let (mut ann, _) = app.join("b", "ann").await;
     // Just under the limit is fine.
-    let fits = json!({"type":"ping","payload":{"p":"x".repeat(900)}}).to_string();
-    ann.send_text(&fits).await;
+    ann.send(json!({"type":"ping","payload":{"p":"x".repeat(900)}}))
+        .await;
     assert_eq!(ann.next_frame().await["type"], "pong");
-    let big = json!({"type":"ping","payload":{"p":"x".repeat(2000)}}).to_string();
-    ann.send_text(&big).await;
+    ann.send(json!({"type":"ping","payload":{"p":"x".repeat(2000)}}))
+        .await;
     assert_eq!(ann.expect_close().await, 1009);
 }
 }
@@ -147,13 +148,23 @@ async fn connect_with_small_buffer(app: &TestApp, board: &str, user: &str) -> Te
     socket.connect(&addr.into()).expect("connect");
     socket.set_nonblocking(true).expect("nonblocking");
     let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
-    let (ws, _) = tokio_tungstenite::client_async(
-        app.ws_url(board, &token(user)),
-        MaybeTlsStream::Plain(tcp),
-    )
-    .await
-    .expect("upgrade");
-    TestClient { ws }
+    let mut request = app
+        .ws_url(board, &token(user))
+        .into_client_request()
+        .expect("a WebSocket URL");
+    if app.packed {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "boardcast.v1.msgpack".parse().expect("header value"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+        .await
+        .expect("upgrade");
+    TestClient {
+        ws,
+        packed: app.packed,
+    }
 }
 
 in_both_modes! {
@@ -199,7 +210,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others(mode)
             .await
             .expect("frames in time")
         {
-            Some(Ok(Message::Text(_))) => got += 1,
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => got += 1,
             Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
             Some(Ok(_)) => {}
             other => panic!("unexpected end: {other:?}"),

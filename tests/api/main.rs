@@ -8,6 +8,7 @@ mod support;
 mod cluster;
 mod connect;
 mod durable;
+mod encoding;
 mod ephemeral;
 mod fuzz;
 mod http_api;

@@ -348,7 +348,7 @@ async fn small_buffer_client(url: &str) -> TestClient {
     let (ws, _) = tokio_tungstenite::client_async(url, tcp)
         .await
         .expect("upgrade");
-    TestClient { ws }
+    TestClient { ws, packed: false }
 }
 
 #[actix_web::test]

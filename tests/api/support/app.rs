@@ -17,6 +17,8 @@ pub struct TestApp {
     pub redis: Option<std::sync::Arc<RedisServer>>,
     /// Its `DATA_DIR`, removed when the test ends, when the test did not choose one.
     pub data: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// Its test clients speak MessagePack.
+    pub packed: bool,
 }
 
 /// Which broker backend a test runs against.
@@ -26,13 +28,15 @@ pub enum Mode {
     Embedded,
     /// A real `redis-server` of the test's own.
     Redis,
+    /// The in-process broker, with clients that speak MessagePack.
+    MsgPack,
 }
 
 /// Starts the real server in `mode` with `config`; in Redis mode with a Redis of its own, and
 /// only once the server reports ready.
 pub async fn spawn_app_with_in(mode: Mode, mut config: Config) -> TestApp {
     let redis = match mode {
-        Mode::Embedded => None,
+        Mode::Embedded | Mode::MsgPack => None,
         Mode::Redis => {
             let redis = RedisServer::start();
             config.redis_url = Some(redis.url());
@@ -41,6 +45,7 @@ pub async fn spawn_app_with_in(mode: Mode, mut config: Config) -> TestApp {
     };
     let mut app = spawn_app_with(config).await;
     app.redis = redis;
+    app.packed = mode == Mode::MsgPack;
     if mode == Mode::Redis {
         app.wait_ready().await;
     }
@@ -78,6 +83,7 @@ pub async fn spawn_app_with(mut config: Config) -> TestApp {
         port,
         redis: None,
         data,
+        packed: false,
     }
 }
 
@@ -114,6 +120,15 @@ impl TestApp {
         format!("ws://127.0.0.1:{}/ws/{board}?token={token}", self.port)
     }
 
+    /// Connects to `url` in this app's encoding for test clients.
+    pub async fn connect(&self, url: &str) -> TestClient {
+        if self.packed {
+            TestClient::connect_packed(url).await
+        } else {
+            TestClient::connect(url).await
+        }
+    }
+
     /// The HTTP URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
@@ -138,7 +153,7 @@ impl TestApp {
 
     /// Connects `user` to `board` resuming after `last_seq`; the first frame is not read.
     pub async fn resume(&self, board: &str, user: &str, last_seq: u64) -> TestClient {
-        TestClient::connect(&format!(
+        self.connect(&format!(
             "{}&last_seq={last_seq}",
             self.ws_url(board, &token(user))
         ))
@@ -147,7 +162,7 @@ impl TestApp {
 
     /// Connects with `token` and reads the first frame.
     pub async fn join_with(&self, board: &str, token: &str) -> (TestClient, Value) {
-        let mut client = TestClient::connect(&self.ws_url(board, token)).await;
+        let mut client = self.connect(&self.ws_url(board, token)).await;
         let first = client.next_frame().await;
         (client, first)
     }

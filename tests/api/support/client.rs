@@ -9,25 +9,58 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::*;
 
-/// A real WebSocket client.
+/// A real WebSocket client, speaking JSON or MessagePack; either way its frames are read and
+/// written as JSON values.
 pub struct TestClient {
     /// The socket.
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// It negotiated `boardcast.v1.msgpack`: binary frames both ways.
+    pub packed: bool,
 }
 
 impl TestClient {
-    /// Connects to `url`, panicking if the upgrade fails.
+    /// Connects to `url` with JSON frames, panicking if the upgrade fails.
     pub async fn connect(url: &str) -> TestClient {
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("connect in time")
             .expect("the upgrade succeeds");
-        TestClient { ws }
+        TestClient { ws, packed: false }
     }
 
-    /// Sends a JSON frame.
+    /// Connects to `url` asking for `boardcast.v1.msgpack`, and checks the answer names it.
+    pub async fn connect_packed(url: &str) -> TestClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "boardcast.v1.msgpack".parse().expect("header value"),
+        );
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("the upgrade succeeds");
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("boardcast.v1.msgpack")
+        );
+        TestClient { ws, packed: true }
+    }
+
+    /// Sends a frame in the socket's encoding.
     pub async fn send(&mut self, frame: Value) {
-        self.send_text(&frame.to_string()).await;
+        if self.packed {
+            let bytes = rmp_serde::to_vec(&frame).expect("MessagePack");
+            self.ws
+                .send(Message::binary(bytes))
+                .await
+                .expect("send works");
+        } else {
+            self.send_text(&frame.to_string()).await;
+        }
     }
 
     /// Sends a text frame as is.
@@ -43,7 +76,9 @@ impl TestClient {
         self.send(json!({"type": kind, "payload": payload})).await;
     }
 
-    /// The next text frame as JSON; panics on close or after [`WAIT`].
+    /// The next frame as a JSON value, from a text frame on a JSON socket and a binary one on
+    /// a MessagePack socket (any other kind fails the test); panics on close or after
+    /// [`WAIT`].
     pub async fn next_frame(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
@@ -52,7 +87,14 @@ impl TestClient {
                 .expect("the socket is open")
                 .expect("a valid frame");
             match msg {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Text(text) => {
+                    assert!(!self.packed, "a text frame on a MessagePack socket: {text}");
+                    return serde_json::from_str(&text).expect("JSON frame");
+                }
+                Message::Binary(bytes) => {
+                    assert!(self.packed, "a binary frame on a JSON socket");
+                    return rmp_serde::from_slice(&bytes).expect("a MessagePack frame");
+                }
                 Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
                 _ => continue,
             }

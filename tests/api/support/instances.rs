@@ -103,6 +103,7 @@ impl Instance {
             port: self.port,
             redis: None,
             data: None,
+            packed: false,
         }
     }
 

@@ -22,9 +22,22 @@ pub const SECRET: &[u8] = b"test-secret-0123456789abcdef";
 /// How long any single expectation may wait.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Runs one test body in both modes: `name::embedded` and `name::redis`.
+/// Runs one test body in both modes, `name::embedded` and `name::redis`, and once more with
+/// clients that speak MessagePack, `name::msgpack` (embedded). `backends_only` leaves that run
+/// out, for tests that choose their clients' encodings themselves or test JSON text as such.
 macro_rules! in_both_modes {
     (async fn $name:ident($mode:ident) $body:block) => {
+        in_both_modes! { @modes $name $mode $body
+            #[actix_web::test]
+            async fn msgpack() {
+                body(Mode::MsgPack).await
+            }
+        }
+    };
+    (backends_only async fn $name:ident($mode:ident) $body:block) => {
+        in_both_modes! { @modes $name $mode $body }
+    };
+    (@modes $name:ident $mode:ident $body:block $($more:item)*) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -40,6 +53,8 @@ macro_rules! in_both_modes {
             async fn redis() {
                 body(Mode::Redis).await
             }
+
+            $($more)*
         }
     };
 }
