@@ -49,6 +49,11 @@ export interface BoardClientOptions {
   token: string | (() => Promise<string>);
   /** `ws://host:port`; defaults to the page's own host. */
   url?: string;
+  /**
+   * `"json"` (the default): text frames. `"msgpack"`: the `boardcast.v1.msgpack` subprotocol,
+   * every frame a binary MessagePack map with the same keys and values.
+   */
+  encoding?: "json" | "msgpack";
   WebSocket?: unknown;
   random?: () => number;
   setTimeout?: (f: () => void, ms: number) => unknown;
@@ -66,6 +71,11 @@ type Events = {
   event: (frame: { type: string; payload: unknown; seq?: number }, state: BoardState) => void;
   error: (error: BoardError, state: BoardState) => void;
 };
+
+/** Encodes a JSON-like value as MessagePack (integers shortest, other numbers as float 64). */
+export declare function packMessage(value: unknown): Uint8Array;
+/** Decodes one MessagePack value that fills `bytes`; throws on anything else. */
+export declare function unpackMessage(bytes: ArrayBuffer | Uint8Array): unknown;
 
 export declare function applyEvent(
   items: Map<string, Item>, values: Map<string, CellValue>, type: string, payload: unknown): void;

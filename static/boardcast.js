@@ -3,6 +3,7 @@
 //
 //   import { BoardClient } from "/client/boardcast.js";
 //   const board = new BoardClient({ board: "demo", token: async () => fetchToken() });
+//   // or, with MessagePack frames: new BoardClient({ ..., encoding: "msgpack" })
 //   board.on("change", (state) => render(state));
 //   board.connect();
 //   await board.createItem({ id: "n1", title: "hello" });
@@ -54,15 +55,166 @@ export function applyEvent(items, values, type, p) {
   }
 }
 
+// MessagePack, as much of it as boardcast's messages use: nil, booleans, integers (as numbers),
+// 64-bit floats, strings, arrays, maps with string keys; binary data decodes to a Uint8Array.
+// Integers are sent in their shortest form; numbers that are not safe integers go as float 64.
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes a JSON-like value as MessagePack bytes. */
+export function packMessage(value) {
+  const out = [];
+  const word = (bytes, n) => {
+    for (let shift = (bytes - 1) * 8; shift >= 0; shift -= 8) out.push(Math.floor(n / 2 ** shift) % 256);
+  };
+  const sized = (n, fix, fixMax, codes) => {
+    if (fix !== null && n <= fixMax) return out.push(fix | n);
+    if (codes[0] !== null && n < 256) return out.push(codes[0], n);
+    if (n < 65536) return out.push(codes[1]), word(2, n);
+    out.push(codes[2]);
+    word(4, n);
+  };
+  const put = (v) => {
+    if (v === null || v === undefined) return out.push(0xc0);
+    if (v === false) return out.push(0xc2);
+    if (v === true) return out.push(0xc3);
+    if (typeof v === "number") {
+      if (Number.isSafeInteger(v)) {
+        if (v >= 0) {
+          if (v < 128) return out.push(v);
+          if (v < 256) return out.push(0xcc, v);
+          if (v < 65536) return out.push(0xcd), word(2, v);
+          if (v < 2 ** 32) return out.push(0xce), word(4, v);
+          return out.push(0xcf), word(8, v);
+        }
+        if (v >= -32) return out.push(v + 256);
+        if (v >= -128) return out.push(0xd0, v + 256);
+        if (v >= -32768) return out.push(0xd1), word(2, v + 65536);
+        if (v >= -(2 ** 31)) return out.push(0xd2), word(4, v + 2 ** 32);
+        // Two's complement of a 64-bit integer, as two 32-bit words.
+        const big = BigInt.asUintN(64, BigInt(v));
+        out.push(0xd3);
+        word(4, Number(big >> 32n));
+        return word(4, Number(big & 0xffffffffn));
+      }
+      const bytes = new Uint8Array(8);
+      new DataView(bytes.buffer).setFloat64(0, v);
+      return out.push(0xcb, ...bytes);
+    }
+    if (typeof v === "string") {
+      const bytes = utf8Encoder.encode(v);
+      sized(bytes.length, 0xa0, 31, [0xd9, 0xda, 0xdb]);
+      for (const b of bytes) out.push(b);
+      return;
+    }
+    if (v instanceof Uint8Array) {
+      sized(v.length, null, 0, [0xc4, 0xc5, 0xc6]);
+      for (const b of v) out.push(b);
+      return;
+    }
+    if (Array.isArray(v)) {
+      sized(v.length, 0x90, 15, [null, 0xdc, 0xdd]);
+      for (const item of v) put(item);
+      return;
+    }
+    if (typeof v === "object") {
+      const entries = Object.entries(v).filter(([, x]) => x !== undefined);
+      sized(entries.length, 0x80, 15, [null, 0xde, 0xdf]);
+      for (const [key, item] of entries) put(key), put(item);
+      return;
+    }
+    throw new TypeError(`cannot encode a ${typeof v} as MessagePack`);
+  };
+  put(value);
+  return Uint8Array.from(out);
+}
+
+/** Decodes one MessagePack value that fills `bytes` (an ArrayBuffer or a Uint8Array). */
+export function unpackMessage(bytes) {
+  const data = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  let at = 0;
+  const need = (n) => {
+    if (at + n > data.length) throw new RangeError("truncated MessagePack");
+    const start = at;
+    at += n;
+    return start;
+  };
+  const uint = (n) => {
+    const start = need(n);
+    if (n === 1) return view.getUint8(start);
+    if (n === 2) return view.getUint16(start);
+    if (n === 4) return view.getUint32(start);
+    return view.getUint32(start) * 2 ** 32 + view.getUint32(start + 4);
+  };
+  const str = (n) => utf8Decoder.decode(data.subarray(need(n), at));
+  const list = (n) => Array.from({ length: n }, () => get());
+  const map = (n) => {
+    const obj = {};
+    for (let i = 0; i < n; i++) {
+      const key = get();
+      if (typeof key !== "string") throw new TypeError("MessagePack map keys must be strings");
+      obj[key] = get();
+    }
+    return obj;
+  };
+  const get = () => {
+    const c = uint(1);
+    if (c < 0x80) return c;
+    if (c < 0x90) return map(c & 0x0f);
+    if (c < 0xa0) return list(c & 0x0f);
+    if (c < 0xc0) return str(c & 0x1f);
+    if (c >= 0xe0) return c - 256;
+    switch (c) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: case 0xc5: case 0xc6: {
+        const n = uint(2 ** (c - 0xc4));
+        return new Uint8Array(data.subarray(need(n), at));
+      }
+      case 0xca: return view.getFloat32(need(4));
+      case 0xcb: return view.getFloat64(need(8));
+      case 0xcc: return uint(1);
+      case 0xcd: return uint(2);
+      case 0xce: return uint(4);
+      case 0xcf: return uint(8);
+      case 0xd0: return view.getInt8(need(1));
+      case 0xd1: return view.getInt16(need(2));
+      case 0xd2: return view.getInt32(need(4));
+      case 0xd3: {
+        const start = need(8);
+        return view.getInt32(start) * 2 ** 32 + view.getUint32(start + 4);
+      }
+      case 0xd9: return str(uint(1));
+      case 0xda: return str(uint(2));
+      case 0xdb: return str(uint(4));
+      case 0xdc: return list(uint(2));
+      case 0xdd: return list(uint(4));
+      case 0xde: return map(uint(2));
+      case 0xdf: return map(uint(4));
+    }
+    throw new TypeError(`unsupported MessagePack type 0x${c.toString(16)}`);
+  };
+  const value = get();
+  if (at !== data.length) throw new RangeError("bytes after the MessagePack value");
+  return value;
+}
+
 /**
  * A connection to one board. State is kept in `state`; listeners registered with `on` are told
  * of changes: "change" (any), "status", "presence", "cursor", "typing", "board", "event"
  * (backend and user events), "error".
  */
 export class BoardClient {
-  constructor({ board, token, url, WebSocket: Socket, random, setTimeout: timer, clearTimeout: clear, now } = {}) {
+  constructor({ board, token, url, encoding, WebSocket: Socket, random, setTimeout: timer, clearTimeout: clear, now } = {}) {
     if (!board) throw new Error("board is required");
+    if (encoding !== undefined && encoding !== "json" && encoding !== "msgpack") {
+      throw new Error('encoding is "json" or "msgpack"');
+    }
     this.board = board;
+    this.encoding = encoding || "json";
     this.tokenSource = token;
     this.url = url || (typeof location !== "undefined" ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}` : "");
     this.Socket = Socket || globalThis.WebSocket;
@@ -134,7 +286,11 @@ export class BoardClient {
     // started again, and the client gets a snapshot rather than a wrong replay.
     const epoch = this.state.epoch ? `&epoch=${encodeURIComponent(this.state.epoch)}` : "";
     const resume = this.state.seq !== null ? `&last_seq=${this.state.seq}${epoch}` : "";
-    const socket = new this.Socket(`${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}`);
+    const address = `${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}`;
+    const socket = this.encoding === "msgpack"
+      ? new this.Socket(address, ["boardcast.v1.msgpack"])
+      : new this.Socket(address);
+    if (this.encoding === "msgpack") socket.binaryType = "arraybuffer";
     this.socket = socket;
     socket.onmessage = (e) => this.socket === socket && this.receive(e.data);
     socket.onclose = (e) => this.socket === socket && this.closed(e.code);
@@ -186,14 +342,16 @@ export class BoardClient {
 
   send(type, payload, id) {
     if (!this.socket || this.socket.readyState !== 1) return false;
-    this.socket.send(JSON.stringify(id === undefined ? { type, payload } : { type, payload, id }));
+    const frame = id === undefined ? { type, payload } : { type, payload, id };
+    this.socket.send(this.encoding === "msgpack" ? packMessage(frame) : JSON.stringify(frame));
     return true;
   }
 
-  receive(text) {
+  /** One frame from the server: text (JSON) or binary (MessagePack). */
+  receive(data) {
     let frame;
     try {
-      frame = JSON.parse(text);
+      frame = typeof data === "string" ? JSON.parse(data) : unpackMessage(data);
     } catch {
       return;
     }

@@ -1,18 +1,19 @@
 // Unit tests of the browser client's state logic, against a fake socket and fake timers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BoardClient, BoardError } from "../../static/boardcast.js";
+import { BoardClient, BoardError, packMessage, unpackMessage } from "../../static/boardcast.js";
 
 /** A WebSocket stand-in: records what the client sends and lets the test play the server. */
 class FakeSocket {
   static all = [];
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.sent = [];
     this.readyState = 1;
     FakeSocket.all.push(this);
   }
-  send(text) { this.sent.push(JSON.parse(text)); }
+  send(data) { this.sent.push(typeof data === "string" ? JSON.parse(data) : unpackMessage(data)); }
   close(code) { this.readyState = 3; this.closedWith = code; }
   serve(type, payload, seq) { this.onmessage({ data: JSON.stringify(seq === undefined ? { type, payload } : { type, payload, seq }) }); }
   drop(code) { this.readyState = 3; this.onclose({ code }); }
@@ -242,4 +243,67 @@ test("backend events reach the event listener", async () => {
   socket.serve("notice.sent", { m: 1 });
   assert.deepEqual(seen, ["order.shipped", "notice.sent"]);
   assert.equal(client.state.seq, 1);
+});
+
+const hex = (bytes) => Buffer.from(bytes).toString("hex");
+
+test("MessagePack: values encode to the bytes the format defines", () => {
+  const cases = [
+    [null, "c0"], [false, "c2"], [true, "c3"],
+    [0, "00"], [127, "7f"], [128, "cc80"], [255, "ccff"], [256, "cd0100"], [65535, "cdffff"],
+    [65536, "ce00010000"], [2 ** 32, "cf0000000100000000"], [2 ** 53 - 1, "cf001fffffffffffff"],
+    [-1, "ff"], [-32, "e0"], [-33, "d0df"], [-128, "d080"], [-129, "d1ff7f"], [-32768, "d18000"],
+    [-32769, "d2ffff7fff"], [-(2 ** 31) - 1, "d3ffffffff7fffffff"],
+    [1.5, "cb3ff8000000000000"], [-0.25, "cbbfd0000000000000"], [2 ** 53, "cb4340000000000000"],
+    ["", "a0"], ["é", "a2c3a9"], ["x".repeat(31), "bf" + "78".repeat(31)],
+    ["x".repeat(32), "d920" + "78".repeat(32)], ["x".repeat(256), "da0100" + "78".repeat(256)],
+    [[], "90"], [[1, [2]], "920191" + "02"], [Array(16).fill(0), "dc0010" + "00".repeat(16)],
+    [{}, "80"], [{ a: 1, b: undefined }, "81a16101", { a: 1 }], [new Uint8Array([1, 2]), "c4020102"],
+  ];
+  for (const [value, expected, decoded = value] of cases) {
+    assert.equal(hex(packMessage(value)), expected, JSON.stringify(value));
+    assert.deepEqual(unpackMessage(Buffer.from(expected, "hex")), decoded);
+  }
+  // A cursor move as the server sends it (keys in the server's order).
+  const frame = Buffer.from(
+    "82a77061796c6f616482a8706f736974696f6e82a1780aa179cb4004000000000000a6757365724964a3616e6ea474797065ab637572736f722e6d6f7665",
+    "hex");
+  assert.deepEqual(unpackMessage(frame), { payload: { position: { x: 10, y: 2.5 }, userId: "ann" }, type: "cursor.move" });
+  assert.equal(frame.length, 62);
+});
+
+test("MessagePack: every width decodes, and broken input throws", () => {
+  // Forms the encoder never picks but a peer may send.
+  assert.equal(unpackMessage(Buffer.from("cd0001", "hex")), 1);
+  assert.equal(unpackMessage(Buffer.from("ce00000002", "hex")), 2);
+  assert.equal(unpackMessage(Buffer.from("d0ff", "hex")), -1);
+  assert.equal(unpackMessage(Buffer.from("ca3fc00000", "hex")), 1.5);
+  assert.equal(unpackMessage(Buffer.from("d90161", "hex")), "a");
+  assert.equal(unpackMessage(Buffer.from("db0000000161", "hex")), "a");
+  assert.deepEqual(unpackMessage(Buffer.from("dd0000000101", "hex")), [1]);
+  assert.deepEqual(unpackMessage(Buffer.from("de0001a16101", "hex")), { a: 1 });
+  assert.deepEqual(unpackMessage(Buffer.from("df00000001a16101", "hex")), { a: 1 });
+  assert.equal(unpackMessage(Buffer.from("d3ffffffffffffffff", "hex")), -1);
+  assert.equal(unpackMessage(new Uint8Array([0x05]).buffer), 5);
+  for (const broken of ["", "92", "a3616263ff", "d9", "8101c0", "c1", "0000", "a2c3"]) {
+    assert.throws(() => unpackMessage(Buffer.from(broken, "hex")), undefined, broken);
+  }
+});
+
+test("a msgpack client asks for the subprotocol and speaks binary both ways", async () => {
+  FakeSocket.all = [];
+  const client = new BoardClient({ board: "b", token: "t0", url: "ws://x", WebSocket: FakeSocket, encoding: "msgpack" });
+  await client.connect();
+  const socket = FakeSocket.all.at(-1);
+  assert.deepEqual(socket.protocols, ["boardcast.v1.msgpack"]);
+  assert.equal(socket.binaryType, "arraybuffer");
+  const packed = (frame) => socket.onmessage({ data: packMessage(frame).buffer });
+  packed({ type: "board.snapshot", payload: snapshot() });
+  assert.equal(client.state.status, "connected");
+  packed({ type: "item.created", payload: { item: { id: "i", version: 1, w: 2.5 } }, seq: 1 });
+  assert.equal(client.state.items.get("i").w, 2.5);
+  assert.equal(client.state.seq, 1);
+  client.moveCursor(3, 4);
+  assert.deepEqual(socket.last(), { type: "cursor.move", payload: { position: { x: 3, y: 4 } } });
+  assert.throws(() => new BoardClient({ board: "b", token: "t", encoding: "cbor" }), /encoding/);
 });

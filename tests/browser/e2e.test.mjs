@@ -114,12 +114,12 @@ function jwt(sub, name, role = "editor") {
 }
 
 /** Opens the demo board in a fresh browser context (a user of its own). */
-async function openBoard(port, board, token) {
+async function openBoard(port, board, token, query = "") {
   const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const hash = token ? `#token=${token}` : "";
-  await page.goto(`http://127.0.0.1:${port}/?board=${board}${hash}`);
+  await page.goto(`http://127.0.0.1:${port}/?board=${board}${query}${hash}`);
   await page.waitForFunction(() => ["connected", "resumed"].includes(document.getElementById("badge").textContent), null, { timeout: WAIT });
   return page;
 }
@@ -240,6 +240,34 @@ test("two users see each other, cursors, and notes added and dragged", async () 
 
   await a.screenshot({ path: join(SHOTS, "tab-a.png") });
   await b.screenshot({ path: join(SHOTS, "tab-b.png") });
+  await server.stop();
+});
+
+test("a MessagePack tab and a JSON tab share a board", async () => {
+  const server = await startServer();
+  const packed = await openBoard(server.port, "e2e-mixed", undefined, "&encoding=msgpack");
+  const plain = await openBoard(server.port, "e2e-mixed");
+  const wire = (page) => page.evaluate(() => ({ protocol: window.board.socket.protocol, binaryType: window.board.socket.binaryType }));
+  assert.deepEqual(await wire(packed), { protocol: "boardcast.v1.msgpack", binaryType: "arraybuffer" });
+  assert.equal((await wire(plain)).protocol, "");
+  const [p, j] = [await selfId(packed), await selfId(plain)];
+  for (const page of [packed, plain]) {
+    await page.waitForFunction(() => document.querySelectorAll("#users span").length === 2, null, { timeout: WAIT });
+    assert.deepEqual(await userIds(page), [p, j].sort());
+  }
+  // A cursor and a note from the MessagePack tab reach the JSON tab...
+  await packed.mouse.move(300, 250);
+  await packed.mouse.move(330, 270, { steps: 3 });
+  await plain.waitForSelector(`.cursor[data-user="${p}"]`, { timeout: WAIT });
+  const id = await addNote(packed);
+  await plain.waitForSelector(`.note[data-id="${id}"]`, { timeout: WAIT });
+  // ...and an edit in the JSON tab reaches the MessagePack tab, at the same seq in both.
+  await plain.fill(`.note[data-id="${id}"] textarea`, "from json");
+  await packed.waitForFunction((id) => document.querySelector(`.note[data-id="${id}"] textarea`).value === "from json", id, { timeout: WAIT });
+  await plain.waitForFunction(() => window.board.pending.length === 0, null, { timeout: WAIT });
+  const seqs = await Promise.all([packed, plain].map((page) => page.evaluate(() => window.board.state.seq)));
+  assert.equal(seqs[0], seqs[1]);
+  assert.ok(seqs[0] >= 2, `seq ${seqs[0]}`);
   await server.stop();
 });
 
