@@ -88,6 +88,15 @@ for name in boardcast relay node; do
   stop "$PID"
 done
 
+echo "== boardcast, encodings: JSON, MessagePack and mixed rooms, back to back on one process"
+port=$(free_port); start_target boardcast "$port"
+run sizes --label boardcast-encodings --url "ws://127.0.0.1:$port" --pid "$PID" --prefix "z-enc" || true
+for encoding in json msgpack mixed; do
+  run cursors --label boardcast-encodings --encoding "$encoding" --url "ws://127.0.0.1:$port" --pid "$PID" \
+    --boards $((BOARDS / 2)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "e-$encoding" || true
+done
+stop "$PID"
+
 echo "== boardcast, embedded storage: SYNC=full, and in memory only"
 for variant in "boardcast-sync-full SYNC=full" "boardcast-memory DATA_DIR=:memory:"; do
   read -r label setting <<< "$variant"

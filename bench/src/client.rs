@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A client socket.
@@ -61,12 +63,55 @@ pub fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketCon
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
-/// Opens a WebSocket to `base` for `board`, from `source`.
+/// How a scenario's sockets encode their frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON text frames, every socket.
+    Json,
+    /// MessagePack binary frames (`boardcast.v1.msgpack`), every socket.
+    MsgPack,
+    /// Every other socket MessagePack, the rest JSON: rooms with both.
+    Mixed,
+}
+
+impl Encoding {
+    /// `json`, `msgpack` or `mixed`.
+    pub fn parse(name: &str) -> Result<Encoding, String> {
+        match name {
+            "json" => Ok(Encoding::Json),
+            "msgpack" => Ok(Encoding::MsgPack),
+            "mixed" => Ok(Encoding::Mixed),
+            _ => Err(format!("--encoding {name}: json, msgpack or mixed")),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::MsgPack => "msgpack",
+            Encoding::Mixed => "mixed",
+        }
+    }
+
+    /// Whether the `n`-th socket speaks MessagePack.
+    pub fn packed(self, n: usize) -> bool {
+        match self {
+            Encoding::Json => false,
+            Encoding::MsgPack => true,
+            Encoding::Mixed => n % 2 == 1,
+        }
+    }
+}
+
+/// Opens a WebSocket to `base` for `board`, from `source`; with `packed`, asking for the
+/// `boardcast.v1.msgpack` subprotocol.
 pub async fn connect(
     base: &str,
     board: &str,
     token: &str,
     source: IpAddr,
+    packed: bool,
 ) -> Result<Socket, String> {
     let addr = target(base)?;
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -85,10 +130,17 @@ pub async fn connect(
         Err(e) => return Err(format!("connect {addr}: {e}")),
     };
     let url = format!("{base}/ws/{board}?token={token}");
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if packed {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("boardcast.v1.msgpack"),
+        );
+    }
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(30),
         tokio_tungstenite::client_async_with_config(
-            url,
+            request,
             MaybeTlsStream::Plain(tcp),
             Some(socket_config()),
         ),
@@ -147,6 +199,29 @@ pub fn parse(text: &str) -> Option<Incoming<'_>> {
     serde_json::from_str(text).ok()
 }
 
+/// Parses a binary frame of a MessagePack socket; `None` for anything off the contract.
+pub fn parse_packed(bytes: &[u8]) -> Option<Incoming<'_>> {
+    rmp_serde::from_slice(bytes).ok()
+}
+
+/// A frame as its socket's encoding writes it: `value` as JSON text, or as a MessagePack map.
+pub fn frame(value: &serde_json::Value, packed: bool) -> Message {
+    if packed {
+        Message::binary(rmp_serde::to_vec(value).unwrap_or_default())
+    } else {
+        Message::text(value.to_string())
+    }
+}
+
+/// Parses a server frame of either kind.
+pub fn parse_message(msg: &Message) -> Option<Incoming<'_>> {
+    match msg {
+        Message::Text(text) => parse(text),
+        Message::Binary(bytes) => parse_packed(bytes),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +257,17 @@ mod tests {
             (ack.payload.id.as_deref(), ack.payload.seq),
             (Some("w1-5"), Some(9))
         );
+    }
+
+    #[test]
+    fn packed_frames_parse_like_text_ones() {
+        let value = serde_json::json!({"type":"cursor.move","payload":{"userId":"u3","position":{"x":17,"y":3}}});
+        let msg = frame(&value, true);
+        assert!(matches!(msg, Message::Binary(_)));
+        let parsed = parse_message(&msg).expect("frame");
+        assert_eq!(parsed.payload.user_id.as_deref(), Some("u3"));
+        let p = parsed.payload.position.expect("position");
+        assert_eq!((p.x, p.y), (17.0, 3.0));
+        assert_eq!(Encoding::parse("mixed").map(|e| e.packed(1)), Ok(true));
     }
 }

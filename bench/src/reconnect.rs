@@ -70,7 +70,7 @@ async fn join_reading(
     user: &str,
     secret: &str,
 ) -> Result<(Socket, Value), String> {
-    let mut ws = connect(url, board, &token(secret, user), source_for(n)).await?;
+    let mut ws = connect(url, board, &token(secret, user), source_for(n), false).await?;
     match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => {
             let first: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;

@@ -34,6 +34,60 @@ fn machine() -> String {
     )
 }
 
+/// The label of the runs that compare the encodings on one boardcast process.
+const ENCODINGS: &str = "boardcast-encodings";
+
+/// The encodings section: bytes per message, then `cursors` in JSON, MessagePack and mixed
+/// rooms, run back to back against one process.
+fn encodings(out: &mut String, runs: &[Value]) {
+    let sizes = runs.iter().find(|r| r["scenario"] == "sizes");
+    let cursors: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["scenario"] == "cursors" && r["target"] == ENCODINGS)
+        .collect();
+    if sizes.is_none() && cursors.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Encodings: JSON and MessagePack\n");
+    if let Some(sizes) = sizes {
+        let _ = writeln!(out, "Bytes of one message on the wire (WebSocket payload; the frame header adds 2 to 4, and a client's mask 4 more). Cursor positions are whole numbers, as the browser client sends them.\n");
+        let _ = writeln!(out, "| message | client sends, JSON | client sends, MessagePack | session receives, JSON | session receives, MessagePack | received, MessagePack / JSON |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for m in sizes["messages"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {:.2} |",
+                m["message"].as_str().unwrap_or(""),
+                m["json_sent"],
+                m["msgpack_sent"],
+                m["json_received"],
+                m["msgpack_received"],
+                f(m, &["msgpack_received"]) / f(m, &["json_received"]).max(1.0)
+            );
+        }
+    }
+    if !cursors.is_empty() {
+        let _ = writeln!(out, "\n`cursors` against one embedded boardcast process, the three runs back to back at the same load. Mixed: every other session of each room speaks MessagePack, so each cursor move is encoded twice per room, once per encoding.\n");
+        let _ = writeln!(out, "| sessions speak | boards | offered deliveries/s | delivered | bytes per delivery | p50 ms | p99 ms | server CPU s / million | loadgen CPU s |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for r in &cursors {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.4} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                r["encoding"].as_str().unwrap_or("json"),
+                r["boards"],
+                f(r, &["offered_per_s"]),
+                f(r, &["delivered_ratio"]),
+                f(r, &["bytes_per_delivery"]),
+                f(r, &["latency", "p50"]),
+                f(r, &["latency", "p99"]),
+                f(r, &["server_cpu_s_per_million"]),
+                f(r, &["usage", "loadgen_cpu_s"])
+            );
+        }
+    }
+}
+
 /// The Markdown report for `lines` (one JSON object per line).
 pub fn markdown(lines: &str) -> String {
     let runs: Vec<Value> = lines
@@ -52,7 +106,10 @@ pub fn markdown(lines: &str) -> String {
     let _ = writeln!(out, "## cursors: boards × 20 users × 20 Hz\n");
     let _ = writeln!(out, "| target | instances | boards | offered deliveries/s | delivered | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s / million | server RSS MiB | loadgen CPU s |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in runs.iter().filter(|r| r["scenario"] == "cursors") {
+    for r in runs
+        .iter()
+        .filter(|r| r["scenario"] == "cursors" && r["target"] != ENCODINGS)
+    {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.0} | {:.4} ({}/{}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
@@ -120,6 +177,8 @@ pub fn markdown(lines: &str) -> String {
         };
         let _ = writeln!(out, "\nRatio of boardcast's saturation load: to the relay **{}** (aim ≥ 0.8), to the Node reference **{}** (aim ≥ 3; a lower bound when the relay or boardcast never failed within the steps).", ratio("relay"), ratio("node"));
     }
+
+    encodings(&mut out, &runs);
 
     let _ = writeln!(out, "\n## idle: memory per connection\n");
     let _ = writeln!(out, "| target | connections | boards | connects/s | RSS before MiB | RSS after MiB | bytes per connection |");
@@ -348,5 +407,24 @@ mod tests {
         );
         assert!(md.contains("**2.00×** the relay's"), "{md}");
         assert!(md.contains("**0.25×** the Node reference's"), "{md}");
+    }
+
+    #[test]
+    fn encoding_runs_get_a_section_of_their_own() {
+        let lines = [
+            r#"{"scenario":"sizes","target":"boardcast-encodings","messages":[{"message":"cursor.move","json_sent":60,"msgpack_sent":45,"json_received":80,"msgpack_received":60}]}"#,
+            r#"{"scenario":"cursors","target":"boardcast-encodings","encoding":"mixed","instances":1,"boards":25,"offered_per_s":190000,"expected":10,"received":10,"delivered_ratio":1.0,"bytes_per_delivery":70.5,"latency":{"p50":1,"p90":2,"p99":3,"p999":4,"max":5},"usage":{"server_rss_mib":10,"loadgen_cpu_s":1},"server_cpu_s_per_million":2.5}"#,
+        ]
+        .join("\n");
+        let md = markdown(&lines);
+        assert!(
+            md.contains("| `cursor.move` | 60 | 45 | 80 | 60 | 0.75 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| mixed | 25 | 190000 | 1.0000 | 70.5 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| boardcast-encodings |"), "{md}");
     }
 }

@@ -3,6 +3,7 @@
 
 use boardcast::config::{Config, JwtKey};
 use boardcast::startup::Application;
+use boardcast_bench::client::Encoding;
 use boardcast_bench::reconnect::{self, ReconnectOpts};
 use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
 
@@ -47,25 +48,48 @@ fn on_own_runtime<T: Send + 'static>(
 }
 
 #[actix_web::test]
-async fn cursors_are_all_delivered_without_echo() {
+async fn cursors_are_all_delivered_without_echo_in_every_encoding() {
     let target = server().await;
-    let opts = CursorsOpts {
-        boards: 2,
-        users: 3,
-        hz: 10.0,
-        seconds: 1.0,
-        warmup: 0.3,
-    };
+    for encoding in [Encoding::Json, Encoding::MsgPack, Encoding::Mixed] {
+        let opts = CursorsOpts {
+            boards: 2,
+            users: 3,
+            hz: 10.0,
+            seconds: 1.0,
+            warmup: 0.3,
+            encoding,
+        };
+        let mut target = target.clone();
+        target.prefix = format!("smoke-{}", encoding.name());
+        let r = actix_web::rt::task::spawn_blocking(move || {
+            on_own_runtime(async move { scenarios::cursors(&target, &opts).await })
+        })
+        .await
+        .expect("join")
+        .expect("the scenario runs");
+        assert!(r.expected > 0);
+        assert_eq!(r.received, r.expected, "{r:?}");
+        assert_eq!((r.echoes, r.errors), (0, 0));
+        assert!(r.latency.count as u64 == r.received && r.latency.max > 0.0);
+        assert_eq!(r.encoding, encoding.name());
+        assert!(r.bytes_per_delivery > 20.0, "{r:?}");
+    }
+}
+
+#[actix_web::test]
+async fn sizes_are_measured_both_ways() {
+    let target = server().await;
     let r = actix_web::rt::task::spawn_blocking(move || {
-        on_own_runtime(async move { scenarios::cursors(&target, &opts).await })
+        on_own_runtime(async move { scenarios::sizes(&target).await })
     })
     .await
     .expect("join")
     .expect("the scenario runs");
-    assert!(r.expected > 0);
-    assert_eq!(r.received, r.expected, "{r:?}");
-    assert_eq!((r.echoes, r.errors), (0, 0));
-    assert!(r.latency.count as u64 == r.received && r.latency.max > 0.0);
+    assert_eq!(r.messages.len(), 2);
+    for m in &r.messages {
+        assert!(m.msgpack_sent < m.json_sent, "{m:?}");
+        assert!(m.msgpack_received < m.json_received, "{m:?}");
+    }
 }
 
 #[actix_web::test]

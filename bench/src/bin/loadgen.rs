@@ -4,7 +4,8 @@
 //! Options: `--url ws://127.0.0.1:PORT` (repeatable: clients spread over instances),
 //! `--secret S`, `--pid PID` (repeatable, for server CPU and memory), `--label NAME`,
 //! `--prefix P`, `--threads N`, and per scenario:
-//! - cursors: `--boards --users --hz --seconds --warmup`
+//! - cursors: `--boards --users --hz --seconds --warmup --encoding json|msgpack|mixed`
+//! - sizes: none (a JSON and a MessagePack session exchange a cursor move and a `value.set`)
 //! - durable: `--boards --writers --depth --seconds`
 //! - idle: `--connections --boards --seconds`
 //! - churn: `--boards --observers --rate --stay-ms --seconds`
@@ -21,6 +22,7 @@ macro_rules! say {
     }};
 }
 
+use boardcast_bench::client::Encoding;
 use boardcast_bench::reconnect::{self, ReconnectOpts};
 use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
 
@@ -32,9 +34,9 @@ struct Args {
 impl Args {
     fn parse() -> Result<Args, String> {
         let mut it = std::env::args().skip(1);
-        let scenario = it
-            .next()
-            .ok_or("usage: loadgen cursors|durable|idle|churn|reconnect [--option value]...")?;
+        let scenario = it.next().ok_or(
+            "usage: loadgen cursors|sizes|durable|idle|churn|reconnect [--option value]...",
+        )?;
         let mut values: HashMap<String, Vec<String>> = HashMap::new();
         while let Some(key) = it.next() {
             let key = key
@@ -95,15 +97,26 @@ fn run(args: Args) -> Result<String, String> {
                     hz: args.num("hz", 20.0)?,
                     seconds: args.num("seconds", 10.0)?,
                     warmup: args.num("warmup", 2.0)?,
+                    encoding: Encoding::parse(&args.text("encoding", "json"))?,
                 };
                 let r = scenarios::cursors(&target, &opts).await?;
                 say!(
-                    "cursors {} x{}: {} boards x {} users x {} Hz = {:.0} deliveries/s offered; {}/{} delivered ({:.4}), echoes {}, errors {}\n  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n  server cpu {:.2}s ({:.2}s per million), rss {:.1} MiB; loadgen cpu {:.2}s",
-                    r.target, r.instances, r.boards, r.users, r.hz, r.offered_per_s, r.received, r.expected,
-                    r.delivered_ratio, r.echoes, r.errors, r.latency.p50, r.latency.p90, r.latency.p99,
+                    "cursors {} x{} ({}): {} boards x {} users x {} Hz = {:.0} deliveries/s offered; {}/{} delivered ({:.4}), echoes {}, errors {}, {:.1} bytes each\n  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n  server cpu {:.2}s ({:.2}s per million), rss {:.1} MiB; loadgen cpu {:.2}s",
+                    r.target, r.instances, r.encoding, r.boards, r.users, r.hz, r.offered_per_s, r.received, r.expected,
+                    r.delivered_ratio, r.echoes, r.errors, r.bytes_per_delivery, r.latency.p50, r.latency.p90, r.latency.p99,
                     r.latency.p999, r.latency.max, r.usage.server_cpu_s, r.server_cpu_s_per_million,
                     r.usage.server_rss_mib, r.usage.loadgen_cpu_s
                 );
+                serde_json::to_string(&r)
+            }
+            "sizes" => {
+                let r = scenarios::sizes(&target).await?;
+                for m in &r.messages {
+                    say!(
+                        "sizes {}: {} sent {} B (JSON) / {} B (MessagePack), received {} B / {} B",
+                        r.target, m.message, m.json_sent, m.msgpack_sent, m.json_received, m.msgpack_received
+                    );
+                }
                 serde_json::to_string(&r)
             }
             "durable" => {

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::parse;
+use crate::client::{frame, parse_message, Encoding};
 use crate::stats::{Latencies, SendTimes, Summary};
 
 use super::*;
@@ -26,6 +26,8 @@ pub struct CursorsOpts {
     pub seconds: f64,
     /// Seconds of load before measuring.
     pub warmup: f64,
+    /// JSON, MessagePack, or rooms with both.
+    pub encoding: Encoding,
 }
 
 /// What `cursors` measured.
@@ -43,8 +45,12 @@ pub struct CursorsReport {
     pub users: usize,
     /// Moves per second per user.
     pub hz: f64,
+    /// `json`, `msgpack` or `mixed`.
+    pub encoding: &'static str,
     /// Measured seconds.
     pub seconds: f64,
+    /// Mean size of a delivered cursor frame's payload, bytes.
+    pub bytes_per_delivery: f64,
     /// Deliveries per second offered (moves × other users).
     pub offered_per_s: f64,
     /// Deliveries expected for the moves sent in the window.
@@ -70,7 +76,8 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
     let total = opts.boards * opts.users;
     let prefix = target.prefix.clone();
     let users = opts.users;
-    let sockets = open_all(target, total, |n| {
+    let encoding = opts.encoding;
+    let sockets = open_all_as(target, total, encoding, |n| {
         (format!("{prefix}-c{}", n / users), format!("u{n}"))
     })
     .await?;
@@ -98,14 +105,21 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
                     break;
                 }
                 count += 1;
-                let frame = format!(
-                    r#"{{"type":"cursor.move","payload":{{"position":{{"x":{count},"y":{n}}}}}}}"#
-                );
+                let frame = if encoding.packed(n) {
+                    frame(
+                        &serde_json::json!({"type":"cursor.move","payload":{"position":{"x":count,"y":n}}}),
+                        true,
+                    )
+                } else {
+                    Message::text(format!(
+                        r#"{{"type":"cursor.move","payload":{{"position":{{"x":{count},"y":{n}}}}}}}"#
+                    ))
+                };
                 // One instant decides both the latency and whether the move counts in the
                 // window, for the sender and every receiver alike.
                 let now = Instant::now();
                 send_times[n].sent(count, now.duration_since(epoch).as_nanos() as u64);
-                if sink.send(Message::text(frame)).await.is_err() {
+                if sink.send(frame).await.is_err() {
                     break;
                 }
                 if now >= window_start && now < window_end {
@@ -119,12 +133,13 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
         let times = Arc::clone(&times);
         let me = format!("u{n}");
         tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut received, mut echoes, mut errors) =
-                (Latencies::default(), 0u64, 0u64, 0u64);
+            let (mut latencies, mut received, mut echoes, mut errors, mut bytes) =
+                (Latencies::default(), 0u64, 0u64, 0u64, 0u64);
             let deadline = tokio::time::Instant::from_std(window_end + GRACE);
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, stream.next()).await {
-                let Message::Text(text) = msg else { continue };
-                let Some(frame) = parse(&text) else { continue };
+                let Some(frame) = parse_message(&msg) else {
+                    continue;
+                };
                 match &*frame.kind {
                     "cursor.move" => {
                         if frame.payload.user_id.as_deref() == Some(me.as_str()) {
@@ -141,6 +156,7 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
                         let sent_at = epoch + Duration::from_nanos(sent_at);
                         if sent_at >= window_start && sent_at < window_end {
                             received += 1;
+                            bytes += msg.len() as u64;
                             latencies.record(Instant::now().saturating_duration_since(sent_at));
                         }
                     }
@@ -148,20 +164,22 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
                     _ => {}
                 }
             }
-            (latencies, received, echoes, errors)
+            (latencies, received, echoes, errors, bytes)
         }));
     }
     tokio::time::sleep_until(tokio::time::Instant::from_std(window_start)).await;
     let meter = Meter::start(target);
     tokio::time::sleep_until(tokio::time::Instant::from_std(window_end + GRACE)).await;
     let usage = meter.stop(target);
-    let (mut latencies, mut received, mut echoes, mut errors) = (Latencies::default(), 0, 0, 0);
+    let (mut latencies, mut received, mut echoes, mut errors, mut bytes) =
+        (Latencies::default(), 0, 0, 0, 0u64);
     for task in tasks {
-        let (l, r, e, x) = task.await.map_err(|e| e.to_string())?;
+        let (l, r, e, x, b) = task.await.map_err(|e| e.to_string())?;
         latencies.merge(l);
         received += r;
         echoes += e;
         errors += x;
+        bytes += b;
     }
     let expected = sent_in_window.load(Ordering::Relaxed) * (opts.users as u64 - 1);
     Ok(CursorsReport {
@@ -171,7 +189,13 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
         boards: opts.boards,
         users: opts.users,
         hz: opts.hz,
+        encoding: encoding.name(),
         seconds: opts.seconds,
+        bytes_per_delivery: if received == 0 {
+            0.0
+        } else {
+            bytes as f64 / received as f64
+        },
         offered_per_s: (total as f64) * opts.hz * (opts.users as f64 - 1.0),
         expected,
         received,

@@ -6,11 +6,13 @@ mod churn;
 mod cursors;
 mod durable;
 mod idle;
+mod sizes;
 
 pub use churn::{churn, ChurnOpts, ChurnReport};
 pub use cursors::{cursors, CursorsOpts, CursorsReport};
 pub use durable::{durable, DurableOpts, DurableReport};
 pub use idle::{idle, IdleOpts, IdleReport};
+pub use sizes::{sizes, SizesReport};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, source_for, token, Socket};
+use crate::client::{connect, source_for, token, Encoding, Socket};
 use crate::procfs::{cpu_seconds, rss_bytes};
 
 /// Connections opened at once while setting up.
@@ -57,16 +59,28 @@ impl Target {
     }
 
     pub(crate) async fn join(&self, n: usize, board: &str, user: &str) -> Result<Socket, String> {
+        self.join_as(n, board, user, false).await
+    }
+
+    /// Joins as [`Target::join`] does, speaking MessagePack when `packed`.
+    pub(crate) async fn join_as(
+        &self,
+        n: usize,
+        board: &str,
+        user: &str,
+        packed: bool,
+    ) -> Result<Socket, String> {
         let mut ws = connect(
             self.url(n),
             board,
             &token(&self.secret, user),
             source_for(n),
+            packed,
         )
         .await?;
         // The first frame is the snapshot.
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Text(_)))) => Ok(ws),
+            Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => Ok(ws),
             other => Err(format!("no snapshot: {other:?}")),
         }
     }
@@ -78,6 +92,16 @@ pub(crate) async fn open_all(
     count: usize,
     make: impl Fn(usize) -> (String, String),
 ) -> Result<Vec<Socket>, String> {
+    open_all_as(target, count, Encoding::Json, make).await
+}
+
+/// Opens sessions as [`open_all`] does, each in its share of `encoding`.
+pub(crate) async fn open_all_as(
+    target: &Target,
+    count: usize,
+    encoding: Encoding,
+    make: impl Fn(usize) -> (String, String),
+) -> Result<Vec<Socket>, String> {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::with_capacity(count);
     for n in 0..count {
@@ -86,7 +110,7 @@ pub(crate) async fn open_all(
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
-            target.join(n, &board, &user).await
+            target.join_as(n, &board, &user, encoding.packed(n)).await
         }));
     }
     let mut sockets = Vec::with_capacity(count);
