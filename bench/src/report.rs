@@ -85,6 +85,15 @@ fn encodings(out: &mut String, runs: &[Value]) {
                 f(r, &["usage", "loadgen_cpu_s"])
             );
         }
+        let of = |name: &str| cursors.iter().find(|r| r["encoding"] == name);
+        if let (Some(json), Some(packed)) = (of("json"), of("msgpack")) {
+            let cpu = |r: &Value| f(r, &["server_cpu_s_per_million"]);
+            let bytes = |r: &Value| f(r, &["bytes_per_delivery"]);
+            let mixed = of("mixed").map_or(String::new(), |m| {
+                format!(", mixed rooms {:.2}×", cpu(m) / cpu(json).max(1e-9))
+            });
+            let _ = writeln!(out, "\nMessagePack delivers a cursor move in {:.2}× the bytes of JSON; server CPU per delivery is {:.2}× JSON's{mixed}. The server builds each frame once as JSON (the broker's form too) and re-encodes it once per room for its MessagePack sessions.", bytes(packed) / bytes(json).max(1e-9), cpu(packed) / cpu(json).max(1e-9));
+        }
     }
 }
 
