@@ -826,3 +826,87 @@ async fn an_instance_warns_when_redis_does_not_persist_and_a_restart_then_resync
     assert_eq!(snapshot["payload"]["resync"], true);
     assert_eq!(snapshot["payload"]["items"], json!([]));
 }
+
+/// The Lua scripts spell the JSON of the events they publish by hand: each must decode into
+/// the Rust event it stands for, or Redis mode would drop it (the decoder logs and moves on).
+#[actix_web::test]
+async fn every_event_the_scripts_publish_decodes_into_a_board_event() {
+    use boardcast::event::BoardEvent;
+    let app = spawn_app_in(Mode::Redis).await;
+    let redis = app.redis.clone().expect("a redis");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut listener = redis.connection();
+    let subscribed = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let ready = std::sync::Arc::clone(&subscribed);
+    std::thread::spawn(move || {
+        let mut pubsub = listener.as_pubsub();
+        pubsub.psubscribe("bc:*:ch").expect("PSUBSCRIBE");
+        pubsub
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        ready.wait();
+        loop {
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    let payload: String = msg.get_payload().expect("a text payload");
+                    if tx.send(payload).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(_) => return,
+            }
+        }
+    });
+    subscribed.wait();
+
+    let (mut ann, _) = app.join("lua", "ann").await;
+    let (mut bob, _) = app.join("lua", "bob").await;
+    ann.next_of("presence.join").await;
+    bob.send(json!({"type":"presence.update","payload":{"status":"idle"}}))
+        .await;
+    ann.next_of("presence.update").await;
+    let created = ann
+        .request(
+            "item.created",
+            json!({"item":{"id":"i","title":"ü \"quoted\""}}),
+            "c",
+        )
+        .await;
+    assert_eq!(created["type"], "ack", "{created}");
+    let set = ann
+        .request(
+            "value.set",
+            json!({"itemId":"i","columnId":"c","value":[1.5,null,{"k":"v"}]}),
+            "v",
+        )
+        .await;
+    assert_eq!(set["type"], "ack", "{set}");
+    bob.leave().await;
+    ann.next_of("presence.leave").await;
+
+    // What the scripts published (origin "-") by kind; everything must decode.
+    let mut kinds = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while kinds.len() < 4 && Instant::now() < deadline {
+        let Ok(message) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let (origin, body) = message.split_once('\n').expect("origin, then the event");
+        let event: BoardEvent = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{e}: the published {body} is not a BoardEvent"));
+        if origin == "-" {
+            kinds.insert(match event {
+                BoardEvent::Joined { .. } => "Joined",
+                BoardEvent::Left { .. } => "Left",
+                BoardEvent::StatusChanged { .. } => "StatusChanged",
+                BoardEvent::Durable { .. } => "Durable",
+                _ => "other",
+            });
+        }
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["Durable", "Joined", "Left", "StatusChanged"]
+    );
+}
