@@ -1067,3 +1067,145 @@ fn listing(v: RedisValue) -> Result<(u64, Vec<PresentUser>), FrameError> {
     users.sort_by_key(|(order, _)| *order);
     Ok((rev, users.into_iter().map(|(_, u)| u).collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> RedisValue {
+        RedisValue::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn numbers_and_text_read_from_any_reply_kind() {
+        assert_eq!(int(&RedisValue::Int(7)), Some(7));
+        assert_eq!(int(&bulk("12")), Some(12));
+        assert_eq!(int(&RedisValue::Int(-1)), None, "no negative counts");
+        assert_eq!(int(&bulk("x")), None);
+        assert_eq!(int(&RedisValue::Nil), None);
+        assert_eq!(
+            text_of(&RedisValue::SimpleString("OK".into())).as_deref(),
+            Some("OK")
+        );
+        assert_eq!(
+            text_of(&RedisValue::BulkString(vec![0xff])),
+            None,
+            "not UTF-8"
+        );
+    }
+
+    #[test]
+    fn hashes_read_as_flat_arrays_and_as_maps() {
+        let flat = RedisValue::Array(vec![bulk("a"), bulk("1"), bulk("b"), RedisValue::Int(2)]);
+        let map = RedisValue::Map(vec![
+            (bulk("a"), bulk("1")),
+            (bulk("b"), RedisValue::Int(2)),
+        ]);
+        let expected = vec![("a".to_string(), "1".to_string()), ("b".into(), "2".into())];
+        assert_eq!(pairs(flat).ok(), Some(expected.clone()));
+        assert_eq!(pairs(map).ok(), Some(expected));
+        assert_eq!(pairs(RedisValue::Nil).ok(), Some(vec![]));
+        assert!(pairs(RedisValue::Array(vec![bulk("a")])).is_err(), "odd");
+        assert!(pairs(RedisValue::Array(vec![bulk("a"), RedisValue::Nil])).is_err());
+        assert!(pairs(RedisValue::Int(3)).is_err());
+    }
+
+    #[test]
+    fn log_entries_give_seq_frame_and_ack() {
+        let ack = r#"{"session":5,"id":"c1","version":2}"#;
+        let reply = RedisValue::Array(vec![
+            RedisValue::Array(vec![
+                bulk("7-1"),
+                RedisValue::Array(vec![bulk("f"), bulk("{\"seq\":7}"), bulk("a"), bulk(ack)]),
+            ]),
+            RedisValue::Array(vec![
+                bulk("8-1"),
+                RedisValue::Array(vec![
+                    bulk("f"),
+                    bulk("{\"seq\":8}"),
+                    bulk("a"),
+                    bulk("null"),
+                ]),
+            ]),
+        ]);
+        let entries = log_entries(reply).expect("entries");
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].0, &*entries[0].1), (7, "{\"seq\":7}"));
+        let to = entries[0].2.as_ref().expect("an ack");
+        assert_eq!(
+            (to.session, to.id.as_deref(), to.version),
+            (SessionId(5), Some("c1"), Some(2))
+        );
+        assert!(entries[1].2.is_none());
+
+        let bad_id = RedisValue::Array(vec![RedisValue::Array(vec![
+            bulk("x-1"),
+            RedisValue::Array(vec![bulk("f"), bulk("{}")]),
+        ])]);
+        assert!(log_entries(bad_id).is_err());
+        let no_frame = RedisValue::Array(vec![RedisValue::Array(vec![
+            bulk("3-1"),
+            RedisValue::Array(vec![bulk("a"), bulk("null")]),
+        ])]);
+        assert!(log_entries(no_frame).is_err());
+        assert!(log_entries(RedisValue::Int(1)).is_err());
+    }
+
+    #[test]
+    fn a_presence_listing_is_in_arrival_order_with_palette_colors() {
+        let reply = RedisValue::Array(vec![
+            RedisValue::Int(9),
+            RedisValue::Array(vec![
+                bulk("bob"),
+                bulk(r#"{"name":"Bob","avatar":null}"#),
+                RedisValue::Int(1),
+                bulk("idle"),
+                RedisValue::Int(2),
+                bulk("ann"),
+                bulk("not json"),
+                bulk("999"),
+                bulk("active"),
+                RedisValue::Int(1),
+            ]),
+        ]);
+        let (rev, users) = listing(reply).expect("listing");
+        assert_eq!(rev, 9);
+        let ids: Vec<_> = users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(ids, ["ann", "bob"]);
+        assert_eq!(
+            users[0].color, PALETTE[0],
+            "an unknown color index falls back"
+        );
+        assert_eq!(
+            users[0].user,
+            UserInfo::default(),
+            "unreadable info is empty"
+        );
+        assert_eq!(users[1].color, PALETTE[1]);
+        assert_eq!(users[1].status, Status::Idle);
+        assert_eq!(users[1].user.name.as_deref(), Some("Bob"));
+        // A truncated entry ends the listing rather than shifting every field after it.
+        let truncated = RedisValue::Array(vec![
+            RedisValue::Int(1),
+            RedisValue::Array(vec![bulk("ann"), bulk("{}")]),
+        ]);
+        assert_eq!(listing(truncated).map(|(_, u)| u.len()).ok(), Some(0));
+    }
+
+    #[test]
+    fn board_messages_skip_this_instances_own_and_what_does_not_decode() {
+        let left = br#"{"Left":{"rev":3,"user_id":"ann"}}"#;
+        let message = |origin: &str| [origin.as_bytes(), b"\n", left].concat();
+        assert_eq!(
+            decode_board_message("me", &message("-")),
+            Some(BoardEvent::Left {
+                rev: 3,
+                user_id: "ann".into()
+            })
+        );
+        assert_eq!(decode_board_message("me", &message("me")), None);
+        assert_eq!(decode_board_message("me", b"-\n{\"Left\":{}}"), None);
+        assert_eq!(decode_board_message("me", b"no newline"), None);
+        assert_eq!(decode_board_message("me", &[0xff, b'\n']), None);
+    }
+}
