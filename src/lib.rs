@@ -29,16 +29,20 @@
 
 #![warn(missing_docs)]
 
-pub mod actors;
+pub(crate) mod actors;
 pub mod auth;
 pub mod board;
-pub mod broker;
+pub(crate) mod broker;
 pub mod config;
 pub mod event;
-pub mod http;
-pub mod limits;
-pub mod metrics;
+pub(crate) mod http;
+pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod protocol;
 pub mod startup;
 pub mod token;
-pub mod wire;
+pub(crate) mod wire;
+
+/// `boardcast backup PATH`: a consistent copy of the embedded mode's database, taken while the
+/// service runs.
+pub use broker::sqlite::backup;

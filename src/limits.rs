@@ -173,7 +173,8 @@ impl<T> Throttle<T> {
     }
 
     /// Whether a move is held back.
-    pub fn has_pending(&self) -> bool {
+    #[cfg(test)]
+    fn has_pending(&self) -> bool {
         self.pending.is_some()
     }
 }

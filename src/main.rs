@@ -6,7 +6,7 @@
 //! - `boardcast backup PATH`: copies the embedded mode's database while the service runs.
 
 use boardcast::auth::Role;
-use boardcast::broker::sqlite::backup;
+use boardcast::backup;
 use boardcast::config::Config;
 use boardcast::startup::Application;
 use boardcast::token::{make_token, TokenRequest};
