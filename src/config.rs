@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::broker::sqlite::SyncMode;
+pub use crate::backend::embedded::sqlite::SyncMode;
 
 /// A setting that could not be read: which variable, what it held, what it should hold.
 #[derive(Debug, thiserror::Error)]

@@ -18,9 +18,11 @@
 //! - [`auth`]: tokens and the identity they give.
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
 //! - [`wire`]: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
-//! - [`actors`]: the session, room, registry and presence.
-//! - [`broker`]: the interface to the shared world and its two backends (embedded with SQLite,
-//!   and Redis).
+//! - [`actors`]: the session, room, registry, presence and the broker (the one actor that talks
+//!   to the backend).
+//! - [`backend`]: the shared world and its two backends side by side: `embedded` (a working set
+//!   in memory, boards in SQLite) and `redis`; the presence model both follow. It knows nothing
+//!   of the actors.
 //! - [`board`]: the durable state of a board and its rules.
 //! - [`event`]: what travels between actors (and instances).
 //! - [`limits`]: rate limits and the cursor throttle.
@@ -31,8 +33,8 @@
 
 pub(crate) mod actors;
 pub mod auth;
+pub(crate) mod backend;
 pub mod board;
-pub(crate) mod broker;
 pub mod config;
 pub mod event;
 pub(crate) mod http;
@@ -45,4 +47,4 @@ pub(crate) mod wire;
 
 /// `boardcast backup PATH`: a consistent copy of the embedded mode's database, taken while the
 /// service runs.
-pub use broker::sqlite::backup;
+pub use backend::embedded::sqlite::backup;

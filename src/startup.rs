@@ -13,12 +13,12 @@ use actix_web::dev::{AppConfig, Extensions, Server};
 use actix_web::{web, App};
 use tokio::net::TcpStream;
 
+use crate::actors::broker::{Broker, GetReady, GetRedis, Retire};
 use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
 use crate::actors::room::RoomSettings;
 use crate::auth::{AuthError, Verifier};
-use crate::broker::sqlite::{Store, StoreError, DB_FILE};
-use crate::broker::{Broker, GetReady, GetRedis, Retire};
+use crate::backend::embedded::sqlite::{Store, StoreError, DB_FILE};
 use crate::config::Config;
 use crate::http;
 use crate::limits::SessionSlots;

@@ -1,6 +1,8 @@
 //! The actors: a [`session::Session`] per socket, a [`room::Room`] per board found through the
-//! [`registry::Registry`], and one [`presence::Presence`] for colors and join/leave transitions.
+//! [`registry::Registry`], one [`presence::Presence`] for colors and join/leave transitions,
+//! and one [`broker::Broker`], the only one that talks to the backend.
 
+pub mod broker;
 pub mod presence;
 pub mod registry;
 pub mod room;

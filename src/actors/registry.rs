@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
 
+use crate::actors::broker::Broker;
 use crate::actors::presence::Presence;
 use crate::actors::room::{CloseAll, Join, Room, RoomSettings};
-use crate::broker::Broker;
 use crate::event::BoardKey;
 
 /// A running room and the joins sent to it.
@@ -188,9 +188,11 @@ mod tests {
 
     #[actix_web::test]
     async fn a_room_that_stops_abnormally_is_forgotten_and_started_again_on_the_next_join() {
-        let store =
-            crate::broker::sqlite::Store::open(":memory:", crate::broker::sqlite::SyncMode::Normal)
-                .expect("an in-memory store");
+        let store = crate::backend::embedded::sqlite::Store::open(
+            ":memory:",
+            crate::backend::embedded::sqlite::SyncMode::Normal,
+        )
+        .expect("an in-memory store");
         let broker = Broker::start_embedded(store, BoardLimits::NONE);
         let presence = Presence::new(broker.clone(), None).start();
         let settings = RoomSettings {

@@ -19,11 +19,13 @@ use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::json;
 
-use crate::actors::presence::{Arrive, Arrived, Depart, Presence, SyncBoard};
-use crate::actors::registry::Registry;
-use crate::broker::{
-    Broker, Catchup, GetCatchup, GetEvents, Publish, Resync, Subscribe, Unsubscribe,
+use crate::actors::broker::{
+    Broker, GetCatchup, GetEvents, Publish, Resync, Subscribe, Unsubscribe,
 };
+use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
+use crate::actors::registry::Registry;
+use crate::backend::presence::Arrived;
+use crate::backend::Catchup;
 use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
 use crate::limits::{Offer, Throttle};
 use crate::protocol::{close, encode, ErrorCode, FrameError, Point};

@@ -13,12 +13,12 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use serde_json::json;
 
+use crate::actors::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::actors::presence::SetStatus;
 use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
 use crate::auth::{Identity, Role};
+use crate::backend::ops::OpKey;
 use crate::board::DurableOp;
-use crate::broker::ops::OpKey;
-use crate::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::event::{BoardKey, SessionId, UserInfo};
 use crate::limits::{AbuseWindow, SessionSlot, TokenBucket};
 use crate::metrics;

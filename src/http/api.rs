@@ -7,12 +7,12 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::actors::broker::{Announce, Append, AppendCustom, PublishUser};
 use crate::actors::presence::ListPresence;
 use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
+use crate::backend::ops::OpKey;
 use crate::board::DurableOp;
-use crate::broker::ops::OpKey;
-use crate::broker::{Announce, Append, AppendCustom, PublishUser};
 use crate::event::{BoardEvent, BoardKey, PresenceEntry};
 use crate::http::ws::{authenticate, checked_board};
 use crate::http::ApiError;

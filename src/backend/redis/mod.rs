@@ -32,10 +32,10 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value as RedisValue};
 use serde_json::{json, Value};
 
-use crate::actors::presence::{Arrived, PALETTE};
+use crate::backend::ops::{self, OpKey};
+use crate::backend::presence::{Arrived, PALETTE};
+use crate::backend::{new_epoch, Appended, Catchup};
 use crate::board::{BoardLimits, BoardState, DurableOp};
-use crate::broker::ops::{self, OpKey};
-use crate::broker::{new_epoch, Appended, Catchup};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::protocol::{encode, ErrorCode, FrameError, Status};
 

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::broker::ops::OpKey;
+use crate::backend::ops::OpKey;
 use crate::event::BoardKey;
 
 /// The schema this build writes; a database of a newer one is refused.

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use serde_json::Value;
 
+use crate::backend::embedded::sqlite::{now_ms, Change, Edit, LoadedBoard};
+use crate::backend::ops::{OpKey, OpLog, RETENTION};
+use crate::backend::Catchup;
 use crate::board::{Applied, BoardLimits, BoardState, DurableOp};
-use crate::broker::ops::{OpKey, OpLog, RETENTION};
-use crate::broker::sqlite::{now_ms, Change, Edit, LoadedBoard};
-use crate::broker::Catchup;
 use crate::event::BoardKey;
 use crate::protocol::{encode, ErrorCode, FrameError};
 
@@ -315,7 +315,7 @@ fn trim(stored: &mut StoredBoard, limits: &BoardLimits) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::new_epoch;
+    use crate::backend::new_epoch;
     use serde_json::json;
 
     fn board() -> BoardKey {

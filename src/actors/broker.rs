@@ -1,17 +1,10 @@
-//! The broker: the one door between this instance's rooms and the shared world.
+//! The broker actor: the one door between this instance's actors and the shared world.
 //!
 //! Rooms subscribe to their board's channel; presence and rooms publish on it; sessions append
 //! durable operations and rooms read snapshots and replays through it; sessions listen on their
-//! user's channel. This module is that interface, as the broker actor's messages, over two
-//! backends side by side: the embedded one (one instance; `embedded`, its working set in
-//! `memory` and its storage in [`sqlite`]) and [`redis`] (any number of instances sharing one
-//! Redis).
-
-mod embedded;
-mod memory;
-pub mod ops;
-pub mod redis;
-pub mod sqlite;
+//! user's channel. This module is that interface, as the actor's messages, over the two
+//! backends of [`crate::backend`]: the embedded one (one instance, boards in SQLite) and Redis
+//! (any number of instances sharing one Redis).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,20 +13,20 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::actors::room::Outbound;
-use crate::board::{BoardLimits, DurableOp};
+use crate::board::BoardLimits;
 use crate::event::{BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
 use crate::wire::WireFrame;
 
-use self::embedded::{Embedded, Request};
-use self::memory::MemoryStore;
-use self::ops::OpKey;
-use self::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
-use self::sqlite::{Flushed, Store};
+use crate::backend::embedded::memory::MemoryStore;
+use crate::backend::embedded::sqlite::{Flushed, Store};
+use crate::backend::embedded::{Embedded, Request};
+use crate::backend::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
+pub use crate::backend::{Append, AppendCustom, GetCatchup};
+use crate::backend::{Appended, Catchup};
 
 /// Where shared state lives.
 enum Backend {
@@ -280,7 +273,7 @@ impl Actor for Broker {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded
         if let Backend::Embedded(_) = self.backend {
-            ctx.run_interval(embedded::IDLE_BOARD / 2, |broker, _| {
+            ctx.run_interval(crate::backend::embedded::IDLE_BOARD / 2, |broker, _| {
                 let rooms = &broker.rooms;
                 if let Backend::Embedded(embedded) = &mut broker.backend {
                     embedded.evict_idle(|board| rooms.contains_key(board));
@@ -501,33 +494,6 @@ impl Handler<Publish> for Broker {
     }
 }
 
-/// A durable operation from a session (or the HTTP API) to apply, sequence and publish.
-#[derive(Message)]
-#[rtype(result = "Result<Appended, FrameError>")]
-pub struct Append {
-    /// The board.
-    pub board: BoardKey,
-    /// The operation.
-    pub op: DurableOp,
-    /// The author, `"server"` for the HTTP API.
-    pub user_id: String,
-    /// The session to ack, with its frame id; `None` for the HTTP API.
-    pub ack: Option<(SessionId, Option<String>)>,
-    /// For operations sent with an id: a retry gets the first answer instead of applying again.
-    pub key: Option<OpKey>,
-}
-
-/// An accepted operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The item's or value's new version; `None` for deletions.
-    pub version: Option<u64>,
-    /// It was applied before: this answers a retry, and no event or ack went out for it now.
-    pub replayed: bool,
-}
-
 /// The answer while Redis is known to be out of reach: refused at once, so that nothing waits
 /// to be applied long after its sender was told to retry.
 fn unreachable() -> FrameError {
@@ -574,20 +540,6 @@ impl Handler<Append> for Broker {
     }
 }
 
-/// A backend's event of its own type, sequenced and stored in the log but not in the state.
-#[derive(Message)]
-#[rtype(result = "Result<u64, FrameError>")]
-pub struct AppendCustom {
-    /// The board.
-    pub board: BoardKey,
-    /// The event's type.
-    pub kind: String,
-    /// Its payload, `userId` included.
-    pub payload: Value,
-    /// With an idempotency key: a retry gets the first seq instead of a second event.
-    pub key: Option<OpKey>,
-}
-
 impl Handler<AppendCustom> for Broker {
     type Result = ResponseFuture<Result<u64, FrameError>>;
 
@@ -613,73 +565,6 @@ impl Handler<AppendCustom> for Broker {
             }
         }
     }
-}
-
-/// What a joining session starts from: a snapshot, or the events it missed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Catchup {
-    /// The whole board.
-    Snapshot {
-        /// The last durable seq the state includes.
-        seq: u64,
-        /// Items, each with its version.
-        items: Vec<Value>,
-        /// Cell values, each with its version.
-        values: Vec<Value>,
-        /// A resume was asked for but its events are gone (or `last_seq` was ahead, or of
-        /// another epoch).
-        resync: bool,
-        /// The board's epoch ("" before its first event).
-        epoch: String,
-    },
-    /// Events `from..=to`, in order, as encoded frames.
-    Replay {
-        /// First seq replayed (`last_seq + 1`).
-        from: u64,
-        /// Last seq replayed; `from - 1` when nothing was missed.
-        to: u64,
-        /// The frames.
-        frames: Vec<ByteString>,
-        /// The board's epoch.
-        epoch: String,
-    },
-}
-
-impl Catchup {
-    /// The last seq this catch-up covers.
-    pub fn seq(&self) -> u64 {
-        match self {
-            Catchup::Snapshot { seq, .. } => *seq,
-            Catchup::Replay { to, .. } => *to,
-        }
-    }
-
-    /// The epoch of the board's `seq`: a random id made with its first event, new whenever the
-    /// store lost the board (a Redis without persistence restarted, a `FLUSHALL`, a failover to
-    /// an empty replica; a restart of the embedded mode). Positions of different epochs cannot
-    /// be compared.
-    pub fn epoch(&self) -> &str {
-        match self {
-            Catchup::Snapshot { epoch, .. } | Catchup::Replay { epoch, .. } => epoch,
-        }
-    }
-}
-
-/// A new random epoch.
-pub fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-/// Asks for a snapshot, or for the events after `last_seq`.
-#[derive(Message)]
-#[rtype(result = "Result<Catchup, FrameError>")]
-pub struct GetCatchup {
-    /// The board.
-    pub board: BoardKey,
-    /// The last seq the client saw, when it resumes.
-    pub last_seq: Option<u64>,
-    /// The epoch of that seq, when the client knows it.
-    pub epoch: Option<String>,
 }
 
 impl Handler<GetCatchup> for Broker {

@@ -1,6 +1,6 @@
 //! The embedded backend as the broker runs it: boards loaded on first use, operations applied
-//! in memory in the order they arrive, and every answer held back until the store has
-//! committed what it depends on.
+//! in memory in the order they arrive ([`memory`], the working set), and every answer held back
+//! until the store ([`sqlite`]) has committed what it depends on.
 //!
 //! Requests for a board that is not loaded wait, in order, for its load. Each applied operation
 //! becomes a write job for the store's thread, and each answer (an ack, a replayed answer, a
@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::broker::memory::{Committed, MemoryStore, NewEvent};
-use crate::broker::sqlite::{Done, Flushed, Job, Writer};
-use crate::broker::{new_epoch, Append, AppendCustom, Appended, Catchup, GetCatchup};
+pub(crate) mod memory;
+pub(crate) mod sqlite;
+
+use self::memory::{Committed, MemoryStore, NewEvent};
+use self::sqlite::{Done, Flushed, Job, Writer};
+use crate::backend::{new_epoch, Append, AppendCustom, Appended, Catchup, GetCatchup};
 use crate::event::{AckTo, BoardEvent, BoardKey};
 use crate::protocol::{ErrorCode, FrameError};
 
@@ -298,7 +301,7 @@ impl Embedded {
     }
 
     /// A board's state arrived: serve what waited for it, in order.
-    fn loaded(&mut self, board: BoardKey, loaded: Option<crate::broker::sqlite::LoadedBoard>) {
+    fn loaded(&mut self, board: BoardKey, loaded: Option<sqlite::LoadedBoard>) {
         let waiting = self.take_waiting(&board);
         let inserted = match loaded {
             Some(loaded) => self.boards.insert(board.clone(), loaded),

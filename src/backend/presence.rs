@@ -1,0 +1,188 @@
+//! The presence model both backends follow: twelve colors, the rule that gives a newcomer one,
+//! and a board's presence in memory (the embedded mode's; Redis keeps the same in hashes and
+//! applies the same rule in `redis/lua/presence.lua`, with the palette passed in).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::event::{PresentUser, SessionId, UserInfo};
+use crate::protocol::Status;
+
+/// Twelve distinct colors; a user gets the lowest index no other present user holds.
+pub const PALETTE: [&str; 12] = [
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+    "#469990", "#800000", "#000075", "#808000",
+];
+
+/// Picks the color index for a newcomer given the indices present users hold: the lowest free
+/// one, or with all taken, the lowest among the least used.
+pub fn pick_color(held: impl IntoIterator<Item = usize>) -> usize {
+    let mut uses = [0usize; PALETTE.len()];
+    for i in held {
+        if let Some(n) = uses.get_mut(i) {
+            *n += 1;
+        }
+    }
+    let least = uses.iter().copied().min().unwrap_or(0);
+    uses.iter().position(|&n| n == least).unwrap_or(0)
+}
+
+/// A present user and the sessions that keep them present.
+#[derive(Debug)]
+struct Present {
+    /// What others see.
+    user: PresentUser,
+    /// Index into [`PALETTE`].
+    color: usize,
+    /// Open sessions of this user on the board, on any instance.
+    sessions: HashSet<SessionId>,
+    /// Arrival order, so listings are stable.
+    order: u64,
+}
+
+/// Presence of one board.
+#[derive(Debug, Default)]
+pub struct BoardPresence {
+    /// Present users by id.
+    users: HashMap<String, Present>,
+    /// Next arrival number.
+    next_order: u64,
+}
+
+/// What an arrival changed.
+#[derive(Debug, PartialEq)]
+pub struct Arrival {
+    /// The user's color.
+    pub color: String,
+    /// The user as others see them, when this was their first session (a transition).
+    pub joined: Option<PresentUser>,
+}
+
+impl BoardPresence {
+    /// Records a session of `user_id`.
+    pub fn arrive(&mut self, session: SessionId, user_id: &str, info: UserInfo) -> Arrival {
+        if let Some(present) = self.users.get_mut(user_id) {
+            present.sessions.insert(session);
+            return Arrival {
+                color: present.user.color.clone(),
+                joined: None,
+            };
+        }
+        let color = pick_color(self.users.values().map(|p| p.color));
+        let user = PresentUser {
+            user_id: user_id.to_string(),
+            user: info,
+            color: PALETTE[color].to_string(),
+            status: Status::Active,
+        };
+        self.next_order += 1;
+        self.users.insert(
+            user_id.to_string(),
+            Present {
+                user: user.clone(),
+                color,
+                sessions: HashSet::from([session]),
+                order: self.next_order,
+            },
+        );
+        Arrival {
+            color: user.color.clone(),
+            joined: Some(user),
+        }
+    }
+
+    /// Forgets a session; true when it was the user's last (a transition).
+    pub fn depart(&mut self, session: SessionId, user_id: &str) -> bool {
+        let Some(present) = self.users.get_mut(user_id) else {
+            return false;
+        };
+        if !present.sessions.remove(&session) || !present.sessions.is_empty() {
+            return false;
+        }
+        self.users.remove(user_id);
+        true
+    }
+
+    /// Sets a present user's status; false when the user is not present.
+    pub fn set_status(&mut self, user_id: &str, status: Status) -> bool {
+        match self.users.get_mut(user_id) {
+            Some(present) => {
+                present.user.status = status;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Present users in arrival order.
+    pub fn users(&self) -> Vec<PresentUser> {
+        let mut present: Vec<&Present> = self.users.values().collect();
+        present.sort_by_key(|p| p.order);
+        present.into_iter().map(|p| p.user.clone()).collect()
+    }
+
+    /// Whether nobody is present.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// The answer to an arrival: everything a snapshot needs from presence.
+#[derive(Debug, Clone)]
+pub struct Arrived {
+    /// The user's color.
+    pub color: String,
+    /// Everyone present, the newcomer included.
+    pub users: Vec<PresentUser>,
+    /// Presence revision the list reflects.
+    pub rev: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> UserInfo {
+        UserInfo::default()
+    }
+
+    #[test]
+    fn colors_are_the_lowest_free_index() {
+        assert_eq!(pick_color([]), 0);
+        assert_eq!(pick_color([0, 1]), 2);
+        assert_eq!(pick_color([1, 2]), 0);
+        // All twelve taken: repeat, starting again from the lowest least-used.
+        assert_eq!(pick_color(0..12), 0);
+        assert_eq!(pick_color((0..12).chain([0])), 1);
+    }
+
+    #[test]
+    fn a_second_session_is_no_transition_and_keeps_the_color() {
+        let mut board = BoardPresence::default();
+        let first = board.arrive(SessionId(1), "ann", info());
+        assert!(first.joined.is_some());
+        let second = board.arrive(SessionId(2), "ann", info());
+        assert_eq!(second.joined, None);
+        assert_eq!(second.color, first.color);
+        assert!(!board.depart(SessionId(1), "ann"));
+        assert!(board.depart(SessionId(2), "ann"));
+        assert!(board.is_empty());
+    }
+
+    #[test]
+    fn a_freed_color_is_reused() {
+        let mut board = BoardPresence::default();
+        let ann = board.arrive(SessionId(1), "ann", info()).color;
+        let bob = board.arrive(SessionId(2), "bob", info()).color;
+        assert_ne!(ann, bob);
+        board.depart(SessionId(1), "ann");
+        assert_eq!(board.arrive(SessionId(3), "cid", info()).color, ann);
+    }
+
+    #[test]
+    fn departing_twice_is_harmless() {
+        let mut board = BoardPresence::default();
+        board.arrive(SessionId(1), "ann", info());
+        assert!(board.depart(SessionId(1), "ann"));
+        assert!(!board.depart(SessionId(1), "ann"));
+    }
+}
