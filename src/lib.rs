@@ -14,19 +14,19 @@
 //!
 //! - [`config`]: settings from the environment.
 //! - [`startup`]: the [`startup::Application`]: actors, routes, the bound server.
-//! - [`http`]: the WebSocket upgrade and its checks, health, dev tokens, assets.
+//! - `http`: the WebSocket upgrade and its checks, health, dev tokens, assets.
 //! - [`auth`]: tokens and the identity they give.
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
-//! - [`wire`]: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
-//! - [`actors`]: the session, room, registry, presence and the broker (the one actor that talks
+//! - `wire`: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
+//! - `actors`: the session, room, registry, presence and the broker (the one actor that talks
 //!   to the backend).
-//! - [`backend`]: the shared world and its two backends side by side: `embedded` (a working set
+//! - `backend`: the shared world and its two backends side by side: `embedded` (a working set
 //!   in memory, boards in SQLite) and `redis`; the presence model both follow. It knows nothing
 //!   of the actors.
 //! - [`board`]: the durable state of a board and its rules.
 //! - [`event`]: what travels between actors (and instances).
-//! - [`limits`]: rate limits and the cursor throttle.
-//! - [`metrics`]: counters for `/metrics`.
+//! - `limits`: rate limits and the cursor throttle.
+//! - `metrics`: counters for `/metrics`.
 //! - [`token`]: `boardcast token`, tokens signed with the configured key.
 
 #![warn(missing_docs)]
