@@ -9,7 +9,7 @@
 //! and retried; any other frame marks the session *lagged*: it is told once, gets nothing more,
 //! and closes with 4009 so that its client resumes. That part is [`delivery`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +32,11 @@ use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
 use crate::wire::WireFrame;
 
 mod delivery;
+mod sequencer;
 
 pub use self::delivery::Outbound;
 use self::delivery::{keep_aside, Member, Order, SlowCursors};
+use self::sequencer::{Sequenced, Sequencer};
 
 /// How long a `typing.start` holds before the server sends `typing.stop` itself.
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,14 +103,10 @@ pub struct Room {
     draining: HashSet<SessionId>,
     /// A retry of `slow_cursors` and `draining` is scheduled.
     retry_scheduled: bool,
-    /// The last durable seq delivered, once one was seen.
-    last_seq: Option<u64>,
-    /// The board's epoch `last_seq` belongs to ("" until one is seen).
+    /// Durable events in `seq` order.
+    sequencer: Sequencer,
+    /// The board's epoch the sequencer's seq belongs to ("" until one is seen).
     epoch: String,
-    /// Durable events that arrived ahead of a gap, held until the gap is filled.
-    ahead: BTreeMap<u64, (ByteString, Option<AckTo>)>,
-    /// A gap fill is under way.
-    filling: bool,
     /// Present users as this room last heard, to tell its sessions what changed while the
     /// backend was out of reach. Kept only with a shared backend (Redis): the embedded one is
     /// never out of reach.
@@ -142,10 +140,8 @@ impl Room {
             slow_cursors: HashMap::new(),
             draining: HashSet::new(),
             retry_scheduled: false,
-            last_seq: None,
+            sequencer: Sequencer::default(),
             epoch: String::new(),
-            ahead: BTreeMap::new(),
-            filling: false,
             present: HashMap::new(),
             subscribed: None,
             settings,
@@ -351,9 +347,7 @@ impl Room {
         let me =
             json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
         let seq = catchup.seq();
-        if self.last_seq.is_none() {
-            self.last_seq = Some(seq);
-        }
+        self.sequencer.know(seq);
         if self.settings.shared {
             for user in &arrived.users {
                 self.present.insert(user.user_id.clone(), user.clone());
@@ -422,8 +416,7 @@ impl Room {
                         .do_send(Outbound::Close(close::RESTARTING, "board reset".into()));
                 }
             }
-            self.ahead.clear();
-            self.last_seq = None;
+            self.sequencer.forget();
         }
         self.epoch = epoch.to_string();
     }
@@ -439,30 +432,16 @@ impl Room {
         ctx: &mut Context<Self>,
     ) {
         self.see_epoch(epoch, None);
-        match self.last_seq {
-            Some(last) if seq <= last => {}
-            Some(last) if seq > last + 1 => {
-                self.ahead.insert(seq, (frame, ack));
-                self.fill_gap(ctx);
-            }
-            _ => {
-                self.deliver_durable(seq, frame, ack, ctx);
-                self.drain_ahead(ctx);
-            }
+        let (ready, gap) = self.sequencer.offer(seq, frame, ack);
+        self.deliver_all(ready, ctx);
+        if gap {
+            self.fill_gap(ctx);
         }
     }
 
-    fn drain_ahead(&mut self, ctx: &mut Context<Self>) {
-        while let Some(entry) = self.ahead.first_entry() {
-            let next = self.last_seq.map_or(*entry.key(), |l| l + 1);
-            if *entry.key() < next {
-                entry.remove();
-            } else if *entry.key() == next {
-                let (frame, ack) = entry.remove();
-                self.deliver_durable(next, frame, ack, ctx);
-            } else {
-                break;
-            }
+    fn deliver_all(&mut self, ready: Vec<Sequenced>, ctx: &mut Context<Self>) {
+        for (seq, frame, ack) in ready {
+            self.deliver_durable(seq, frame, ack, ctx);
         }
     }
 
@@ -473,7 +452,6 @@ impl Room {
         ack: Option<AckTo>,
         ctx: &mut Context<Self>,
     ) {
-        self.last_seq = Some(seq);
         let Some(ack) = ack else {
             self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
             return;
@@ -496,32 +474,27 @@ impl Room {
 
     /// Reads the events after the last delivered one from the log and delivers them.
     fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.last_seq else { return };
-        if self.filling {
+        let Some(after) = self.sequencer.fill_from() else {
             return;
-        }
-        self.filling = true;
+        };
         let request = self.broker.send(GetEvents {
             board: self.key.clone(),
             after,
             epoch: self.epoch.clone(),
         });
         ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
-            room.filling = false;
+            room.sequencer.fill_done();
             match result {
                 Ok(Ok(Some(events))) => {
-                    for event in events {
-                        if let BoardEvent::Durable {
+                    let events = events.into_iter().filter_map(|event| match event {
+                        BoardEvent::Durable {
                             seq, frame, ack, ..
-                        } = event
-                        {
-                            if room.last_seq.is_none_or(|l| seq > l) {
-                                room.deliver_durable(seq, frame, ack, ctx);
-                            }
-                        }
-                    }
-                    room.drain_ahead(ctx);
-                    if !room.ahead.is_empty() {
+                        } => Some((seq, frame, ack)),
+                        _ => None,
+                    });
+                    let (ready, gap) = room.sequencer.filled(events);
+                    room.deliver_all(ready, ctx);
+                    if gap {
                         room.fill_gap(ctx);
                     }
                 }
@@ -532,8 +505,7 @@ impl Room {
                         room.key
                     );
                     room.members.values_mut().for_each(Member::lag);
-                    room.ahead.clear();
-                    room.last_seq = None;
+                    room.sequencer.forget();
                     room.epoch.clear();
                 }
                 // The backend is out of reach; the next resync tries again.
