@@ -17,6 +17,7 @@
 //! - `http`: the WebSocket upgrade and its checks, health, dev tokens, assets.
 //! - [`auth`]: tokens and the identity they give.
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
+//! - `frames`: every frame a session is sent, but durable events (the backend builds those).
 //! - `wire`: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
 //! - `actors`: the session, room, registry, presence and the broker (the one actor that talks
 //!   to the backend).
@@ -37,6 +38,7 @@ pub(crate) mod backend;
 pub mod board;
 pub mod config;
 pub mod event;
+pub(crate) mod frames;
 pub(crate) mod http;
 pub(crate) mod limits;
 pub(crate) mod metrics;

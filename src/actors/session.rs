@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use serde_json::json;
 
 use crate::actors::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::actors::presence::SetStatus;
@@ -20,11 +19,11 @@ use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
 use crate::board::DurableOp;
 use crate::event::{BoardKey, SessionId, UserInfo};
+use crate::frames;
 use crate::limits::{AbuseWindow, SessionSlot, TokenBucket};
 use crate::metrics;
 use crate::protocol::{
-    close, encode, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode,
-    FrameError,
+    close, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode, FrameError,
 };
 use crate::startup::AppState;
 use crate::wire::{pack, parse_packed_frame, Encoding};
@@ -250,7 +249,7 @@ impl Session {
                 status,
                 origin: self.id,
             }),
-            ClientMessage::Ping(payload) => self.write(encode("pong", &payload, None), ctx),
+            ClientMessage::Ping(payload) => self.write(frames::pong(&payload), ctx),
             ClientMessage::AuthRefresh(token) => self.refresh(id, &token, ctx),
             ClientMessage::Durable(op) => {
                 if self.identity.role != Role::Editor {
@@ -319,11 +318,7 @@ impl Session {
                 // A retry of an operation applied before: its event went out then, and the
                 // ack is sent here since no event carries it now.
                 Ok(Ok(appended)) if appended.replayed => {
-                    let mut payload = json!({"id": id, "seq": appended.seq});
-                    if let Some(version) = appended.version {
-                        payload["version"] = json!(version);
-                    }
-                    session.write(encode("ack", &payload, None), ctx);
+                    session.write(frames::ack(&id, appended.seq, appended.version), ctx);
                     None
                 }
                 Ok(Ok(_)) => None,
@@ -352,7 +347,7 @@ impl Session {
             Some(identity) => {
                 self.identity = identity;
                 self.schedule_expiry(ctx);
-                self.write(encode("ack", &json!({ "id": id }), None), ctx);
+                self.write(frames::ack_id(&id), ctx);
             }
             None => self.error(
                 FrameError::new(

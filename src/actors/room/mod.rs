@@ -27,8 +27,9 @@ use crate::actors::registry::Registry;
 use crate::backend::presence::Arrived;
 use crate::backend::Catchup;
 use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
+use crate::frames;
 use crate::limits::{Offer, Throttle};
-use crate::protocol::{close, encode, ErrorCode, FrameError, Point};
+use crate::protocol::{close, ErrorCode, FrameError, Point};
 use crate::wire::WireFrame;
 
 mod delivery;
@@ -239,11 +240,7 @@ impl Room {
         position: Option<Point>,
         ctx: &mut Context<Self>,
     ) {
-        let frame = encode(
-            "cursor.move",
-            &json!({"userId": user_id, "position": position}),
-            None,
-        );
+        let frame = frames::cursor_move(user_id, position);
         self.fan_out(&frame, Order::None, Some(origin), Some(user_id), ctx);
         self.publish(BoardEvent::Cursor {
             user_id: user_id.to_string(),
@@ -296,17 +293,13 @@ impl Room {
         let user = user_id.to_string();
         let timer = ctx.run_later(TYPING_TIMEOUT, move |room, ctx| {
             if let Some(typing) = room.typing.remove(&user) {
-                let frame = encode("typing.stop", &json!({"userId": user}), None);
+                let frame = frames::typing_stop(&user);
                 room.fan_out(&frame, Order::None, typing.origin, None, ctx);
             }
         });
         self.typing
             .insert(user_id.to_string(), Typing { origin, timer });
-        let frame = encode(
-            "typing.start",
-            &json!({"userId": user_id, "itemId": item_id, "columnId": column_id}),
-            None,
-        );
+        let frame = frames::typing_start(user_id, item_id, column_id);
         self.fan_out(&frame, Order::None, origin, None, ctx);
     }
 
@@ -319,7 +312,7 @@ impl Room {
     ) {
         if let Some(typing) = self.typing.remove(user_id) {
             ctx.cancel_future(typing.timer);
-            let frame = encode("typing.stop", &json!({"userId": user_id}), None);
+            let frame = frames::typing_stop(user_id);
             self.fan_out(&frame, Order::None, except, None, ctx);
         }
     }
@@ -361,23 +354,28 @@ impl Room {
                 values,
                 resync,
                 epoch,
-            } => first.push(encode(
-                "board.snapshot",
-                &json!({"boardId": self.key.board, "seq": seq, "epoch": epoch, "self": me,
-                        "users": users, "items": items, "values": values, "resync": resync}),
-                None,
-            )),
+            } => first.push(frames::snapshot(&frames::Snapshot {
+                board: &self.key.board,
+                seq,
+                epoch: &epoch,
+                me: &me,
+                users: &users,
+                items: &items,
+                values: &values,
+                resync,
+            })),
             Catchup::Replay {
                 from,
                 to,
                 frames,
                 epoch,
             } => {
-                first.push(encode(
-                    "board.resumed",
-                    &json!({"boardId": self.key.board, "epoch": epoch, "self": me,
-                            "users": users, "fromSeq": from, "toSeq": to}),
-                    None,
+                first.push(frames::resumed(
+                    &self.key.board,
+                    &epoch,
+                    &me,
+                    &users,
+                    (from, to),
                 ));
                 first.extend(frames);
             }
@@ -457,15 +455,11 @@ impl Room {
             return;
         };
         self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
-        let mut payload = json!({"id": ack.id, "seq": seq});
-        if let Some(version) = ack.version {
-            payload["version"] = json!(version);
-        }
         // Never filtered: an op sent before the snapshot arrived is in the snapshot, and its
         // sender still needs the ack.
         self.send(
             ack.session,
-            encode("ack", &payload, None).into(),
+            frames::ack(&ack.id, seq, ack.version).into(),
             Order::None,
             None,
             ctx,
@@ -527,25 +521,17 @@ impl Room {
         for user_id in gone {
             self.typing_stopped(&user_id, None, ctx);
             self.cursors.remove(&user_id);
-            let frame = encode("presence.leave", &json!({"userId": user_id}), None);
+            let frame = frames::presence_leave(&user_id);
             self.fan_out(&frame, Order::None, None, None, ctx);
         }
         for (user_id, user) in &now {
             match self.present.get(user_id) {
                 None => {
-                    let frame = encode(
-                        "presence.join",
-                        &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
-                        None,
-                    );
+                    let frame = frames::presence_join(user);
                     self.fan_out(&frame, Order::None, None, None, ctx);
                 }
                 Some(before) if before.status != user.status => {
-                    let frame = encode(
-                        "presence.update",
-                        &json!({"userId": user_id, "status": user.status}),
-                        None,
-                    );
+                    let frame = frames::presence_update(user_id, user.status);
                     self.fan_out(&frame, Order::None, None, None, ctx);
                 }
                 _ => {}
@@ -563,18 +549,14 @@ impl Room {
                 if self.settings.shared {
                     self.present.insert(user.user_id.clone(), user.clone());
                 }
-                let frame = encode(
-                    "presence.join",
-                    &json!({"userId": user.user_id, "user": user.user, "color": user.color}),
-                    None,
-                );
+                let frame = frames::presence_join(&user);
                 self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
             }
             BoardEvent::Left { rev, user_id } => {
                 self.present.remove(&user_id);
                 self.typing_stopped(&user_id, None, ctx);
                 self.cursors.remove(&user_id);
-                let frame = encode("presence.leave", &json!({"userId": user_id}), None);
+                let frame = frames::presence_leave(&user_id);
                 self.fan_out(&frame, Order::Rev(rev), None, None, ctx);
             }
             BoardEvent::StatusChanged {
@@ -586,11 +568,7 @@ impl Room {
                 if let Some(user) = self.present.get_mut(&user_id) {
                     user.status = status;
                 }
-                let frame = encode(
-                    "presence.update",
-                    &json!({"userId": user_id, "status": status}),
-                    None,
-                );
+                let frame = frames::presence_update(&user_id, status);
                 self.fan_out(&frame, Order::Rev(rev), Some(origin), None, ctx);
             }
             BoardEvent::Cursor {
@@ -599,11 +577,7 @@ impl Room {
                 origin,
             } => {
                 self.cursors.entry(user_id.clone()).or_default().last = position;
-                let frame = encode(
-                    "cursor.move",
-                    &json!({"userId": user_id, "position": position}),
-                    None,
-                );
+                let frame = frames::cursor_move(&user_id, position);
                 self.fan_out(&frame, Order::None, Some(origin), Some(&user_id), ctx);
             }
             BoardEvent::TypingStarted {
