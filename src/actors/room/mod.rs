@@ -7,7 +7,11 @@
 //! Delivery never blocks on a slow session: frames go with `try_send` into the session's
 //! bounded mailbox. When it is full, a cursor frame is kept aside (only the newest per user)
 //! and retried; any other frame marks the session *lagged*: it is told once, gets nothing more,
-//! and closes with 4009 so that its client resumes. That part is [`delivery`].
+//! and closes with 4009 so that its client resumes.
+//!
+//! This file holds the actor, its members and fan-out; the rest by job: [`delivery`] to each
+//! member, the [`join`] (and its first frame), [`ephemeral`] cursors and typing, [`durable`]
+//! events in order (with the [`sequencer`]), and the presence [`mirror`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +37,19 @@ use crate::protocol::{close, ErrorCode, FrameError, Point};
 use crate::wire::WireFrame;
 
 mod delivery;
+mod durable;
+mod ephemeral;
+mod join;
+mod mirror;
 mod sequencer;
 
 pub use self::delivery::Outbound;
 use self::delivery::{keep_aside, Member, Order, SlowCursors};
+use self::ephemeral::{Cursor, Typing};
+pub use self::ephemeral::{MoveCursor, SetTyping};
+pub use self::join::Join;
 use self::sequencer::{Sequenced, Sequencer};
 
-/// How long a `typing.start` holds before the server sends `typing.stop` itself.
-pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often cursor frames kept aside for full mailboxes are retried.
 const SLOW_RETRY: Duration = Duration::from_millis(50);
 /// How often a session's queue (its snapshot or replay, then what came meanwhile) is moved
@@ -57,25 +66,6 @@ pub struct RoomSettings {
     pub backlog_bound: usize,
     /// Other instances exist (Redis mode): local events are also published for them.
     pub shared: bool,
-}
-
-/// Per-user cursor state.
-#[derive(Default)]
-struct Cursor {
-    /// Paces deliveries at one per 50 ms, keeping the newest.
-    throttle: Throttle<(SessionId, Option<Point>)>,
-    /// Last known position, for snapshots.
-    last: Option<Point>,
-    /// A flush of the throttle is scheduled.
-    flush_scheduled: bool,
-}
-
-/// A user typing in a cell.
-struct Typing {
-    /// The session that started it, which is not told of the stop; `None` when remote.
-    origin: Option<SessionId>,
-    /// The timer that sends `typing.stop` after [`TYPING_TIMEOUT`].
-    timer: SpawnHandle,
 }
 
 /// The room actor. See the module documentation.
@@ -232,23 +222,6 @@ impl Room {
         }
     }
 
-    /// Delivers a cursor move locally and to other instances.
-    fn emit_cursor(
-        &mut self,
-        user_id: &str,
-        origin: SessionId,
-        position: Option<Point>,
-        ctx: &mut Context<Self>,
-    ) {
-        let frame = frames::cursor_move(user_id, position);
-        self.fan_out(&frame, Order::None, Some(origin), Some(user_id), ctx);
-        self.publish(BoardEvent::Cursor {
-            user_id: user_id.to_string(),
-            position,
-            origin,
-        });
-    }
-
     /// Publishes an event this room has delivered to its own sessions, for other instances;
     /// with none (embedded mode) there is nothing to do.
     fn publish(&self, event: BoardEvent) {
@@ -260,287 +233,6 @@ impl Room {
             event,
             delivered_locally: true,
         });
-    }
-
-    fn flush_cursor(&mut self, user_id: String, ctx: &mut Context<Self>) {
-        let Some(cursor) = self.cursors.get_mut(&user_id) else {
-            return;
-        };
-        cursor.flush_scheduled = false;
-        let now = Instant::now();
-        if let Some((origin, position)) = cursor.throttle.flush(now) {
-            self.emit_cursor(&user_id, origin, position, ctx);
-        } else if let Some(due) = cursor.throttle.due() {
-            // The timer fired a hair before the interval ended: try again then, so the held
-            // move is never stranded.
-            cursor.flush_scheduled = true;
-            let wait = due.saturating_duration_since(now);
-            ctx.run_later(wait, move |room, ctx| room.flush_cursor(user_id, ctx));
-        }
-    }
-
-    fn typing_started(
-        &mut self,
-        user_id: &str,
-        item_id: &str,
-        column_id: &str,
-        origin: Option<SessionId>,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(old) = self.typing.remove(user_id) {
-            ctx.cancel_future(old.timer);
-        }
-        let user = user_id.to_string();
-        let timer = ctx.run_later(TYPING_TIMEOUT, move |room, ctx| {
-            if let Some(typing) = room.typing.remove(&user) {
-                let frame = frames::typing_stop(&user);
-                room.fan_out(&frame, Order::None, typing.origin, None, ctx);
-            }
-        });
-        self.typing
-            .insert(user_id.to_string(), Typing { origin, timer });
-        let frame = frames::typing_start(user_id, item_id, column_id);
-        self.fan_out(&frame, Order::None, origin, None, ctx);
-    }
-
-    /// Ends a user's typing, if any, telling everyone but `except`.
-    fn typing_stopped(
-        &mut self,
-        user_id: &str,
-        except: Option<SessionId>,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(typing) = self.typing.remove(user_id) {
-            ctx.cancel_future(typing.timer);
-            let frame = frames::typing_stop(user_id);
-            self.fan_out(&frame, Order::None, except, None, ctx);
-        }
-    }
-
-    /// Sends the joining session its first frame, then what it held back meanwhile.
-    fn finish_join(
-        &mut self,
-        sid: SessionId,
-        arrived: Arrived,
-        catchup: Catchup,
-        ctx: &mut Context<Self>,
-    ) {
-        self.see_epoch(catchup.epoch(), Some(sid));
-        let Some(member) = self.members.get_mut(&sid) else {
-            return;
-        };
-        let users: Vec<PresenceEntry<'_>> = arrived
-            .users
-            .iter()
-            .map(|user: &PresentUser| PresenceEntry {
-                user,
-                cursor: self.cursors.get(&user.user_id).and_then(|c| c.last),
-            })
-            .collect();
-        let me =
-            json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
-        let seq = catchup.seq();
-        self.sequencer.know(seq);
-        if self.settings.shared {
-            for user in &arrived.users {
-                self.present.insert(user.user_id.clone(), user.clone());
-            }
-        }
-        let mut first = vec![];
-        match catchup {
-            Catchup::Snapshot {
-                seq,
-                items,
-                values,
-                resync,
-                epoch,
-            } => first.push(frames::snapshot(&frames::Snapshot {
-                board: &self.key.board,
-                seq,
-                epoch: &epoch,
-                me: &me,
-                users: &users,
-                items: &items,
-                values: &values,
-                resync,
-            })),
-            Catchup::Replay {
-                from,
-                to,
-                frames,
-                epoch,
-            } => {
-                first.push(frames::resumed(
-                    &self.key.board,
-                    &epoch,
-                    &me,
-                    &users,
-                    (from, to),
-                ));
-                first.extend(frames);
-            }
-        }
-        member.rev_floor = arrived.rev;
-        member.seq_floor = seq;
-        // The first frames go in front of what arrived meanwhile; all of it reaches the
-        // session at the pace it reads (a replay may be far larger than its mailbox).
-        let queue = member.queue.get_or_insert_with(VecDeque::new);
-        for frame in first.into_iter().rev() {
-            queue.push_front((Order::None, WireFrame::from(frame)));
-        }
-        member.ready = true;
-        self.drain(sid);
-        self.schedule_retry(ctx);
-    }
-
-    /// Takes note of the board's epoch. A new one means the store lost the board (and its
-    /// `seq` started again): every session but `except` is closed with 1012 so that its client
-    /// resumes and, its epoch being old, gets a snapshot with `resync`.
-    fn see_epoch(&mut self, epoch: &str, except: Option<SessionId>) {
-        if epoch.is_empty() || epoch == self.epoch {
-            return;
-        }
-        if !self.epoch.is_empty() {
-            log::warn!(
-                "{}: the board's epoch changed (its store lost it): sessions resync",
-                self.key
-            );
-            for (sid, member) in &mut self.members {
-                if Some(*sid) != except && !member.lagged {
-                    member.lagged = true;
-                    member.queue = None;
-                    member
-                        .out
-                        .do_send(Outbound::Close(close::RESTARTING, "board reset".into()));
-                }
-            }
-            self.sequencer.forget();
-        }
-        self.epoch = epoch.to_string();
-    }
-
-    /// Takes a durable event in `seq` order: duplicates are dropped, and an event past a gap
-    /// waits while the gap is filled from the log.
-    fn on_durable(
-        &mut self,
-        seq: u64,
-        frame: ByteString,
-        ack: Option<AckTo>,
-        epoch: &str,
-        ctx: &mut Context<Self>,
-    ) {
-        self.see_epoch(epoch, None);
-        let (ready, gap) = self.sequencer.offer(seq, frame, ack);
-        self.deliver_all(ready, ctx);
-        if gap {
-            self.fill_gap(ctx);
-        }
-    }
-
-    fn deliver_all(&mut self, ready: Vec<Sequenced>, ctx: &mut Context<Self>) {
-        for (seq, frame, ack) in ready {
-            self.deliver_durable(seq, frame, ack, ctx);
-        }
-    }
-
-    fn deliver_durable(
-        &mut self,
-        seq: u64,
-        frame: ByteString,
-        ack: Option<AckTo>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(ack) = ack else {
-            self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
-            return;
-        };
-        self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
-        // Never filtered: an op sent before the snapshot arrived is in the snapshot, and its
-        // sender still needs the ack.
-        self.send(
-            ack.session,
-            frames::ack(&ack.id, seq, ack.version).into(),
-            Order::None,
-            None,
-            ctx,
-        );
-    }
-
-    /// Reads the events after the last delivered one from the log and delivers them.
-    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.sequencer.fill_from() else {
-            return;
-        };
-        let request = self.broker.send(GetEvents {
-            board: self.key.clone(),
-            after,
-            epoch: self.epoch.clone(),
-        });
-        ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
-            room.sequencer.fill_done();
-            match result {
-                Ok(Ok(Some(events))) => {
-                    let events = events.into_iter().filter_map(|event| match event {
-                        BoardEvent::Durable {
-                            seq, frame, ack, ..
-                        } => Some((seq, frame, ack)),
-                        _ => None,
-                    });
-                    let (ready, gap) = room.sequencer.filled(events);
-                    room.deliver_all(ready, ctx);
-                    if gap {
-                        room.fill_gap(ctx);
-                    }
-                }
-                Ok(Ok(None)) => {
-                    // The missed events are gone from the log: every session must resync.
-                    log::warn!(
-                        "{}: missed events are no longer retained; sessions resync",
-                        room.key
-                    );
-                    room.members.values_mut().for_each(Member::lag);
-                    room.sequencer.forget();
-                    room.epoch.clear();
-                }
-                // The backend is out of reach; the next resync tries again.
-                _ => {}
-            }
-        }));
-    }
-
-    /// Tells local sessions how presence changed while the room could not hear it.
-    fn apply_presence(&mut self, rev: u64, users: Vec<PresentUser>, ctx: &mut Context<Self>) {
-        let now: HashMap<String, PresentUser> =
-            users.into_iter().map(|u| (u.user_id.clone(), u)).collect();
-        let gone: Vec<String> = self
-            .present
-            .keys()
-            .filter(|u| !now.contains_key(*u))
-            .cloned()
-            .collect();
-        for user_id in gone {
-            self.typing_stopped(&user_id, None, ctx);
-            self.cursors.remove(&user_id);
-            let frame = frames::presence_leave(&user_id);
-            self.fan_out(&frame, Order::None, None, None, ctx);
-        }
-        for (user_id, user) in &now {
-            match self.present.get(user_id) {
-                None => {
-                    let frame = frames::presence_join(user);
-                    self.fan_out(&frame, Order::None, None, None, ctx);
-                }
-                Some(before) if before.status != user.status => {
-                    let frame = frames::presence_update(user_id, user.status);
-                    self.fan_out(&frame, Order::None, None, None, ctx);
-                }
-                _ => {}
-            }
-        }
-        self.present = now;
-        for member in self.members.values_mut() {
-            member.rev_floor = member.rev_floor.max(rev);
-        }
     }
 
     fn on_event(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
@@ -647,93 +339,6 @@ impl Actor for Room {
     }
 }
 
-/// A session asks to join; sent by the registry.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Join {
-    /// The session.
-    pub session: SessionId,
-    /// Its user.
-    pub user_id: String,
-    /// Name and avatar.
-    pub info: UserInfo,
-    /// Its mailbox.
-    pub out: Recipient<Outbound>,
-    /// The last seq its client saw, when it resumes.
-    pub last_seq: Option<u64>,
-    /// The epoch of that seq, when its client gave it.
-    pub epoch: Option<String>,
-}
-
-impl Handler<Join> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) {
-        self.joins_seen += 1;
-        let sid = msg.session;
-        self.members.insert(
-            sid,
-            Member {
-                user_id: msg.user_id.clone(),
-                info: msg.info.clone(),
-                out: msg.out,
-                queue: Some(VecDeque::new()),
-                ready: false,
-                held: 0,
-                lagged: false,
-                rev_floor: 0,
-                seq_floor: 0,
-            },
-        );
-        // Both requests are queued now, before any later Depart of this session.
-        let arrived = self.presence.send(Arrive {
-            board: self.key.clone(),
-            session: sid,
-            user_id: msg.user_id,
-            info: msg.info,
-        });
-        let catchup = GetCatchup {
-            board: self.key.clone(),
-            last_seq: msg.last_seq,
-            epoch: msg.epoch,
-        };
-        let broker = self.broker.clone();
-        let subscribed = self.subscribed.clone();
-        let work = async move {
-            if let Some(subscribed) = subscribed {
-                subscribed.await;
-            }
-            (arrived.await, broker.send(catchup).await)
-        };
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |result, room, ctx| match result {
-                    (Ok(Ok(arrived)), Ok(Ok(catchup))) => {
-                        room.finish_join(sid, arrived, catchup, ctx)
-                    }
-                    (Ok(Err(err)), _) | (_, Ok(Err(err))) => {
-                        if let Some(member) = room.members.get(&sid) {
-                            member.out.do_send(Outbound::Frame(err.to_frame().into()));
-                            member.out.do_send(Outbound::Close(
-                                close::RESTARTING,
-                                "backend unavailable".into(),
-                            ));
-                        }
-                    }
-                    _ => {
-                        if let Some(member) = room.members.get(&sid) {
-                            let err = FrameError::new(None, ErrorCode::Internal, "join failed");
-                            member.out.do_send(Outbound::Frame(err.to_frame().into()));
-                            member
-                                .out
-                                .do_send(Outbound::Close(close::RESTARTING, "join failed".into()));
-                        }
-                    }
-                }),
-        );
-    }
-}
-
 /// A session ended.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -758,77 +363,6 @@ impl Handler<Leave> for Room {
         });
         if self.members.is_empty() && self.registry.release(&self.key, self.id, self.joins_seen) {
             ctx.stop();
-        }
-    }
-}
-
-/// A local session moved its cursor.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct MoveCursor {
-    /// The session.
-    pub session: SessionId,
-    /// The new position, or `None` when the cursor left the canvas.
-    pub position: Option<Point>,
-}
-
-impl Handler<MoveCursor> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: MoveCursor, ctx: &mut Self::Context) {
-        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
-            return;
-        };
-        let cursor = self.cursors.entry(user_id.clone()).or_default();
-        cursor.last = msg.position;
-        match cursor
-            .throttle
-            .offer((msg.session, msg.position), Instant::now())
-        {
-            Offer::Send((origin, position)) => self.emit_cursor(&user_id, origin, position, ctx),
-            Offer::HeldUntil(due) => {
-                if !cursor.flush_scheduled {
-                    cursor.flush_scheduled = true;
-                    let wait = due.saturating_duration_since(Instant::now());
-                    ctx.run_later(wait, move |room, ctx| room.flush_cursor(user_id, ctx));
-                }
-            }
-        }
-    }
-}
-
-/// A local session started or stopped typing.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetTyping {
-    /// The session.
-    pub session: SessionId,
-    /// The cell (item, column) for `typing.start`; `None` for `typing.stop`.
-    pub cell: Option<(String, String)>,
-}
-
-impl Handler<SetTyping> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetTyping, ctx: &mut Self::Context) {
-        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
-            return;
-        };
-        let origin = msg.session;
-        match msg.cell {
-            Some((item_id, column_id)) => {
-                self.typing_started(&user_id, &item_id, &column_id, Some(origin), ctx);
-                self.publish(BoardEvent::TypingStarted {
-                    user_id,
-                    item_id,
-                    column_id,
-                    origin,
-                });
-            }
-            None => {
-                self.typing_stopped(&user_id, Some(origin), ctx);
-                self.publish(BoardEvent::TypingStopped { user_id, origin });
-            }
         }
     }
 }
@@ -874,30 +408,6 @@ impl Handler<GetCursors> for Room {
                 .map(|(user, cursor)| (user.clone(), cursor.last))
                 .collect(),
         )
-    }
-}
-
-impl Handler<Resync> for Room {
-    type Result = ();
-
-    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
-        self.fill_gap(ctx);
-        let sessions = self
-            .members
-            .iter()
-            .map(|(sid, m)| (*sid, m.user_id.clone(), m.info.clone()))
-            .collect();
-        let sync = self.presence.send(SyncBoard {
-            board: self.key.clone(),
-            sessions,
-        });
-        ctx.spawn(sync.into_actor(self).map(|result, room, ctx| match result {
-            Ok(Ok((rev, users))) => room.apply_presence(rev, users, ctx),
-            _ => log::warn!(
-                "{}: presence not re-registered; the next resync tries again",
-                room.key
-            ),
-        }));
     }
 }
 

@@ -1,0 +1,117 @@
+//! Durable events as the room delivers them: in `seq` order (the [`super::sequencer`]), gaps
+//! read from the log, acks to their senders, and a new epoch noticed.
+
+use super::*;
+
+impl Room {
+    /// Takes note of the board's epoch. A new one means the store lost the board (and its
+    /// `seq` started again): every session but `except` is closed with 1012 so that its client
+    /// resumes and, its epoch being old, gets a snapshot with `resync`.
+    pub(super) fn see_epoch(&mut self, epoch: &str, except: Option<SessionId>) {
+        if epoch.is_empty() || epoch == self.epoch {
+            return;
+        }
+        if !self.epoch.is_empty() {
+            log::warn!(
+                "{}: the board's epoch changed (its store lost it): sessions resync",
+                self.key
+            );
+            for (sid, member) in &mut self.members {
+                if Some(*sid) != except && !member.lagged {
+                    member.lagged = true;
+                    member.queue = None;
+                    member
+                        .out
+                        .do_send(Outbound::Close(close::RESTARTING, "board reset".into()));
+                }
+            }
+            self.sequencer.forget();
+        }
+        self.epoch = epoch.to_string();
+    }
+    /// Takes a durable event in `seq` order: duplicates are dropped, and an event past a gap
+    /// waits while the gap is filled from the log.
+    pub(super) fn on_durable(
+        &mut self,
+        seq: u64,
+        frame: ByteString,
+        ack: Option<AckTo>,
+        epoch: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        self.see_epoch(epoch, None);
+        let (ready, gap) = self.sequencer.offer(seq, frame, ack);
+        self.deliver_all(ready, ctx);
+        if gap {
+            self.fill_gap(ctx);
+        }
+    }
+    pub(super) fn deliver_all(&mut self, ready: Vec<Sequenced>, ctx: &mut Context<Self>) {
+        for (seq, frame, ack) in ready {
+            self.deliver_durable(seq, frame, ack, ctx);
+        }
+    }
+    pub(super) fn deliver_durable(
+        &mut self,
+        seq: u64,
+        frame: ByteString,
+        ack: Option<AckTo>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(ack) = ack else {
+            self.fan_out(&frame, Order::Seq(seq), None, None, ctx);
+            return;
+        };
+        self.fan_out(&frame, Order::Seq(seq), Some(ack.session), None, ctx);
+        // Never filtered: an op sent before the snapshot arrived is in the snapshot, and its
+        // sender still needs the ack.
+        self.send(
+            ack.session,
+            frames::ack(&ack.id, seq, ack.version).into(),
+            Order::None,
+            None,
+            ctx,
+        );
+    }
+    /// Reads the events after the last delivered one from the log and delivers them.
+    pub(super) fn fill_gap(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.sequencer.fill_from() else {
+            return;
+        };
+        let request = self.broker.send(GetEvents {
+            board: self.key.clone(),
+            after,
+            epoch: self.epoch.clone(),
+        });
+        ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
+            room.sequencer.fill_done();
+            match result {
+                Ok(Ok(Some(events))) => {
+                    let events = events.into_iter().filter_map(|event| match event {
+                        BoardEvent::Durable {
+                            seq, frame, ack, ..
+                        } => Some((seq, frame, ack)),
+                        _ => None,
+                    });
+                    let (ready, gap) = room.sequencer.filled(events);
+                    room.deliver_all(ready, ctx);
+                    if gap {
+                        room.fill_gap(ctx);
+                    }
+                }
+                Ok(Ok(None)) => {
+                    // The missed events are gone from the log: every session must resync.
+                    log::warn!(
+                        "{}: missed events are no longer retained; sessions resync",
+                        room.key
+                    );
+                    room.members.values_mut().for_each(Member::lag);
+                    room.sequencer.forget();
+                    room.epoch.clear();
+                }
+                // The backend is out of reach; the next resync tries again.
+                _ => {}
+            }
+        }));
+    }
+}
