@@ -1,0 +1,309 @@
+//! Board and user channels: rooms and sessions subscribing, events published for every
+//! instance, and what Redis pushes back.
+
+use super::durable::unreachable;
+use super::*;
+
+/// A push from Redis: a pub/sub message or a lost connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Pushed(pub(super) ::redis::PushInfo);
+
+impl Handler<Pushed> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, Pushed(push): Pushed, _: &mut Self::Context) {
+        match push.kind {
+            ::redis::PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                    return;
+                };
+                let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
+                    return;
+                };
+                let Ok(channel) = String::from_utf8(channel) else {
+                    return;
+                };
+                let Some(redis) = self.redis() else { return };
+                match self.channels.get(&channel) {
+                    Some(Channel::Board(board)) => {
+                        if let Some(event) = decode_board_message(redis.instance(), &payload) {
+                            self.deliver(board, event);
+                        }
+                    }
+                    Some(Channel::User(tenant, user)) => {
+                        if let Ok(frame) = ByteString::try_from(payload) {
+                            self.deliver_user(tenant.clone(), user.clone(), frame);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            ::redis::PushKind::Disconnection => {
+                if self.ready.swap(false, Ordering::Relaxed) {
+                    log::warn!("lost the connection to redis");
+                }
+                self.ready_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bytes(v: ::redis::Value) -> Option<Vec<u8>> {
+    match v {
+        ::redis::Value::BulkString(b) => Some(b),
+        ::redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), FrameError> {
+    let mut conn = redis.conn();
+    conn.subscribe(&channel).await.map_err(|e| {
+        log::warn!("cannot subscribe to {channel}: {e}");
+        FrameError::new(None, ErrorCode::Unavailable, "the backend is unavailable")
+    })?;
+    Ok(())
+}
+
+/// A room starts listening to its board; answered once it hears the board's events.
+#[derive(Message)]
+#[rtype(result = "Result<(), FrameError>")]
+pub struct Subscribe {
+    /// The board.
+    pub board: BoardKey,
+    /// The room's id.
+    pub room_id: u64,
+    /// Where the board's events go.
+    pub room: Recipient<BoardEvent>,
+    /// Where catch-up requests go.
+    pub resync: Recipient<Resync>,
+}
+
+impl Handler<Subscribe> for Broker {
+    type Result = ResponseFuture<Result<(), FrameError>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let entry = RoomEntry {
+            id: msg.room_id,
+            events: msg.room,
+            resync: msg.resync,
+        };
+        self.rooms.insert(msg.board.clone(), entry);
+        match self.redis() {
+            None => Box::pin(async { Ok(()) }),
+            Some(redis) => {
+                let channel = redis.board_channel(&msg.board);
+                self.channels
+                    .insert(channel.clone(), Channel::Board(msg.board.clone()));
+                Box::pin(subscribe_channel(redis, channel))
+            }
+        }
+    }
+}
+
+/// A room stops listening.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// The board.
+    pub board: BoardKey,
+    /// The room's id; a newer room of the same board stays subscribed.
+    pub room_id: u64,
+}
+
+impl Handler<Unsubscribe> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        if self
+            .rooms
+            .get(&msg.board)
+            .is_none_or(|r| r.id != msg.room_id)
+        {
+            return;
+        }
+        self.rooms.remove(&msg.board);
+        match &mut self.backend {
+            // A room that stops frees its board's memory.
+            Backend::Embedded(embedded) => embedded.evict(&msg.board),
+            Backend::Redis(redis) => {
+                let channel = redis.board_channel(&msg.board);
+                self.leave_channel(channel, ctx);
+            }
+        }
+    }
+}
+
+/// An event for every room of a board, on every instance.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The board.
+    pub board: BoardKey,
+    /// What happened.
+    pub event: BoardEvent,
+    /// The publishing room has delivered it to its own sessions already; only other
+    /// instances need it.
+    pub delivered_locally: bool,
+}
+
+impl Handler<Publish> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        match self.redis() {
+            None => {
+                if !msg.delivered_locally {
+                    self.deliver(&msg.board, msg.event);
+                }
+            }
+            Some(redis) => {
+                // Ephemeral events are best effort while Redis is out of reach; the local
+                // sessions have them already.
+                ctx.spawn(
+                    async move {
+                        let _ = redis
+                            .publish(&msg.board, &msg.event, msg.delivered_locally)
+                            .await;
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+    }
+}
+
+/// A session starts listening for events sent to its user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The session.
+    pub session: SessionId,
+    /// Its mailbox.
+    pub out: Recipient<Outbound>,
+}
+
+impl Handler<SubscribeUser> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeUser, ctx: &mut Self::Context) {
+        let key = (msg.tenant, msg.user_id);
+        let sessions = self.users.entry(key.clone()).or_default();
+        let first = sessions.is_empty();
+        sessions.insert(msg.session, msg.out);
+        if let (true, Some(redis)) = (first, self.redis()) {
+            let channel = redis.user_channel(&key.0, &key.1);
+            self.channels
+                .insert(channel.clone(), Channel::User(key.0, key.1));
+            ctx.spawn(
+                async move {
+                    let _ = subscribe_channel(redis, channel).await;
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+/// A session stops listening for its user's events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The session.
+    pub session: SessionId,
+}
+
+impl Handler<UnsubscribeUser> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnsubscribeUser, ctx: &mut Self::Context) {
+        let key = (msg.tenant, msg.user_id);
+        let Some(sessions) = self.users.get_mut(&key) else {
+            return;
+        };
+        sessions.remove(&msg.session);
+        if !sessions.is_empty() {
+            return;
+        }
+        self.users.remove(&key);
+        if let Some(redis) = self.redis() {
+            self.leave_channel(redis.user_channel(&key.0, &key.1), ctx);
+        }
+    }
+}
+
+/// A frame for every session of a user, on any board and any instance.
+#[derive(Message)]
+#[rtype(result = "Result<(), FrameError>")]
+pub struct PublishUser {
+    /// The user's tenant.
+    pub tenant: String,
+    /// The user.
+    pub user_id: String,
+    /// The encoded frame.
+    pub frame: ByteString,
+}
+
+impl Handler<PublishUser> for Broker {
+    type Result = ResponseFuture<Result<(), FrameError>>;
+
+    fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) -> Self::Result {
+        match self.redis() {
+            None => {
+                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
+                Box::pin(async { Ok(()) })
+            }
+            Some(_) if !self.ready.load(Ordering::Relaxed) => {
+                // This instance's own sessions of the user still get it; the others cannot.
+                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
+                Box::pin(async { Err(unreachable()) })
+            }
+            Some(redis) => Box::pin(async move {
+                redis
+                    .publish_user(&msg.tenant, &msg.user_id, &msg.frame)
+                    .await
+            }),
+        }
+    }
+}
+
+/// An event from the HTTP API for every session of a board (a kick, an ephemeral event):
+/// delivered to this instance's sessions at once, whatever the state of Redis, and published
+/// for the others; answered `unavailable` when that could not be done.
+#[derive(Message)]
+#[rtype(result = "Result<(), FrameError>")]
+pub struct Announce {
+    /// The board.
+    pub board: BoardKey,
+    /// The event.
+    pub event: BoardEvent,
+}
+
+impl Handler<Announce> for Broker {
+    type Result = ResponseFuture<Result<(), FrameError>>;
+
+    fn handle(&mut self, msg: Announce, _: &mut Self::Context) -> Self::Result {
+        self.deliver(&msg.board, msg.event.clone());
+        match self.redis() {
+            None => Box::pin(async { Ok(()) }),
+            Some(_) if !self.ready.load(Ordering::Relaxed) => {
+                Box::pin(async { Err(unreachable()) })
+            }
+            Some(redis) => Box::pin(async move {
+                // Marked as delivered here: this instance skips it when it comes back.
+                redis.publish(&msg.board, &msg.event, true).await
+            }),
+        }
+    }
+}

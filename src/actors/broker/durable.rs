@@ -1,0 +1,154 @@
+//! Durable operations through the broker: appends, catch-ups and gap fills, each answered
+//! by the backend in use (in the embedded mode, once the store committed).
+
+use super::*;
+
+/// Waits for an answer the embedded backend gives once its store committed.
+pub(super) async fn answer<T>(
+    rx: oneshot::Receiver<Result<T, FrameError>>,
+) -> Result<T, FrameError> {
+    rx.await.unwrap_or_else(|_| {
+        Err(FrameError::new(
+            None,
+            ErrorCode::Unavailable,
+            "the storage stopped; retry",
+        ))
+    })
+}
+
+impl Handler<Flushed> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flushed, _: &mut Self::Context) {
+        let rooms = &self.rooms;
+        if let Backend::Embedded(embedded) = &mut self.backend {
+            embedded.flushed(msg, |board, event| {
+                if let Some(room) = rooms.get(board) {
+                    room.events.do_send(event);
+                }
+            });
+        }
+    }
+}
+
+/// The answer while Redis is known to be out of reach: refused at once, so that nothing waits
+/// to be applied long after its sender was told to retry.
+pub(super) fn unreachable() -> FrameError {
+    FrameError::new(
+        None,
+        ErrorCode::Unavailable,
+        "the backend is out of reach; retry",
+    )
+}
+
+impl Handler<Append> for Broker {
+    type Result = ResponseActFuture<Self, Result<Appended, FrameError>>;
+
+    fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
+        let redis = match &mut self.backend {
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Append(msg, tx));
+                return Box::pin(answer(rx).into_actor(self));
+            }
+            Backend::Redis(redis) => RedisBackend::clone(redis),
+        };
+        if !self.ready.load(Ordering::Relaxed) {
+            return Box::pin(fut::ready(Err(unreachable())));
+        }
+        let work = async move {
+            let appended = redis
+                .append(&msg.board, msg.op, &msg.user_id, msg.ack, msg.key.as_ref())
+                .await?;
+            crate::metrics::DURABLE_EVENTS.inc();
+            Ok(appended)
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(|result: Result<Appended, FrameError>, broker, _| {
+                    // Redis did not answer in time: refuse what follows at once until a ping succeeds.
+                    if matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
+                        broker.ready.store(false, Ordering::Relaxed);
+                        broker.ready_since = None;
+                    }
+                    result
+                }),
+        )
+    }
+}
+
+impl Handler<AppendCustom> for Broker {
+    type Result = ResponseFuture<Result<u64, FrameError>>;
+
+    fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
+        match &mut self.backend {
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Custom(msg, tx));
+                Box::pin(answer(rx))
+            }
+            Backend::Redis(_) if !self.ready.load(Ordering::Relaxed) => {
+                Box::pin(async { Err(unreachable()) })
+            }
+            Backend::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move {
+                    let seq = redis
+                        .append_custom(&msg.board, &msg.kind, &msg.payload, msg.key.as_ref())
+                        .await?;
+                    crate::metrics::DURABLE_EVENTS.inc();
+                    Ok(seq)
+                })
+            }
+        }
+    }
+}
+
+impl Handler<GetCatchup> for Broker {
+    type Result = ResponseFuture<Result<Catchup, FrameError>>;
+
+    fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
+        match &mut self.backend {
+            Backend::Embedded(embedded) => {
+                let (tx, rx) = oneshot::channel();
+                embedded.request(Request::Catchup(msg, tx));
+                Box::pin(answer(rx))
+            }
+            Backend::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move {
+                    redis
+                        .catchup(&msg.board, msg.last_seq, msg.epoch.as_deref())
+                        .await
+                })
+            }
+        }
+    }
+}
+
+/// The durable events after `after`, with their acks, for a room that missed some; `None`
+/// when they are no longer retained, or the board's epoch is no longer `epoch`.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<BoardEvent>>, FrameError>")]
+pub struct GetEvents {
+    /// The board.
+    pub board: BoardKey,
+    /// The last seq the room delivered.
+    pub after: u64,
+    /// The epoch of that seq ("" when the room knows none).
+    pub epoch: String,
+}
+
+impl Handler<GetEvents> for Broker {
+    type Result = ResponseFuture<Result<Option<Vec<BoardEvent>>, FrameError>>;
+
+    fn handle(&mut self, msg: GetEvents, _: &mut Self::Context) -> Self::Result {
+        match self.redis() {
+            // In memory every event reaches the room directly: there is never a gap.
+            None => Box::pin(async { Ok(Some(vec![])) }),
+            Some(redis) => {
+                Box::pin(async move { redis.events_after(&msg.board, msg.after, &msg.epoch).await })
+            }
+        }
+    }
+}

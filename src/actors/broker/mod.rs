@@ -1,0 +1,360 @@
+//! The broker actor: the one door between this instance's actors and the shared world.
+//!
+//! Rooms subscribe to their board's channel; presence and rooms publish on it; sessions append
+//! durable operations and rooms read snapshots and replays through it; sessions listen on their
+//! user's channel. This module is that interface, as the actor's messages, over the two
+//! backends of [`crate::backend`]: the embedded one (one instance, boards in SQLite) and Redis
+//! (any number of instances sharing one Redis).
+//!
+//! This file holds the actor, its rooms and its liveness work; its messages are split by job:
+//! board and user [`channels`], and [`durable`] operations.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use tokio::sync::oneshot;
+
+use crate::actors::room::Outbound;
+use crate::board::BoardLimits;
+use crate::event::{BoardEvent, BoardKey, SessionId};
+use crate::protocol::{ErrorCode, FrameError};
+use crate::wire::WireFrame;
+
+use crate::backend::embedded::memory::MemoryStore;
+use crate::backend::embedded::sqlite::{Flushed, Store};
+use crate::backend::embedded::{Embedded, Request};
+use crate::backend::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
+pub use crate::backend::{Append, AppendCustom, GetCatchup};
+
+mod channels;
+mod durable;
+
+use self::channels::Pushed;
+pub use self::channels::{
+    Announce, Publish, PublishUser, Subscribe, SubscribeUser, Unsubscribe, UnsubscribeUser,
+};
+pub use self::durable::GetEvents;
+use crate::backend::{Appended, Catchup};
+
+/// Where shared state lives.
+enum Backend {
+    /// In this process, stored in SQLite (embedded mode).
+    Embedded(Box<Embedded>),
+    /// In Redis (scale-out mode).
+    Redis(Box<RedisBackend>),
+}
+
+/// What a Redis channel this instance listens on is for.
+enum Channel {
+    /// A board's events.
+    Board(BoardKey),
+    /// A user's events.
+    User(String, String),
+}
+
+/// A room as the broker knows it.
+struct RoomEntry {
+    /// The room's id; a stale unsubscribe of an older room is ignored.
+    id: u64,
+    /// Where the board's events go.
+    events: Recipient<BoardEvent>,
+    /// Told to catch up after the backend was out of reach.
+    resync: Recipient<Resync>,
+}
+
+/// The broker actor.
+pub struct Broker {
+    /// Where durable state, sequence numbers, replay logs and presence live.
+    backend: Backend,
+    /// This instance's room per board.
+    rooms: HashMap<BoardKey, RoomEntry>,
+    /// This instance's sessions per (tenant, user), for user events.
+    users: HashMap<(String, String), HashMap<SessionId, Recipient<Outbound>>>,
+    /// Redis channels subscribed, by name.
+    channels: HashMap<String, Channel>,
+    /// Whether the backend answers (`/readyz`); shared with the HTTP layer.
+    ready: Arc<AtomicBool>,
+    /// When the backend last came back; dead instances are swept only a lease after it.
+    ready_since: Option<Instant>,
+    /// A liveness tick (reach Redis, sweep) is under way.
+    ticking: bool,
+    /// A lease renewal is under way.
+    renewing: bool,
+    /// The instance is stopping and has left the shared presence: no more liveness work.
+    retired: bool,
+    /// Redis's persistence setting was looked at (once, when first reached).
+    durability_checked: bool,
+}
+
+impl Broker {
+    /// Starts an embedded broker storing in `store`, whose boards are bounded by `limits`.
+    pub fn start_embedded(store: Store, limits: BoardLimits) -> Addr<Broker> {
+        Broker::create(|ctx| {
+            let writer = store.start(ctx.address().recipient());
+            let embedded = Embedded::new(MemoryStore::new(limits), writer);
+            Broker::with_backend(Backend::Embedded(Box::new(embedded)), true)
+        })
+    }
+
+    /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
+    /// succeeds while Redis is down; `/readyz` answers 503 until it is reached.
+    pub fn start_redis(
+        url: &str,
+        prefix: String,
+        limits: BoardLimits,
+    ) -> Result<Addr<Broker>, ::redis::RedisError> {
+        use ::redis::IntoConnectionInfo;
+        let info = url.into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(::redis::ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))?;
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let ctx = Context::new();
+        let me = ctx.address();
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(2))
+            .set_automatic_resubscription()
+            .set_push_sender(move |push: ::redis::PushInfo| {
+                me.do_send(Pushed(push));
+                Ok::<(), ::redis::aio::SendError>(())
+            });
+        // Leases are renewed on a connection of their own, never queued behind other work.
+        let lease_config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let lease_conn =
+            ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)?;
+        let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
+        let broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
+        Ok(ctx.run(broker))
+    }
+
+    fn with_backend(backend: Backend, ready: bool) -> Self {
+        Broker {
+            backend,
+            rooms: HashMap::new(),
+            users: HashMap::new(),
+            channels: HashMap::new(),
+            ready: Arc::new(AtomicBool::new(ready)),
+            ready_since: None,
+            ticking: false,
+            renewing: false,
+            retired: false,
+            durability_checked: false,
+        }
+    }
+
+    /// The readiness flag, for `/readyz`.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ready)
+    }
+
+    fn deliver(&self, board: &BoardKey, event: BoardEvent) {
+        if let Some(room) = self.rooms.get(board) {
+            room.events.do_send(event);
+        }
+    }
+
+    fn deliver_user(&self, tenant: String, user_id: String, frame: ByteString) {
+        let Some(sessions) = self.users.get(&(tenant, user_id)) else {
+            return;
+        };
+        let frame = WireFrame::from(frame);
+        for out in sessions.values() {
+            if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(frame.clone())) {
+                // A session too slow to take it must not silently miss it.
+                out.do_send(Outbound::Lagged);
+            }
+        }
+    }
+
+    fn redis(&self) -> Option<RedisBackend> {
+        match &self.backend {
+            Backend::Redis(r) => Some(RedisBackend::clone(r)),
+            Backend::Embedded(_) => None,
+        }
+    }
+
+    /// Stops listening on a Redis channel nothing here needs any more.
+    fn leave_channel(&mut self, channel: String, ctx: &mut Context<Self>) {
+        self.channels.remove(&channel);
+        let Some(redis) = self.redis() else { return };
+        ctx.spawn(
+            async move {
+                let _ = redis.conn().unsubscribe(&channel).await;
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Tells every room to catch up: fill missed events and re-register its sessions.
+    fn resync_rooms(&self) {
+        for room in self.rooms.values() {
+            room.resync.do_send(Resync);
+        }
+    }
+
+    /// Renews this instance's lease, on a connection and a task of its own: a long sweep or a
+    /// slow command never holds it up. A lease found missing (swept while this instance was
+    /// paused, or lost by Redis) makes every room register its sessions again.
+    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
+        let Some(redis) = self.redis() else { return };
+        if self.renewing || self.retired {
+            return;
+        }
+        self.renewing = true;
+        let work = async move { redis.renew().await };
+        ctx.spawn(work.into_actor(self).map(|result, broker, _| {
+            broker.renewing = false;
+            if let Ok(true) = result {
+                if broker.ready.load(Ordering::Relaxed) {
+                    log::info!("this instance's lease was missing: registering its sessions again");
+                    broker.resync_rooms();
+                }
+            }
+        }));
+    }
+
+    /// One liveness round: reach Redis, sweep dead instances.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(redis) = self.redis() else { return };
+        if self.ticking || self.retired {
+            return;
+        }
+        self.ticking = true;
+        let was_ready = self.ready.load(Ordering::Relaxed);
+        let sweep_allowed = self.ready_since.is_some_and(|t| t.elapsed() >= LEASE);
+        let work = async move {
+            if !redis.ping().await {
+                return false;
+            }
+            if sweep_allowed {
+                if let Err(e) = redis.sweep().await {
+                    log::warn!("sweep failed: {}", e.message);
+                }
+            }
+            true
+        };
+        ctx.spawn(work.into_actor(self).map(move |up, broker, ctx| {
+            broker.ticking = false;
+            broker.ready.store(up, Ordering::Relaxed);
+            if !up {
+                if was_ready {
+                    log::warn!(
+                        "redis is out of reach; durable events are refused until it is back"
+                    );
+                }
+                broker.ready_since = None;
+                return;
+            }
+            if broker.ready_since.is_none() {
+                broker.ready_since = Some(Instant::now());
+            }
+            if !was_ready {
+                log::info!("redis reached: catching up every room");
+                broker.resync_rooms();
+                if !broker.durability_checked {
+                    broker.durability_checked = true;
+                    if let Some(redis) = broker.redis() {
+                        ctx.spawn(
+                            async move { redis.warn_if_not_durable().await }.into_actor(broker),
+                        );
+                    }
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for Broker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(0); // 0: unbounded
+        if let Backend::Embedded(_) = self.backend {
+            ctx.run_interval(crate::backend::embedded::IDLE_BOARD / 2, |broker, _| {
+                let rooms = &broker.rooms;
+                if let Backend::Embedded(embedded) = &mut broker.backend {
+                    embedded.evict_idle(|board| rooms.contains_key(board));
+                }
+            });
+        }
+        if self.redis().is_some() {
+            self.renew_lease(ctx);
+            self.tick(ctx);
+            ctx.run_interval(LEASE_TICK, |broker, ctx| {
+                broker.renew_lease(ctx);
+                broker.tick(ctx);
+            });
+        }
+    }
+}
+
+/// A room must catch up with the shared state: the backend was out of reach.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+/// The Redis backend, for the presence actor to share; `None` in embedded mode.
+#[derive(Message)]
+#[rtype(result = "Option<RedisBackend>")]
+pub struct GetRedis;
+
+impl Handler<GetRedis> for Broker {
+    type Result = MessageResult<GetRedis>;
+
+    fn handle(&mut self, _: GetRedis, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.redis())
+    }
+}
+
+/// The readiness flag, for `/readyz`.
+#[derive(Message)]
+#[rtype(result = "Arc<AtomicBool>")]
+pub struct GetReady;
+
+impl Handler<GetReady> for Broker {
+    type Result = MessageResult<GetReady>;
+
+    fn handle(&mut self, _: GetReady, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.ready_flag())
+    }
+}
+
+/// The instance is stopping cleanly: its sessions' leaves are published now, in batches, and
+/// its lease and records are removed, so that nobody has to sweep it. Liveness work stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for Broker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
+        self.retired = true;
+        let redis = self.redis();
+        Box::pin(
+            async move {
+                let Some(redis) = redis else { return };
+                match redis.retire().await {
+                    Ok(boards) => log::info!("left {boards} boards in the shared presence"),
+                    Err(e) => log::warn!("could not leave the shared presence: {}", e.message),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
