@@ -7,6 +7,9 @@
 //! transaction holding it committed, and throughput comes from batching rather than from weaker
 //! guarantees. A group that fails is rolled back, and every job made before the broker heard of
 //! it fails too: they were made on a state that will never be stored.
+//!
+//! One file for the store (opening and locking, the schema, the writer thread, loading,
+//! backup): each part is short and they share the connection's rules.
 
 use std::collections::HashMap;
 use std::fs::File;
