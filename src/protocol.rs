@@ -226,8 +226,8 @@ fn decode_raw(raw: RawFrame) -> Result<ClientFrame, FrameError> {
     }
 }
 
-/// The `type` of a frame, read without decoding the rest; used to drop excess cursor moves
-/// quietly.
+/// Whether a decoded frame is a cursor move: moves over the rate limit are dropped quietly,
+/// without the error other frames get.
 pub fn is_cursor_move(frame: &ClientFrame) -> bool {
     matches!(frame.message, ClientMessage::CursorMove(_))
 }
