@@ -207,3 +207,38 @@ async fn two_tenants_with_the_same_board_id_see_nothing_of_each_other(mode) {
     assert_eq!(frame["payload"]["userId"], "cid");
 }
 }
+
+in_both_modes! {
+async fn past_twelve_users_colors_repeat_from_the_least_used(mode) {
+    // The rule lives twice: in Rust (embedded) and in the Redis join script. Both must give a
+    // thirteenth user the first color again, and a freed color to the next newcomer.
+    let app = spawn_app_in(mode).await;
+    let mut sessions = vec![];
+    let mut colors = vec![];
+    for n in 0..14 {
+        let (client, snapshot) = app.join("many", &format!("u{n}")).await;
+        colors.push(
+            snapshot["payload"]["self"]["color"]
+                .as_str()
+                .expect("a color")
+                .to_string(),
+        );
+        sessions.push(client);
+    }
+    let distinct: std::collections::HashSet<_> = colors[..12].iter().collect();
+    assert_eq!(distinct.len(), 12, "{colors:?}");
+    assert_eq!(colors[12], colors[0], "the thirteenth repeats the first");
+    assert_eq!(colors[13], colors[1]);
+    // u5's color is now the only one nobody holds: the next newcomer gets it.
+    sessions[5].leave().await;
+    let mut watcher = sessions.remove(0);
+    loop {
+        let frame = watcher.next_frame().await;
+        if frame["type"] == "presence.leave" && frame["payload"]["userId"] == "u5" {
+            break;
+        }
+    }
+    let (_late, snapshot) = app.join("many", "late").await;
+    assert_eq!(snapshot["payload"]["self"]["color"], colors[5].as_str());
+}
+}
