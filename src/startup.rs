@@ -152,9 +152,14 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .route("/ws/{board}", web::get().to(http::ws::connect))
+                .route("/api/boards/{board}", web::get().to(http::api::board))
                 .route(
                     "/api/boards/{board}/events",
                     web::post().to(http::api::board_event),
+                )
+                .route(
+                    "/api/boards/{board}/events",
+                    web::get().to(http::api::events),
                 )
                 .route(
                     "/api/boards/{board}/presence",

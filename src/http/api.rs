@@ -1,4 +1,5 @@
-//! The HTTP API for backends (`/api/*`): board events, user events, presence and kicks.
+//! The HTTP API for backends (`/api/*`): board events, user events, presence and kicks, and
+//! reading a board and its retained events.
 //!
 //! Every route takes a bearer JWT with role `server` and acts within its tenant.
 
@@ -7,11 +8,12 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::actors::broker::{Announce, Append, AppendCustom, PublishUser};
+use crate::actors::broker::{Announce, Append, AppendCustom, GetCatchup, PublishUser};
 use crate::actors::presence::ListPresence;
 use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
+use crate::backend::Catchup;
 use crate::board::DurableOp;
 use crate::event::{BoardEvent, BoardKey, PresenceEntry};
 use crate::http::ws::{authenticate, checked_board};
@@ -261,6 +263,118 @@ pub async fn presence(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "users": entries })))
+}
+
+/// Most events one page of `GET /api/boards/{board}/events` holds, and how many by default.
+const EVENTS_PAGE_MAX: usize = 1000;
+const EVENTS_PAGE_DEFAULT: usize = 100;
+
+/// A snapshot, or the events after `after` (of `epoch` when given), from the broker.
+async fn catchup(
+    state: &AppState,
+    board: BoardKey,
+    after: Option<u64>,
+    epoch: Option<String>,
+) -> Result<Catchup, ApiError> {
+    Ok(state
+        .broker
+        .send(GetCatchup {
+            board,
+            last_seq: after,
+            epoch,
+        })
+        .await
+        .map_err(mailbox_error)??)
+}
+
+/// `GET /api/boards/{board}`: the board's items and values with their versions, as a snapshot
+/// holds them; an unknown board is empty at seq 0.
+pub async fn board(
+    req: HttpRequest,
+    board: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = server_board(&state, &req, &board)?;
+    let board_id = key.board.clone();
+    match catchup(&state, key, None, None).await? {
+        Catchup::Snapshot {
+            seq,
+            items,
+            values,
+            epoch,
+            ..
+        } => Ok(HttpResponse::Ok().json(json!({
+            "boardId": board_id, "seq": seq, "epoch": epoch, "items": items, "values": values
+        }))),
+        Catchup::Replay { .. } => Err(ApiError::Internal(
+            "the backend answered a snapshot request with a replay".into(),
+        )),
+    }
+}
+
+/// Query of `GET /api/boards/{board}/events`.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    /// Events after this seq (0 when absent).
+    after: Option<String>,
+    /// At most this many (1 to 1000, 100 when absent).
+    limit: Option<String>,
+    /// The epoch `after` belongs to; when the board's is another, 410.
+    epoch: Option<String>,
+}
+
+/// `GET /api/boards/{board}/events?after=N&limit=M&epoch=E`: the retained durable events after
+/// `N`, in order, at most `M`; 410 when some after `N` are no longer retained (or `N` is of
+/// another epoch, or ahead of the board): the caller reads the board instead.
+pub async fn events(
+    req: HttpRequest,
+    board: web::Path<String>,
+    query: web::Query<EventsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = server_board(&state, &req, &board)?;
+    let after = match query.after.as_deref() {
+        None | Some("") => 0,
+        Some(n) => n
+            .parse::<u64>()
+            .map_err(|_| ApiError::BadRequest("after must be a whole number".into()))?,
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => EVENTS_PAGE_DEFAULT,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=EVENTS_PAGE_MAX).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("limit must be 1 to 1000".into()))?,
+    };
+    let epoch = match query.epoch.as_deref() {
+        None | Some("") => None,
+        Some(e) if e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Some(e.to_string())
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "epoch must be 1-64 characters of A-Z a-z 0-9".into(),
+            ))
+        }
+    };
+    match catchup(&state, key, Some(after), epoch).await? {
+        Catchup::Replay {
+            frames, to, epoch, ..
+        } => {
+            let events = frames
+                .iter()
+                .take(limit)
+                .map(|frame| serde_json::from_str::<Value>(frame))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::Internal(format!("a stored event does not decode: {e}")))?;
+            Ok(HttpResponse::Ok().json(json!({"events": events, "seq": to, "epoch": epoch})))
+        }
+        Catchup::Snapshot { seq, .. } => Err(ApiError::Gone(format!(
+            "events after {after} are not retained (the board is at seq {seq}); read the board \
+             with GET /api/boards/{{board}}"
+        ))),
+    }
 }
 
 /// Body of a kick.

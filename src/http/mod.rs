@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 409: a version check failed; carries the current item or value.
     #[error("{0}")]
     Conflict(String, Option<Value>),
+    /// 410: what was asked for is no longer kept.
+    #[error("{0}")]
+    Gone(String),
     /// 413: the body is too large or a limit was reached.
     #[error("{0}")]
     TooLarge(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(..) => "conflict",
+            ApiError::Gone(_) => "gone",
             ApiError::TooLarge(_) => "too_large",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
@@ -86,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

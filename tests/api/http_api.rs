@@ -258,3 +258,99 @@ async fn metrics_are_prometheus_text(mode) {
     assert!(text.contains("boardcast_rooms 1"), "{text}");
 }
 }
+
+in_both_modes! {
+async fn a_backend_reads_the_board_its_sessions_built(mode) {
+    let app = spawn_app_in(mode).await;
+    let t = server_token();
+    let (status, empty) = app.get("/api/boards/b", Some(&t)).await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(
+        (&empty["boardId"], &empty["seq"], &empty["items"], &empty["values"]),
+        (&json!("b"), &json!(0), &json!([]), &json!([])),
+        "an unknown board is empty at seq 0"
+    );
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i","title":"T","w":2.5}}), "1")
+        .await;
+    ann.request("value.set", json!({"itemId":"i","columnId":"c","value":{"k":[1,2]}}), "2")
+        .await;
+    let (_bob, snapshot) = app.join("b", "bob").await;
+    let (status, body) = app.get("/api/boards/b", Some(&t)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["seq"], 2);
+    assert_eq!(body["items"], snapshot["payload"]["items"], "what a snapshot holds");
+    assert_eq!(body["values"], snapshot["payload"]["values"]);
+    assert_eq!(body["epoch"], snapshot["payload"]["epoch"]);
+    // Only with a server token, and only in its tenant.
+    assert_eq!(app.get("/api/boards/b", Some(&token("ann"))).await.0, 403);
+    assert_eq!(app.get("/api/boards/b", None).await.0, 401);
+    let mut other = claims("backend");
+    other.role = boardcast::auth::Role::Server;
+    other.tenant = Some("acme".into());
+    let (status, theirs) = app.get("/api/boards/b", Some(&sign(&other))).await;
+    assert_eq!((status, &theirs["seq"], &theirs["items"]), (200, &json!(0), &json!([])));
+}
+}
+
+in_both_modes! {
+async fn a_backend_pages_through_the_retained_events(mode) {
+    let app = spawn_app_in(mode).await;
+    let t = server_token();
+    let (mut ann, _) = app.join("b", "ann").await;
+    for n in 1..=5 {
+        let answer = ann
+            .request("item.created", json!({"item":{"id":format!("i{n}")}}), &n.to_string())
+            .await;
+        assert_eq!(answer["type"], "ack", "{answer}");
+    }
+    let page = |after: u64, limit: u64| format!("/api/boards/b/events?after={after}&limit={limit}");
+    let (status, first) = app.get(&page(0, 2), Some(&t)).await;
+    assert_eq!(status, 200, "{first}");
+    let seqs = |body: &serde_json::Value| -> Vec<u64> {
+        body["events"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["seq"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!((seqs(&first), &first["seq"]), (vec![1, 2], &json!(5)));
+    assert_eq!(
+        first["events"][0],
+        json!({"type":"item.created","payload":{"item":{"id":"i1","version":1},"userId":"ann"},"seq":1})
+    );
+    assert_eq!(seqs(&app.get(&page(2, 2), Some(&t)).await.1), vec![3, 4]);
+    assert_eq!(seqs(&app.get(&page(4, 2), Some(&t)).await.1), vec![5]);
+    assert_eq!(seqs(&app.get(&page(5, 2), Some(&t)).await.1), Vec::<u64>::new());
+    let (_, all) = app.get("/api/boards/b/events", Some(&t)).await;
+    assert_eq!(seqs(&all), vec![1, 2, 3, 4, 5], "after 0, limit 100 by default");
+    // Off-contract queries, an epoch of another life of the board, and a seq ahead of it.
+    for bad in ["?after=x", "?limit=0", "?limit=1001", "?after=-1", "?epoch=not-alnum!"] {
+        let (status, body) = app.get(&format!("/api/boards/b/events{bad}"), Some(&t)).await;
+        assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_request")), "{bad}");
+    }
+    let epoch = all["epoch"].as_str().expect("an epoch").to_string();
+    assert_eq!(app.get(&format!("/api/boards/b/events?after=1&epoch={epoch}"), Some(&t)).await.0, 200);
+    let (status, body) = app.get("/api/boards/b/events?after=1&epoch=0123456789abcdef", Some(&t)).await;
+    assert_eq!((status, &body["error"]["code"]), (410, &json!("gone")), "{body}");
+    assert_eq!(app.get(&page(9, 2), Some(&t)).await.0, 410);
+}
+}
+
+in_both_modes! {
+async fn events_no_longer_retained_are_410(mode) {
+    let mut config = test_config();
+    config.replay_events = 3;
+    let app = spawn_app_with_in(mode, config).await;
+    let t = server_token();
+    let (mut ann, _) = app.join("b", "ann").await;
+    for n in 1..=6 {
+        ann.request("item.created", json!({"item":{"id":format!("i{n}")}}), &n.to_string())
+            .await;
+    }
+    let (status, body) = app.get("/api/boards/b/events?after=0", Some(&t)).await;
+    assert_eq!((status, &body["error"]["code"]), (410, &json!("gone")), "{body}");
+    let (status, body) = app.get("/api/boards/b/events?after=3", Some(&t)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(3));
+}
+}
