@@ -53,6 +53,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `REDIS_PREFIX`: the first part of every Redis key and channel name.
     pub redis_prefix: String,
+    /// `REDIS_PUSH_BACKLOG`: Redis messages that may wait for the broker; past it they are
+    /// dropped and every room resyncs once the broker caught up.
+    pub redis_push_backlog: usize,
     /// Token verification key (`JWT_SECRET`, `JWT_PUBLIC_KEY`, `JWT_ALGORITHM`).
     pub jwt: JwtKey,
     /// `ALLOWED_ORIGINS`: when set, a WebSocket `Origin` must be one of these.
@@ -103,6 +106,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
             redis_prefix: "bc".into(),
+            redis_push_backlog: 100_000,
             jwt: JwtKey::Dev(random_secret()),
             allowed_origins: None,
             replay_events: 10_000,
@@ -175,6 +179,9 @@ impl Config {
         }
         if let Some(v) = get("REDIS_PREFIX") {
             config.redis_prefix = v.trim().to_string();
+        }
+        if let Some(v) = get("REDIS_PUSH_BACKLOG") {
+            config.redis_push_backlog = positive(&v, "REDIS_PUSH_BACKLOG")?;
         }
         config.jwt = jwt_from(&lookup, &get)?;
         config.jwt_audience = get("JWT_AUDIENCE").map(|v| v.trim().to_string());
@@ -395,6 +402,21 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn the_redis_push_backlog_is_a_positive_count() {
+        assert_eq!(with(&[]).map(|c| c.redis_push_backlog).ok(), Some(100_000));
+        assert_eq!(
+            with(&[("REDIS_PUSH_BACKLOG", "50")])
+                .map(|c| c.redis_push_backlog)
+                .ok(),
+            Some(50)
+        );
+        for bad in ["0", "-1", "lots"] {
+            let err = with(&[("REDIS_PUSH_BACKLOG", bad)]).expect_err(bad);
+            assert_eq!(err.var, "REDIS_PUSH_BACKLOG");
+        }
     }
 
     #[test]

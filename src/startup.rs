@@ -100,7 +100,12 @@ impl Application {
         let broker = match &config.redis_url {
             Some(url) => {
                 log::info!("scale-out mode: Redis at {}", redact(url));
-                Broker::start_redis(url, config.redis_prefix.clone(), config.board_limits())?
+                Broker::start_redis(
+                    url,
+                    config.redis_prefix.clone(),
+                    config.board_limits(),
+                    config.redis_push_backlog,
+                )?
             }
             None => {
                 let store = Store::open(&config.data_dir, config.sync)?;

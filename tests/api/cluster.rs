@@ -910,3 +910,52 @@ async fn every_event_the_scripts_publish_decodes_into_a_board_event() {
         ["Durable", "Joined", "Left", "StatusChanged"]
     );
 }
+
+/// The broker's queue of Redis messages is bounded: a flood past `REDIS_PUSH_BACKLOG` is
+/// dropped, not held, and once the instance caught up its rooms resync, so a durable event whose
+/// message was dropped still reaches the sessions, from the log.
+#[actix_web::test]
+async fn a_flood_of_redis_messages_past_the_backlog_is_dropped_and_rooms_resync() {
+    let (redis, nodes) = cluster(2, &[("REDIS_PUSH_BACKLOG", "5")]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let (mut ann, _) = a.join("b", "ann").await;
+    let (mut bob, _) = b.join("b", "bob").await;
+    ann.next_of("presence.join").await;
+    // 2,000 cursor messages in one pipeline: they reach instance a in a few reads, far faster
+    // than its broker takes them.
+    let cursor = r#"-
+{"Cursor":{"user_id":"ghost","position":{"x":1,"y":1},"origin":1}}"#;
+    let mut flood = redis::pipe();
+    for _ in 0..2000 {
+        flood
+            .cmd("PUBLISH")
+            .arg("bc:{b|default}:ch")
+            .arg(cursor)
+            .ignore();
+    }
+    // ...and bob's durable event right behind them, whose message a drops too.
+    let mut conn = redis.connection();
+    flood.query::<()>(&mut conn).expect("PUBLISH");
+    let created = bob
+        .request("item.created", json!({"item":{"id":"behind"}}), "c")
+        .await;
+    assert_eq!(created["type"], "ack", "{created}");
+    let line = nodes[0]
+        .logged("redis messages past REDIS_PUSH_BACKLOG")
+        .await;
+    assert!(line.contains("every room resyncs"), "{line}");
+    // The event reaches ann, dropped or not, and the instance works on.
+    assert_eq!(
+        ann.next_of("item.created").await["payload"]["item"]["id"],
+        "behind"
+    );
+    let again = bob
+        .request("item.created", json!({"item":{"id":"after"}}), "d")
+        .await;
+    assert_eq!(again["type"], "ack", "{again}");
+    assert_eq!(
+        ann.next_of("item.created").await["payload"]["item"]["id"],
+        "after"
+    );
+}

@@ -15,29 +15,12 @@ impl Handler<Pushed> for Broker {
     fn handle(&mut self, Pushed(push): Pushed, _: &mut Self::Context) {
         match push.kind {
             ::redis::PushKind::Message => {
-                let mut data = push.data.into_iter();
-                let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
-                    return;
-                };
-                let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
-                    return;
-                };
-                let Ok(channel) = String::from_utf8(channel) else {
-                    return;
-                };
-                let Some(redis) = self.redis() else { return };
-                match self.channels.get(&channel) {
-                    Some(Channel::Board(board)) => {
-                        if let Some(event) = decode_board_message(redis.instance(), &payload) {
-                            self.deliver(board, event);
-                        }
-                    }
-                    Some(Channel::User(tenant, user)) => {
-                        if let Ok(frame) = ByteString::try_from(payload) {
-                            self.deliver_user(tenant.clone(), user.clone(), frame);
-                        }
-                    }
-                    None => {}
+                self.message(push);
+                if let Some(dropped) = self.pushes.handled() {
+                    log::warn!(
+                        "dropped {dropped} redis messages past REDIS_PUSH_BACKLOG; every room resyncs"
+                    );
+                    self.resync_rooms();
                 }
             }
             ::redis::PushKind::Disconnection => {
@@ -47,6 +30,36 @@ impl Handler<Pushed> for Broker {
                 self.ready_since = None;
             }
             _ => {}
+        }
+    }
+}
+
+impl Broker {
+    /// A pub/sub message: delivered to the board's room or the user's sessions.
+    fn message(&mut self, push: ::redis::PushInfo) {
+        let mut data = push.data.into_iter();
+        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+            return;
+        };
+        let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
+            return;
+        };
+        let Ok(channel) = String::from_utf8(channel) else {
+            return;
+        };
+        let Some(redis) = self.redis() else { return };
+        match self.channels.get(&channel) {
+            Some(Channel::Board(board)) => {
+                if let Some(event) = decode_board_message(redis.instance(), &payload) {
+                    self.deliver(board, event);
+                }
+            }
+            Some(Channel::User(tenant, user)) => {
+                if let Ok(frame) = ByteString::try_from(payload) {
+                    self.deliver_user(tenant.clone(), user.clone(), frame);
+                }
+            }
+            None => {}
         }
     }
 }

@@ -10,7 +10,7 @@
 //! board and user [`channels`], and [`durable`] operations.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,55 @@ enum Channel {
     User(String, String),
 }
 
+/// Redis pub/sub messages on their way to the broker, bounded (`REDIS_PUSH_BACKLOG`). Past the
+/// bound, messages are dropped rather than queued without end, and once the broker has worked
+/// through those it took, every room resyncs, as after an outage: it reads the durable events it
+/// missed from the log and presence afresh. A dropped cursor move or typing state is not sent
+/// again; the user's next one supersedes it.
+pub(crate) struct PushBacklog {
+    /// The bound.
+    limit: usize,
+    /// Messages handed to the broker and not yet handled.
+    pending: AtomicUsize,
+    /// Messages dropped since the last resync.
+    dropped: AtomicUsize,
+}
+
+impl PushBacklog {
+    fn new(limit: usize) -> Self {
+        PushBacklog {
+            limit,
+            pending: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether one more message may be queued; counts it when it may, and the drop when not.
+    fn admit(&self) -> bool {
+        if self.pending.load(Ordering::Relaxed) >= self.limit {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// One queued message was handled. When none is left and some were dropped meanwhile, how
+    /// many: the rooms must resync.
+    fn handled(&self) -> Option<usize> {
+        let left = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .map_or(0, |before| before.saturating_sub(1));
+        if left > 0 {
+            return None;
+        }
+        Some(self.dropped.swap(0, Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+}
+
 /// A room as the broker knows it.
 struct RoomEntry {
     /// The room's id; a stale unsubscribe of an older room is ignored.
@@ -88,6 +137,8 @@ pub struct Broker {
     retired: bool,
     /// Redis's persistence setting was looked at (once, when first reached).
     durability_checked: bool,
+    /// Redis messages waiting in this actor's mailbox, bounded.
+    pushes: Arc<PushBacklog>,
 }
 
 impl Broker {
@@ -106,6 +157,7 @@ impl Broker {
         url: &str,
         prefix: String,
         limits: BoardLimits,
+        push_backlog: usize,
     ) -> Result<Addr<Broker>, ::redis::RedisError> {
         use ::redis::IntoConnectionInfo;
         let info = url.into_connection_info()?;
@@ -117,6 +169,8 @@ impl Broker {
         let instance = format!("{:016x}", rand::random::<u64>());
         let ctx = Context::new();
         let me = ctx.address();
+        let pushes = Arc::new(PushBacklog::new(push_backlog));
+        let backlog = Arc::clone(&pushes);
         let config = ::redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -125,7 +179,10 @@ impl Broker {
             .set_max_delay(Duration::from_secs(2))
             .set_automatic_resubscription()
             .set_push_sender(move |push: ::redis::PushInfo| {
-                me.do_send(Pushed(push));
+                // A disconnection always passes: it changes readiness.
+                if push.kind != ::redis::PushKind::Message || backlog.admit() {
+                    me.do_send(Pushed(push));
+                }
                 Ok::<(), ::redis::aio::SendError>(())
             });
         // Leases are renewed on a connection of their own, never queued behind other work.
@@ -138,7 +195,8 @@ impl Broker {
         let lease_conn =
             ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)?;
         let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
-        let broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
+        let mut broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
+        broker.pushes = pushes;
         Ok(ctx.run(broker))
     }
 
@@ -154,6 +212,7 @@ impl Broker {
             renewing: false,
             retired: false,
             durability_checked: false,
+            pushes: Arc::new(PushBacklog::new(usize::MAX)),
         }
     }
 
