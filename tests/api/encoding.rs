@@ -5,7 +5,6 @@
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Upgrades with `Sec-WebSocket-Protocol: protocols` (none when `None`); the subprotocol the
@@ -17,16 +16,7 @@ async fn upgrade(
     Option<String>,
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 ) {
-    let mut request = app
-        .ws_url("b", &token("ann"))
-        .into_client_request()
-        .expect("a WebSocket URL");
-    if let Some(protocols) = protocols {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            protocols.parse().expect("header value"),
-        );
-    }
+    let request = upgrade_request(&app.ws_url("b", &token("ann")), protocols);
     let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
         .expect("connect in time")

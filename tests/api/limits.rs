@@ -1,14 +1,11 @@
 //! Section 7 of the protocol: frame size, rate limits, token expiry and refresh, slow readers.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::MaybeTlsStream;
 
 in_both_modes! {
 async fn a_frame_over_the_limit_closes_with_1009(mode) {
@@ -139,34 +136,6 @@ async fn auth_refresh_for_another_user_is_forbidden(mode) {
 }
 }
 
-/// Connects with a tiny receive buffer, so the server's writes back up quickly.
-async fn connect_with_small_buffer(app: &TestApp, board: &str, user: &str) -> TestClient {
-    let addr: SocketAddr = ([127, 0, 0, 1], app.port).into();
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    socket.connect(&addr.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
-    let mut request = app
-        .ws_url(board, &token(user))
-        .into_client_request()
-        .expect("a WebSocket URL");
-    if app.packed {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "boardcast.v1.msgpack".parse().expect("header value"),
-        );
-    }
-    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
-        .await
-        .expect("upgrade");
-    TestClient {
-        ws,
-        packed: app.packed,
-    }
-}
-
 in_both_modes! {
 async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others(mode) {
     let mut config = test_config();
@@ -174,7 +143,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others(mode)
     config.rate_burst = 100_000.0;
     config.session_queue = 64;
     let app = spawn_app_with_in(mode, config).await;
-    let mut slow = connect_with_small_buffer(&app, "b", "slow").await;
+    let mut slow = TestClient::connect_with_small_buffer(&app.ws_url("b", &token("slow")), app.packed).await;
     assert_eq!(slow.next_frame().await["type"], "board.snapshot");
     let (mut bob, _) = app.join("b", "bob").await;
     let (mut cid, _) = app.join("b", "cid").await;

@@ -330,27 +330,6 @@ async fn resuming_more_events_than_the_session_queue_gets_them_all(mode) {
 }
 }
 
-/// A WebSocket client whose socket has a small receive buffer, for clients that stop reading.
-async fn small_buffer_client(url: &str) -> TestClient {
-    let addr: std::net::SocketAddr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("address");
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    socket.connect(&addr.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
-    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-    let (ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("upgrade");
-    TestClient { ws, packed: false }
-}
-
 #[actix_web::test]
 async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let mut config = test_config();
@@ -359,7 +338,8 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     config.max_item_bytes = 600 * 1024;
     config.session_queue = 8;
     let app = spawn_app_with(config).await;
-    let mut stalled = small_buffer_client(&app.ws_url("b", &token("stalled"))).await;
+    let mut stalled =
+        TestClient::connect_with_small_buffer(&app.ws_url("b", &token("stalled")), false).await;
     // Reads its snapshot, then never reads again.
     let snapshot = tokio::time::timeout(WAIT, stalled.ws.next())
         .await
@@ -436,7 +416,11 @@ async fn a_flooding_client_reads_its_4008_every_time() {
         // A client that sends much faster than it reads: its receive buffer is full of pongs,
         // so the server's close frame waits in the server's send buffer while the client's
         // flood is still unread. Resetting the connection then would lose the close.
-        let mut flood = small_buffer_client(&app.ws_url("b", &token(&format!("flood{run}")))).await;
+        let mut flood = TestClient::connect_with_small_buffer(
+            &app.ws_url("b", &token(&format!("flood{run}"))),
+            false,
+        )
+        .await;
         send_batch(&mut flood, (0..2).map(|_| Message::text(ping.clone()))).await;
         // It goes on sending for a while after the server has closed.
         let until = Instant::now() + Duration::from_millis(300);

@@ -4,10 +4,29 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::*;
+
+/// The MessagePack subprotocol's name.
+pub const MSGPACK: &str = "boardcast.v1.msgpack";
+
+/// An upgrade request for `url`, naming `protocols` in `Sec-WebSocket-Protocol` when given.
+pub fn upgrade_request(
+    url: &str,
+    protocols: Option<&str>,
+) -> tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocols.parse().expect("header value"),
+        );
+    }
+    request
+}
 
 /// A real WebSocket client, speaking JSON or MessagePack; either way its frames are read and
 /// written as JSON values.
@@ -30,12 +49,7 @@ impl TestClient {
 
     /// Connects to `url` asking for `boardcast.v1.msgpack`, and checks the answer names it.
     pub async fn connect_packed(url: &str) -> TestClient {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.into_client_request().expect("a WebSocket URL");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "boardcast.v1.msgpack".parse().expect("header value"),
-        );
+        let request = upgrade_request(url, Some(MSGPACK));
         let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect in time")
@@ -45,9 +59,31 @@ impl TestClient {
                 .headers()
                 .get("Sec-WebSocket-Protocol")
                 .and_then(|v| v.to_str().ok()),
-            Some("boardcast.v1.msgpack")
+            Some(MSGPACK)
         );
         TestClient { ws, packed: true }
+    }
+
+    /// Connects to `url` (in MessagePack when `packed`) over a socket with a 4 KiB receive
+    /// buffer, so that the server's writes back up as soon as the client stops reading.
+    pub async fn connect_with_small_buffer(url: &str, packed: bool) -> TestClient {
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("address");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        socket.connect(&addr.into()).expect("connect");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let tcp = TcpStream::from_std(socket.into()).expect("tokio stream");
+        let request = upgrade_request(url, packed.then_some(MSGPACK));
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("upgrade");
+        TestClient { ws, packed }
     }
 
     /// Sends a frame in the socket's encoding.
