@@ -144,6 +144,17 @@ impl MemoryStore {
             .retain(|board, stored| keep(board) || stored.used.elapsed() < idle);
     }
 
+    /// A loaded board, marked used now; and now.
+    fn touch(&mut self, board: &BoardKey) -> Result<(&mut StoredBoard, Instant), FrameError> {
+        let stored = self
+            .boards
+            .get_mut(board)
+            .ok_or_else(|| not_loaded(board))?;
+        let now = Instant::now();
+        stored.used = now;
+        Ok((stored, now))
+    }
+
     /// Applies `op`, and on success sequences and logs the event; a retry of an operation
     /// answered before (same `key`) gets that answer again.
     pub(crate) fn append(
@@ -154,12 +165,7 @@ impl MemoryStore {
         key: Option<&OpKey>,
     ) -> Result<Committed, FrameError> {
         let limits = self.limits;
-        let stored = self
-            .boards
-            .get_mut(board)
-            .ok_or_else(|| not_loaded(board))?;
-        let now = Instant::now();
-        stored.used = now;
+        let (stored, now) = self.touch(board)?;
         if let Some(outcome) = key.and_then(|k| stored.ops.answered(k, now)) {
             return outcome.map(|(seq, version)| Committed::Replayed(seq, version));
         }
@@ -212,12 +218,7 @@ impl MemoryStore {
         key: Option<&OpKey>,
     ) -> Result<(u64, Option<NewEvent>), FrameError> {
         let limits = self.limits;
-        let stored = self
-            .boards
-            .get_mut(board)
-            .ok_or_else(|| not_loaded(board))?;
-        let now = Instant::now();
-        stored.used = now;
+        let (stored, now) = self.touch(board)?;
         if let Some(Ok((seq, _))) = key.and_then(|k| stored.ops.answered(k, now)) {
             return Ok((seq, None));
         }
@@ -250,11 +251,7 @@ impl MemoryStore {
         last_seq: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<Catchup, FrameError> {
-        let stored = self
-            .boards
-            .get_mut(board)
-            .ok_or_else(|| not_loaded(board))?;
-        stored.used = Instant::now();
+        let (stored, _) = self.touch(board)?;
         let same_epoch = epoch.is_none_or(|e| e == stored.epoch);
         if let Some(n) = last_seq.filter(|_| same_epoch) {
             if n <= stored.seq && n + 1 >= oldest(stored) {
