@@ -227,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn any_integer_width_and_float_32_are_read() {
+        // {"type":"cursor.move","payload":{"position":{"x":<uint16 300>,"y":<float32 1.5>}}}
+        let mut bytes = b"\x82\xa4type\xabcursor.move\xa7payload\x81\xa8position\x82".to_vec();
+        bytes.extend_from_slice(b"\xa1x\xcd\x01\x2c\xa1y\xca\x3f\xc0\x00\x00");
+        let frame = parse_packed_frame(&bytes).expect("decodes");
+        match frame.message {
+            ClientMessage::CursorMove(Some(p)) => assert_eq!((p.x, p.y), (300.0, 1.5)),
+            other => panic!("expected a cursor move, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn anything_but_one_map_is_a_bad_request() {
         let map = rmp_serde::to_vec(&serde_json::json!({"type": "ping"})).expect("encode");
         let mut trailing = map.clone();
@@ -241,6 +253,10 @@ mod tests {
             (
                 "binary data",
                 vec![0x81, 0xa4, b't', b'y', b'p', b'e', 0xc4, 0x01, 0x00],
+            ),
+            (
+                "an extension type",
+                vec![0x81, 0xa4, b't', b'y', b'p', b'e', 0xd4, 0x01, 0x00],
             ),
             (
                 "a huge declared string",
