@@ -30,6 +30,23 @@ impl BoardKey {
     }
 }
 
+/// The board id under which a tenant's workspace (its tenant-wide presence and events) is kept:
+/// outside the board id alphabet, so no board of a client can be it.
+const WORKSPACE_BOARD: &str = "*";
+
+impl BoardKey {
+    /// The key of `tenant`'s workspace: presence and channel kept like a board's, holding every
+    /// session of the tenant.
+    pub fn workspace(tenant: impl Into<String>) -> Self {
+        BoardKey::new(tenant, WORKSPACE_BOARD)
+    }
+
+    /// Whether this is a tenant's workspace rather than a board.
+    pub fn is_workspace(&self) -> bool {
+        self.board == WORKSPACE_BOARD
+    }
+}
+
 impl fmt::Display for BoardKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.tenant, self.board)

@@ -6,7 +6,7 @@
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
-use crate::event::{PresenceEntry, PresentUser};
+use crate::event::{PresenceEntry, PresentUser, UserInfo};
 use crate::protocol::{encode, Point, Status};
 
 /// `ack` of a durable operation: its `id`, `seq` and the new `version` (none for deletions).
@@ -118,6 +118,32 @@ pub(crate) fn typing_start(user_id: &str, item_id: &str, column_id: &str) -> Byt
 /// `typing.stop`.
 pub(crate) fn typing_stop(user_id: &str) -> ByteString {
     encode("typing.stop", &json!({ "userId": user_id }), None)
+}
+
+/// A user as the workspace frames show them.
+fn workspace_user(user_id: &str, user: &UserInfo) -> Value {
+    json!({"userId": user_id, "user": user})
+}
+
+/// `workspace.snapshot`: who is online in the tenant, in the order they came.
+pub(crate) fn workspace_snapshot<'a>(
+    users: impl IntoIterator<Item = (&'a str, &'a UserInfo)>,
+) -> ByteString {
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(id, user)| workspace_user(id, user))
+        .collect();
+    encode("workspace.snapshot", &json!({ "users": users }), None)
+}
+
+/// `workspace.online`: a user of the tenant opened their first session.
+pub(crate) fn workspace_online(user_id: &str, user: &UserInfo) -> ByteString {
+    encode("workspace.online", &workspace_user(user_id, user), None)
+}
+
+/// `workspace.offline`: a user of the tenant closed their last session.
+pub(crate) fn workspace_offline(user_id: &str, user: &UserInfo) -> ByteString {
+    encode("workspace.offline", &workspace_user(user_id, user), None)
 }
 
 #[cfg(test)]

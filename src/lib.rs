@@ -19,8 +19,8 @@
 //! - [`protocol`]: client frames in, server frames out, error and close codes.
 //! - `frames`: every frame a session is sent, but durable events (the backend builds those).
 //! - `wire`: the encodings a socket may choose (JSON or MessagePack) and the negotiation.
-//! - `actors`: the session, room, registry, presence and the broker (the one actor that talks
-//!   to the backend).
+//! - `actors`: the session, room, workspace (a tenant's sessions), registry, presence and the
+//!   broker (the one actor that talks to the backend).
 //! - `backend`: the shared world and its two backends side by side: `embedded` (a working set
 //!   in memory, boards in SQLite) and `redis`; the presence model both follow. It knows nothing
 //!   of the actors.

@@ -175,6 +175,8 @@ impl Application {
                     "/api/users/{user}/events",
                     web::post().to(http::api::user_event),
                 )
+                .route("/api/events", web::post().to(http::api::tenant_event))
+                .route("/api/presence", web::get().to(http::api::tenant_presence))
                 .route("/metrics", web::get().to(http::api::metrics))
                 .route("/healthz", web::get().to(http::health::healthz))
                 .route("/readyz", web::get().to(http::health::readyz))

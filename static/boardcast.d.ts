@@ -17,6 +17,12 @@ export interface Item { id: string; version: number; [field: string]: unknown }
 
 export interface CellValue { itemId: string; columnId: string; value: unknown; version: number }
 
+/** A user online in the tenant (the workspace). */
+export interface OnlineUser {
+  userId: string;
+  user: { name: string | null; avatar: string | null };
+}
+
 export interface BoardState {
   status: ConnectionStatus;
   self: { userId: string; sessionId: string; color: string } | null;
@@ -30,6 +36,11 @@ export interface BoardState {
   /** Items as shown: server state plus operations not yet acknowledged. */
   items: Map<string, Item>;
   values: Map<string, CellValue>;
+  /**
+   * With `workspace: true`: who is online in the whole tenant (on any board), by user id;
+   * `null` until the server's first `workspace.snapshot`.
+   */
+  workspace: Map<string, OnlineUser> | null;
 }
 
 export interface Ack { id: string; seq: number; version?: number }
@@ -54,6 +65,8 @@ export interface BoardClientOptions {
    * every frame a binary MessagePack map with the same keys and values.
    */
   encoding?: "json" | "msgpack";
+  /** Also follow who is online in the tenant (`state.workspace`, "workspace" events). */
+  workspace?: boolean;
   WebSocket?: unknown;
   random?: () => number;
   setTimeout?: (f: () => void, ms: number) => unknown;
@@ -68,6 +81,7 @@ type Events = {
   cursor: (detail: { userId: string; position: Point | null }, state: BoardState) => void;
   typing: (detail: { userId: string }, state: BoardState) => void;
   board: (detail: undefined, state: BoardState) => void;
+  workspace: (detail: { type: "snapshot" | "online" | "offline"; userId?: string }, state: BoardState) => void;
   event: (frame: { type: string; payload: unknown; seq?: number }, state: BoardState) => void;
   error: (error: BoardError, state: BoardState) => void;
 };

@@ -4,6 +4,7 @@
 //   import { BoardClient } from "/client/boardcast.js";
 //   const board = new BoardClient({ board: "demo", token: async () => fetchToken() });
 //   // or, with MessagePack frames: new BoardClient({ ..., encoding: "msgpack" })
+//   // and who is online in the whole tenant (state.workspace): { ..., workspace: true }
 //   board.on("change", (state) => render(state));
 //   board.connect();
 //   await board.createItem({ id: "n1", title: "hello" });
@@ -204,17 +205,19 @@ export function unpackMessage(bytes) {
 
 /**
  * A connection to one board. State is kept in `state`; listeners registered with `on` are told
- * of changes: "change" (any), "status", "presence", "cursor", "typing", "board", "event"
- * (backend and user events), "error".
+ * of changes: "change" (any), "status", "presence", "cursor", "typing", "board", "workspace"
+ * (who is online in the tenant, with `workspace: true`), "event" (backend, user and tenant
+ * events), "error".
  */
 export class BoardClient {
-  constructor({ board, token, url, encoding, WebSocket: Socket, random, setTimeout: timer, clearTimeout: clear, now } = {}) {
+  constructor({ board, token, url, encoding, workspace, WebSocket: Socket, random, setTimeout: timer, clearTimeout: clear, now } = {}) {
     if (!board) throw new Error("board is required");
     if (encoding !== undefined && encoding !== "json" && encoding !== "msgpack") {
       throw new Error('encoding is "json" or "msgpack"');
     }
     this.board = board;
     this.encoding = encoding || "json";
+    this.workspace = Boolean(workspace);
     this.tokenSource = token;
     this.url = url || (typeof location !== "undefined" ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}` : "");
     this.Socket = Socket || globalThis.WebSocket;
@@ -226,6 +229,8 @@ export class BoardClient {
     this.state = {
       status: "idle", self: null, seq: null, epoch: null, users: new Map(), typing: new Map(),
       items: new Map(), values: new Map(),
+      // With `workspace: true`: who is online in the tenant, by user id, once the server said.
+      workspace: null,
     };
     // Server truth; `state.items`/`state.values` are this plus the pending operations.
     this.confirmed = { items: new Map(), values: new Map() };
@@ -286,7 +291,8 @@ export class BoardClient {
     // started again, and the client gets a snapshot rather than a wrong replay.
     const epoch = this.state.epoch ? `&epoch=${encodeURIComponent(this.state.epoch)}` : "";
     const resume = this.state.seq !== null ? `&last_seq=${this.state.seq}${epoch}` : "";
-    const address = `${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}`;
+    const workspace = this.workspace ? "&workspace=1" : "";
+    const address = `${this.url}/ws/${encodeURIComponent(this.board)}?token=${encodeURIComponent(token)}${resume}${workspace}`;
     const socket = this.encoding === "msgpack"
       ? new this.Socket(address, ["boardcast.v1.msgpack"])
       : new this.Socket(address);
@@ -392,6 +398,15 @@ export class BoardClient {
       case "typing.stop":
         this.state.typing.delete(p.userId);
         return this.emit("typing", { userId: p.userId });
+      case "workspace.snapshot":
+        this.state.workspace = new Map(p.users.map((u) => [u.userId, { userId: u.userId, user: u.user }]));
+        return this.emit("workspace", { type: "snapshot" });
+      case "workspace.online":
+        if (this.state.workspace) this.state.workspace.set(p.userId, { userId: p.userId, user: p.user });
+        return this.emit("workspace", { type: "online", userId: p.userId });
+      case "workspace.offline":
+        if (this.state.workspace) this.state.workspace.delete(p.userId);
+        return this.emit("workspace", { type: "offline", userId: p.userId });
       case "ack":
         return this.acked(p);
       case "error":

@@ -1,9 +1,11 @@
 //! The actors: a [`session::Session`] per socket, a [`room::Room`] per board found through the
 //! [`registry::Registry`], one [`presence::Presence`] for colors and join/leave transitions,
-//! and one [`broker::Broker`], the only one that talks to the backend.
+//! a [`workspace::Workspace`] per tenant (tenant-wide presence and events), and one
+//! [`broker::Broker`], the only one that talks to the backend.
 
 pub mod broker;
 pub mod presence;
 pub mod registry;
 pub mod room;
 pub mod session;
+pub mod workspace;

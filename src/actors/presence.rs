@@ -13,9 +13,9 @@ use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
 use crate::actors::broker::{Broker, Publish};
-use crate::backend::presence::{Arrived, BoardPresence};
+use crate::backend::presence::{online_users, Arrived, BoardPresence, Local, OnlineUser};
 use crate::backend::redis::RedisBackend;
-use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
+use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId};
 use crate::protocol::FrameError;
 use crate::protocol::Status;
 
@@ -145,18 +145,18 @@ impl Actor for Presence {
     }
 }
 
-/// A session opened on a board.
+/// Sessions opened on a board (a room's one, or a workspace's batch).
 #[derive(Message)]
 #[rtype(result = "Result<Arrived, FrameError>")]
 pub struct Arrive {
     /// The board.
     pub board: BoardKey,
-    /// The new session.
-    pub session: SessionId,
-    /// Its user.
-    pub user_id: String,
-    /// Name and avatar from the token.
-    pub info: UserInfo,
+    /// The new sessions; the answer's color is the first one's.
+    pub sessions: Vec<Local>,
+    /// Whether the answer lists who is present. Without it, the answer's `users` is empty and
+    /// its `rev` is that of the board's last transition: what its asker must have heard of
+    /// before its view includes these arrivals.
+    pub listing: bool,
 }
 
 impl Handler<Arrive> for Presence {
@@ -169,24 +169,28 @@ impl Handler<Arrive> for Presence {
                 let board = msg.board.clone();
                 return self.in_lane(&board, async move {
                     redis
-                        .presence_join(&msg.board, msg.session, &msg.user_id, &msg.info)
+                        .presence_join(&msg.board, &msg.sessions, msg.listing)
                         .await
                 });
             }
             Store::Memory { boards, rev } => {
                 let board = boards.entry(msg.board.clone()).or_default();
-                let arrival = board.arrive(msg.session, &msg.user_id, msg.info);
-                let users_before = board.users();
-                if let Some(user) = arrival.joined {
-                    publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Joined {
-                        rev,
-                        user,
-                    });
+                let mut color = None;
+                for local in msg.sessions {
+                    let arrival = board.arrive(local.session, &local.user_id, local.info);
+                    color.get_or_insert(arrival.color);
+                    if let Some(user) = arrival.joined {
+                        publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Joined {
+                            rev,
+                            user,
+                        });
+                        board.last_rev = *rev;
+                    }
                 }
                 Ok(Arrived {
-                    color: arrival.color,
-                    users: users_before,
-                    rev: *rev,
+                    color: color.unwrap_or_default(),
+                    users: if msg.listing { board.users() } else { vec![] },
+                    rev: if msg.listing { *rev } else { board.last_rev },
                 })
             }
         };
@@ -329,8 +333,8 @@ impl Handler<ListPresence> for Presence {
 pub struct SyncBoard {
     /// The board.
     pub board: BoardKey,
-    /// This instance's sessions on it: id, user, name and avatar.
-    pub sessions: Vec<(SessionId, String, UserInfo)>,
+    /// This instance's sessions on it.
+    pub sessions: Vec<Local>,
 }
 
 impl Handler<SyncBoard> for Presence {
@@ -351,6 +355,44 @@ impl Handler<SyncBoard> for Presence {
                     .map(BoardPresence::users)
                     .unwrap_or_default();
                 Box::pin(fut::ready(Ok((*rev, users))))
+            }
+        }
+    }
+}
+
+/// Lists who is online in a tenant, with the boards each is on (the HTTP API).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<OnlineUser>, FrameError>")]
+pub struct ListWorkspace {
+    /// The tenant.
+    pub tenant: String,
+}
+
+impl Handler<ListWorkspace> for Presence {
+    type Result = ResponseFuture<Result<Vec<OnlineUser>, FrameError>>;
+
+    fn handle(&mut self, msg: ListWorkspace, _: &mut Self::Context) -> Self::Result {
+        match &self.store {
+            Store::Redis(redis) => {
+                let redis = redis.clone();
+                Box::pin(async move { redis.workspace_list(&msg.tenant).await })
+            }
+            Store::Memory { boards, .. } => {
+                let users = boards
+                    .get(&BoardKey::workspace(msg.tenant.as_str()))
+                    .map(BoardPresence::users)
+                    .unwrap_or_default();
+                let places = boards
+                    .iter()
+                    .filter(|(key, _)| key.tenant == msg.tenant && !key.is_workspace())
+                    .flat_map(|(key, board)| {
+                        board
+                            .users()
+                            .into_iter()
+                            .map(|u| (u.user_id, key.board.clone()))
+                    });
+                let online = online_users(users, places);
+                Box::pin(async move { Ok(online) })
             }
         }
     }

@@ -1,37 +1,111 @@
-//! The registry: finds the room of a board, starting it on first join.
+//! The registry: finds the room of a board, and the workspace of a tenant, starting either on
+//! first join.
 //!
 //! A plain shared map rather than an actor: a session learns its room's address at once, in
-//! its `started`, so no frame of its client ever waits for a lookup. Rooms stop when their last
-//! session leaves; the registry counts the joins it forwarded so that a room never stops while
-//! a join is still on its way to it.
+//! its `started`, so no frame of its client ever waits for a lookup. Rooms and workspaces stop
+//! when their last session leaves; the registry counts the joins it forwarded so that neither
+//! stops while a join is still on its way to it.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
 use crate::actors::broker::Broker;
 use crate::actors::presence::Presence;
 use crate::actors::room::{CloseAll, Join, Room, RoomSettings};
+use crate::actors::workspace::{Enter, Workspace};
 use crate::event::BoardKey;
 
-/// A running room and the joins sent to it.
-struct Entry {
-    /// The room.
-    addr: Addr<Room>,
-    /// Its id, to tell it from a later room of the same board.
+/// A running actor and the joins sent to it.
+struct Entry<A: Actor> {
+    /// The actor.
+    addr: Addr<A>,
+    /// Its id, to tell it from a later one of the same key.
     id: u64,
     /// Joins forwarded to it.
     joins: u64,
 }
 
-/// Rooms of this instance by board.
+/// Running actors of one kind by key, with the count of joins each was sent.
+struct Hosts<K, A: Actor> {
+    map: Mutex<HashMap<K, Entry<A>>>,
+}
+
+impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
+    fn new() -> Self {
+        Hosts {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry<A>>> {
+        // A panic while holding the lock cannot leave the map half-changed: every change is a
+        // single insert, remove or increment.
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends `join` to the actor of `key`, starting it with `start` (which gives the actor and
+    /// its id) if needed.
+    fn join<M>(&self, key: &K, start: impl FnOnce() -> (A, u64), join: M) -> Addr<A>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let mut map = self.lock();
+        let entry = map.entry(key.clone()).or_insert_with(|| {
+            let (actor, id) = start();
+            Entry {
+                addr: actor.start(),
+                id,
+                joins: 0,
+            }
+        });
+        entry.joins += 1;
+        // Sent under the lock, so the count never runs behind the actor's mailbox.
+        entry.addr.do_send(join);
+        entry.addr.clone()
+    }
+
+    fn get(&self, key: &K) -> Option<Addr<A>> {
+        self.lock().get(key).map(|e| e.addr.clone())
+    }
+
+    fn release(&self, key: &K, id: u64, joins_seen: u64) -> bool {
+        let mut map = self.lock();
+        match map.get(key) {
+            Some(entry) if entry.id == id && entry.joins == joins_seen => {
+                map.remove(key);
+                true
+            }
+            Some(entry) if entry.id == id => false,
+            _ => true,
+        }
+    }
+
+    fn forget(&self, key: &K, id: u64) {
+        let mut map = self.lock();
+        if map.get(key).is_some_and(|entry| entry.id == id) {
+            map.remove(key);
+        }
+    }
+}
+
+/// Rooms of this instance by board, and workspaces by tenant.
 pub struct Registry {
     /// Running rooms.
-    rooms: Mutex<HashMap<BoardKey, Entry>>,
-    /// Given to new rooms.
+    rooms: Hosts<BoardKey, Room>,
+    /// Running workspaces.
+    workspaces: Hosts<String, Workspace>,
+    /// Given to new rooms and workspaces.
     presence: Addr<Presence>,
-    /// Given to new rooms.
+    /// Given to new rooms and workspaces.
     broker: Addr<Broker>,
     /// Given to new rooms.
     settings: RoomSettings,
@@ -45,25 +119,17 @@ impl Registry {
         settings: RoomSettings,
     ) -> Arc<Self> {
         Arc::new(Registry {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Hosts::new(),
+            workspaces: Hosts::new(),
             presence,
             broker,
             settings,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<BoardKey, Entry>> {
-        // A panic while holding the lock cannot leave the map half-changed: every change is a
-        // single insert, remove or increment.
-        self.rooms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Sends `join` to the board's room, starting the room if needed; returns the room.
     pub fn join(self: &Arc<Self>, key: &BoardKey, join: Join) -> Addr<Room> {
-        let mut rooms = self.lock();
-        let entry = rooms.entry(key.clone()).or_insert_with(|| {
+        let start = || {
             let room = Room::new(
                 key.clone(),
                 Arc::clone(self),
@@ -72,55 +138,62 @@ impl Registry {
                 self.settings,
             );
             let id = room.id();
-            Entry {
-                addr: room.start(),
-                id,
-                joins: 0,
-            }
-        });
-        entry.joins += 1;
-        // Sent under the lock, so the count never runs behind the room's mailbox.
-        entry.addr.do_send(join);
-        entry.addr.clone()
+            (room, id)
+        };
+        self.rooms.join(key, start, join)
+    }
+
+    /// Sends `enter` to the tenant's workspace, starting it if needed; returns the workspace.
+    pub fn enter(self: &Arc<Self>, tenant: &str, enter: Enter) -> Addr<Workspace> {
+        let start = || {
+            let workspace = Workspace::new(
+                tenant,
+                Arc::clone(self),
+                self.presence.clone(),
+                self.broker.clone(),
+            );
+            let id = workspace.id();
+            (workspace, id)
+        };
+        self.workspaces.join(&tenant.to_string(), start, enter)
     }
 
     /// The board's room, if it runs on this instance.
     pub fn get(&self, key: &BoardKey) -> Option<Addr<Room>> {
-        self.lock().get(key).map(|e| e.addr.clone())
+        self.rooms.get(key)
     }
 
     /// An emptied room asks to stop. Granted (and the room forgotten) unless a join was sent
     /// that the room has not handled yet.
     pub fn release(&self, key: &BoardKey, room_id: u64, joins_seen: u64) -> bool {
-        let mut rooms = self.lock();
-        match rooms.get(key) {
-            Some(entry) if entry.id == room_id && entry.joins == joins_seen => {
-                rooms.remove(key);
-                true
-            }
-            Some(entry) if entry.id == room_id => false,
-            _ => true,
-        }
+        self.rooms.release(key, room_id, joins_seen)
     }
 
     /// A room stopped: forgets it, unless a later room of the board took its place.
     pub fn forget(&self, key: &BoardKey, room_id: u64) {
-        let mut rooms = self.lock();
-        if rooms.get(key).is_some_and(|entry| entry.id == room_id) {
-            rooms.remove(key);
-        }
+        self.rooms.forget(key, room_id)
+    }
+
+    /// An emptied workspace asks to stop, as a room does.
+    pub fn release_workspace(&self, tenant: &str, id: u64, joins_seen: u64) -> bool {
+        self.workspaces.release(&tenant.to_string(), id, joins_seen)
+    }
+
+    /// A workspace stopped: forgets it, unless a later one of the tenant took its place.
+    pub fn forget_workspace(&self, tenant: &str, id: u64) {
+        self.workspaces.forget(&tenant.to_string(), id)
     }
 
     /// Closes every session of every room with 1012 (the instance is shutting down).
     pub fn close_all(&self) {
-        for entry in self.lock().values() {
+        for entry in self.rooms.lock().values() {
             entry.addr.do_send(CloseAll);
         }
     }
 
     /// Rooms running now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.rooms.lock().len()
     }
 
     /// Whether no room runs.

@@ -15,6 +15,7 @@ use bytestring::ByteString;
 use crate::actors::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::actors::presence::SetStatus;
 use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
+use crate::actors::workspace::{Enter, Exit, Workspace};
 use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
 use crate::board::DurableOp;
@@ -26,7 +27,7 @@ use crate::protocol::{
     close, is_cursor_move, parse_client_frame, ClientFrame, ClientMessage, ErrorCode, FrameError,
 };
 use crate::startup::AppState;
-use crate::wire::{pack, parse_packed_frame, Encoding};
+use crate::wire::{pack, parse_packed_frame, Encoding, WireFrame};
 
 /// Durable operations a session may have waiting behind those in flight; past it they are
 /// answered `unavailable` at once (the backend is slow or stalled, and a client that retries
@@ -36,6 +37,14 @@ const DURABLE_QUEUE: usize = 32;
 /// them in the order they arrive; with Redis, where each is a round trip of its own, one at a
 /// time keeps them in the order the client sent them.
 const EMBEDDED_WINDOW: usize = 32;
+
+/// How a session joins: where its client resumes from, and whether it wants the workspace.
+pub struct Joining {
+    /// The last seq its client saw, and the epoch of it.
+    pub resume: (Option<u64>, Option<String>),
+    /// It asked for the workspace frames (`workspace=1`).
+    pub workspace: bool,
+}
 
 /// Everything a session needs from the instance, shared by all sessions.
 pub type Shared = Arc<AppState>;
@@ -48,12 +57,19 @@ pub struct Session {
     key: BoardKey,
     /// Who it speaks for; replaced by `auth.refresh`.
     identity: Identity,
-    /// The resume point its client asked for, and the epoch of it.
-    resume: (Option<u64>, Option<String>),
+    /// Its resume point, and whether it wants the workspace frames.
+    joining: Joining,
     /// Instance-wide actors and settings.
     shared: Shared,
     /// The board's room, known from `started` on.
     room: Option<Addr<Room>>,
+    /// The tenant's workspace, known from `started` on.
+    workspace: Option<Addr<Workspace>>,
+    /// The board's first frame (its snapshot or resume) went out.
+    board_started: bool,
+    /// Frames from outside the board waiting for the board's first frame; at most
+    /// `SESSION_QUEUE`, past which the session closes with 4009.
+    aside: VecDeque<WireFrame>,
     /// When the client last sent anything, pongs included.
     last_seen: Instant,
     /// When the server last pinged.
@@ -84,7 +100,7 @@ impl Session {
     pub fn new(
         key: BoardKey,
         identity: Identity,
-        resume: (Option<u64>, Option<String>),
+        joining: Joining,
         encoding: Encoding,
         slot: SessionSlot,
         shared: Shared,
@@ -95,11 +111,14 @@ impl Session {
             id: SessionId::random(),
             key,
             identity,
-            resume,
+            joining,
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
             abuse: AbuseWindow::new(config.rate_per_sec, now),
             shared,
             room: None,
+            workspace: None,
+            board_started: false,
+            aside: VecDeque::new(),
             last_seen: now,
             last_ping: now,
             expiry: None,
@@ -134,6 +153,15 @@ impl Session {
         match self.encoding {
             Encoding::Json => ctx.text(frame),
             Encoding::MsgPack => ctx.binary(pack(&frame)),
+        }
+    }
+
+    /// Writes a frame the room or workspace sent, in this session's encoding (its MessagePack
+    /// form made once for all sessions).
+    fn send_frame(&self, frame: &WireFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.encoding {
+            Encoding::Json => ctx.text(frame.json().clone()),
+            Encoding::MsgPack => ctx.binary(frame.packed()),
         }
     }
 
@@ -412,11 +440,26 @@ impl Actor for Session {
                     avatar: self.identity.avatar.clone(),
                 },
                 out: ctx.address().recipient(),
-                last_seq: self.resume.0,
-                epoch: self.resume.1.take(),
+                last_seq: self.joining.resume.0,
+                epoch: self.joining.resume.1.take(),
             },
         );
         self.room = Some(room);
+        let workspace = self.shared.registry.enter(
+            &self.key.tenant,
+            Enter {
+                session: self.id,
+                user_id: self.identity.user_id.clone(),
+                info: UserInfo {
+                    name: self.identity.name.clone(),
+                    avatar: self.identity.avatar.clone(),
+                },
+                board: self.key.board.clone(),
+                out: ctx.address().recipient(),
+                wants: self.joining.workspace,
+            },
+        );
+        self.workspace = Some(workspace);
         self.shared.broker.do_send(SubscribeUser {
             tenant: self.identity.tenant.clone(),
             user_id: self.identity.user_id.clone(),
@@ -432,6 +475,9 @@ impl Actor for Session {
         if let Some(room) = &self.room {
             room.do_send(Leave { session: self.id });
         }
+        if let Some(workspace) = &self.workspace {
+            workspace.do_send(Exit { session: self.id });
+        }
         self.shared.broker.do_send(UnsubscribeUser {
             tenant: self.identity.tenant.clone(),
             user_id: self.identity.user_id.clone(),
@@ -446,10 +492,23 @@ impl Handler<Outbound> for Session {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
-            Outbound::Frame(frame) => match self.encoding {
-                Encoding::Json => ctx.text(frame.json().clone()),
-                Encoding::MsgPack => ctx.binary(frame.packed()),
-            },
+            Outbound::Frame(frame) => {
+                self.send_frame(&frame, ctx);
+                if !self.board_started {
+                    self.board_started = true;
+                    for frame in std::mem::take(&mut self.aside) {
+                        self.send_frame(&frame, ctx);
+                    }
+                }
+            }
+            Outbound::Aside(frame) if self.board_started => self.send_frame(&frame, ctx),
+            Outbound::Aside(frame) => {
+                self.aside.push_back(frame);
+                if self.aside.len() > self.shared.config.session_queue {
+                    self.aside.clear();
+                    self.close(close::TOO_SLOW, "too slow", ctx);
+                }
+            }
             Outbound::Lagged => self.close(close::TOO_SLOW, "too slow", ctx),
             Outbound::Close(code, reason) => self.close(code, &reason, ctx),
         }

@@ -46,6 +46,8 @@ pub struct BoardPresence {
     users: HashMap<String, Present>,
     /// Next arrival number.
     next_order: u64,
+    /// The revision of this board's last transition.
+    pub last_rev: u64,
 }
 
 /// What an arrival changed.
@@ -137,6 +139,57 @@ pub struct Arrived {
     pub rev: u64,
 }
 
+/// One of this instance's sessions, as the shared presence is told of it again after the
+/// backend was out of reach.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The session.
+    pub session: SessionId,
+    /// Its user.
+    pub user_id: String,
+    /// Name and avatar.
+    pub info: UserInfo,
+    /// In a workspace, the board the session is on.
+    pub place: Option<String>,
+}
+
+/// A user online in a tenant (on any board, any instance), with the boards they are on: the
+/// tenant-wide listing for backends.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OnlineUser {
+    /// The user id.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// Name and avatar.
+    pub user: UserInfo,
+    /// Boards where the user has a session, sorted.
+    pub boards: Vec<String>,
+}
+
+/// Joins a workspace's users (in arrival order) with the boards each is on.
+pub fn online_users(
+    users: Vec<PresentUser>,
+    places: impl IntoIterator<Item = (String, String)>,
+) -> Vec<OnlineUser> {
+    let mut boards: HashMap<String, Vec<String>> = HashMap::new();
+    for (user_id, board) in places {
+        boards.entry(user_id).or_default().push(board);
+    }
+    users
+        .into_iter()
+        .map(|u| {
+            let mut on = boards.remove(&u.user_id).unwrap_or_default();
+            on.sort();
+            on.dedup();
+            OnlineUser {
+                user_id: u.user_id,
+                user: u.user,
+                boards: on,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +229,24 @@ mod tests {
         assert_ne!(ann, bob);
         board.depart(SessionId(1), "ann");
         assert_eq!(board.arrive(SessionId(3), "cid", info()).color, ann);
+    }
+
+    #[test]
+    fn online_users_list_each_board_once_in_order() {
+        let mut ws = BoardPresence::default();
+        ws.arrive(SessionId(1), "bob", info());
+        ws.arrive(SessionId(2), "ann", info());
+        let places = [("ann", "b2"), ("bob", "b1"), ("ann", "b1"), ("ann", "b2")]
+            .map(|(u, b)| (u.to_string(), b.to_string()));
+        let online = online_users(ws.users(), places);
+        let listed: Vec<(&str, Vec<&str>)> = online
+            .iter()
+            .map(|u| {
+                let boards = u.boards.iter().map(String::as_str).collect();
+                (u.user_id.as_str(), boards)
+            })
+            .collect();
+        assert_eq!(listed, [("bob", vec!["b1"]), ("ann", vec!["b1", "b2"])]);
     }
 
     #[test]

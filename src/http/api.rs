@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::actors::broker::{Announce, Append, AppendCustom, GetCatchup, PublishUser};
-use crate::actors::presence::ListPresence;
+use crate::actors::presence::{ListPresence, ListWorkspace};
 use crate::actors::room::GetCursors;
 use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
@@ -22,7 +22,14 @@ use crate::protocol::encode;
 use crate::startup::AppState;
 
 /// Prefixes and names a backend may not use: they belong to the protocol itself.
-const RESERVED_PREFIXES: [&str; 5] = ["presence.", "cursor.", "typing.", "board.", "auth."];
+const RESERVED_PREFIXES: [&str; 6] = [
+    "presence.",
+    "cursor.",
+    "typing.",
+    "board.",
+    "auth.",
+    "workspace.",
+];
 const RESERVED_NAMES: [&str; 3] = ["ack", "error", "pong"];
 
 /// The author of events sent through the API.
@@ -239,6 +246,45 @@ pub async fn user_event(
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
+/// `POST /api/events`: for every session of the tenant, on any board and instance.
+pub async fn tenant_event(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let body: EventBody = json_body(&state, body).await?;
+    check_type(&body.kind)?;
+    let payload = Value::Object(payload_object(body.payload)?);
+    state
+        .broker
+        .send(Announce {
+            board: BoardKey::workspace(identity.tenant),
+            event: BoardEvent::Broadcast {
+                frame: encode(&body.kind, &payload, None),
+            },
+        })
+        .await
+        .map_err(mailbox_error)??;
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+/// `GET /api/presence`: who is online in the tenant, with their boards.
+pub async fn tenant_presence(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = server(&state, &req)?;
+    let users = state
+        .presence
+        .send(ListWorkspace {
+            tenant: identity.tenant,
+        })
+        .await
+        .map_err(mailbox_error)??;
+    Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}
+
 /// `GET /api/boards/{board}/presence`.
 pub async fn presence(
     req: HttpRequest,
@@ -438,6 +484,7 @@ mod tests {
             "typing.x",
             "board.snapshot",
             "auth.refresh",
+            "workspace.online",
         ] {
             assert!(check_type(reserved).is_err(), "{reserved}");
         }

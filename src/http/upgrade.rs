@@ -27,7 +27,7 @@ use actix_web_actors::ws::WebsocketContext;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 
-use crate::actors::session::Session;
+use crate::actors::session::{Joining, Session};
 use crate::http::ws::{admit, Admitted};
 use crate::http::ApiError;
 use crate::limits::SessionSlot;
@@ -145,9 +145,14 @@ async fn run(
         last_seq,
         epoch,
         encoding,
+        workspace,
     } = admitted;
     let encoding = encoding.unwrap_or_default();
-    let session = Session::new(key, identity, (last_seq, epoch), encoding, slot, state);
+    let joining = Joining {
+        resume: (last_seq, epoch),
+        workspace,
+    };
+    let session = Session::new(key, identity, joining, encoding, slot, state);
     let output = WebsocketContext::with_codec(session, input, codec);
     // A task of its own, sized for the session alone: the connection's HTTP/1 task, sized for
     // any request, ends here.

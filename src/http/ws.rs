@@ -59,6 +59,8 @@ pub struct WsQuery {
     last_seq: Option<String>,
     /// The board's epoch that seq belongs to.
     epoch: Option<String>,
+    /// `1` for the workspace frames.
+    workspace: Option<String>,
 }
 
 /// A connection that passed every check: who joins which board, resuming from where.
@@ -73,10 +75,12 @@ pub struct Admitted {
     pub epoch: Option<String>,
     /// The encoding from `Sec-WebSocket-Protocol`; `None` when the client named none.
     pub encoding: Option<Encoding>,
+    /// It asked for the workspace frames, with `?workspace=1`.
+    pub workspace: bool,
 }
 
-/// Checks board, token, role, boards claim, origin, `last_seq`, `epoch` and the subprotocol,
-/// in that order.
+/// Checks board, token, role, boards claim, origin, `last_seq`, `epoch`, `workspace` and the
+/// subprotocol, in that order.
 pub fn admit(
     state: &AppState,
     board: &str,
@@ -121,6 +125,11 @@ pub fn admit(
             ))
         }
     };
+    let workspace = match query.workspace.as_deref() {
+        None | Some("") | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return Err(ApiError::BadRequest("workspace must be 0 or 1".into())),
+    };
     let encoding = negotiate(headers).map_err(ApiError::BadRequest)?;
     Ok(Admitted {
         key: BoardKey::new(identity.tenant.clone(), board),
@@ -128,6 +137,7 @@ pub fn admit(
         last_seq,
         epoch,
         encoding,
+        workspace,
     })
 }
 

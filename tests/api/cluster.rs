@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A Redis of the test's own and `n` instances of the binary using it.
 fn cluster(n: usize, env: &[(&str, &str)]) -> (RedisServer, Vec<Instance>) {
@@ -463,8 +463,10 @@ async fn an_instance_records_only_the_boards_it_has_sessions_on() {
             .arg(&records[0])
             .query(&mut conn)
             .expect("SMEMBERS");
-        if boards.len() == 1 {
-            assert!(boards[0].contains("home"), "{boards:?}");
+        // The board it stays on, and its tenant's workspace.
+        if boards.len() == 2 {
+            assert!(boards.iter().any(|b| b.contains("home")), "{boards:?}");
+            assert!(boards.iter().any(|b| b.contains("\"*\"")), "{boards:?}");
             break;
         }
         assert!(
@@ -542,7 +544,10 @@ async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_record
     }
     // The stopping instance published the leaves itself; no sweep did.
     nodes[1]
-        .logged(&format!("left {BOARDS} boards in the shared presence"))
+        .logged(&format!(
+            "left {} boards and workspaces in the shared presence",
+            BOARDS + 1
+        ))
         .await;
     eprintln!(
         "{} sessions left with a clean stop; presence empty {:?} after SIGTERM",
@@ -958,4 +963,80 @@ async fn a_flood_of_redis_messages_past_the_backlog_is_dropped_and_rooms_resync(
         ann.next_of("item.created").await["payload"]["item"]["id"],
         "after"
     );
+}
+
+#[actix_web::test]
+async fn the_workspace_spans_instances_and_a_killed_instance_goes_offline() {
+    let (_redis, mut nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let mut watcher = a
+        .connect(&format!("{}&workspace=1", a.ws_url("x", &token("watcher"))))
+        .await;
+    assert_eq!(watcher.next_frame().await["type"], "board.snapshot");
+    assert_eq!(watcher.next_frame().await["type"], "workspace.snapshot");
+    let online = |frame: Value| {
+        assert_eq!(frame["type"], "workspace.online", "{frame}");
+        frame["payload"]["userId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (_ann_on_b, _) = b.join("y", "ann").await;
+    assert_eq!(online(watcher.next_frame().await), "ann");
+    // ann's second session, on the other instance and board: no transition; bob's is next.
+    let (_ann_on_a, _) = a.join("z", "ann").await;
+    let (_bob, _) = b.join("y", "bob").await;
+    assert_eq!(online(watcher.next_frame().await), "bob");
+    let (mut cid, _) = b.join("w", "cid").await;
+    assert_eq!(online(watcher.next_frame().await), "cid");
+
+    // An event posted to one instance reaches the tenant's sessions on the other.
+    let event = json!({"type":"release.shipped","payload":{"version":"3"}});
+    let (status, _) = a.post("/api/events", Some(&server_token()), &event).await;
+    assert_eq!(status, 202);
+    assert_eq!(cid.next_frame().await, event);
+    assert_eq!(watcher.next_frame().await, event);
+    let (status, body) = a.get("/api/presence", Some(&server_token())).await;
+    assert_eq!(status, 200);
+    let boards: Vec<(String, Value)> = body["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            (
+                u["userId"].as_str().unwrap_or_default().into(),
+                u["boards"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        boards,
+        [
+            ("watcher".into(), json!(["x"])),
+            ("ann".into(), json!(["y", "z"])),
+            ("bob".into(), json!(["y"])),
+            ("cid".into(), json!(["w"])),
+        ]
+    );
+
+    // The instance holding bob's and cid's only sessions dies: both go offline, ann stays.
+    nodes[1].signal("KILL");
+    nodes[1].wait_exit().await;
+    let mut gone = vec![];
+    for _ in 0..2 {
+        let frame = watcher.next_frame().await;
+        assert_eq!(frame["type"], "workspace.offline", "{frame}");
+        gone.push(
+            frame["payload"]["userId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    gone.sort();
+    assert_eq!(gone, ["bob", "cid"]);
+    let (_, body) = a.get("/api/presence", Some(&server_token())).await;
+    assert_eq!(body["users"][1]["userId"], "ann");
+    assert_eq!(body["users"][1]["boards"], json!(["z"]));
 }

@@ -17,3 +17,4 @@ mod presence;
 mod security;
 mod shutdown;
 mod token;
+mod workspace;

@@ -245,6 +245,32 @@ test("backend events reach the event listener", async () => {
   assert.equal(client.state.seq, 1);
 });
 
+test("with workspace: true the client asks for it and follows who is online in the tenant", async () => {
+  const { client, socket } = await connected({ workspace: true });
+  assert.match(socket.url, /&workspace=1$/);
+  assert.equal(client.state.workspace, null, "unknown until the server says");
+  const seen = [];
+  client.on("workspace", (detail) => seen.push(detail));
+  const ann = { userId: "ann", user: { name: "Ann", avatar: null } };
+  const bob = { userId: "bob", user: { name: "Bob", avatar: null } };
+  socket.serve("workspace.snapshot", { users: [ann] });
+  socket.serve("workspace.online", bob);
+  assert.deepEqual([...client.state.workspace.keys()], ["ann", "bob"]);
+  assert.deepEqual(client.state.workspace.get("bob"), bob);
+  socket.serve("workspace.offline", bob);
+  assert.deepEqual([...client.state.workspace.keys()], ["ann"]);
+  assert.deepEqual(seen, [{ type: "snapshot" }, { type: "online", userId: "bob" }, { type: "offline", userId: "bob" }]);
+  // A reconnection's snapshot replaces the list.
+  socket.serve("workspace.snapshot", { users: [bob] });
+  assert.deepEqual([...client.state.workspace.keys()], ["bob"]);
+});
+
+test("without workspace the client does not ask for it", async () => {
+  const { client, socket } = await connected();
+  assert.doesNotMatch(socket.url, /workspace/);
+  assert.equal(client.state.workspace, null);
+});
+
 const hex = (bytes) => Buffer.from(bytes).toString("hex");
 
 test("MessagePack: values encode to the bytes the format defines", () => {

@@ -117,6 +117,33 @@ impl Handler<Subscribe> for Broker {
     }
 }
 
+/// Resolves once a subscriber hears its board's channel: true when it does.
+pub type Subscription =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, bool>>;
+
+/// Subscribes an actor (a board's room, a tenant's workspace) to the channel of `board`, as
+/// the subscriber numbered `id` of that board.
+pub fn subscribe<A>(
+    broker: &Addr<Broker>,
+    board: BoardKey,
+    id: u64,
+    ctx: &Context<A>,
+) -> Subscription
+where
+    A: Actor<Context = Context<A>> + Handler<BoardEvent> + Handler<Resync>,
+{
+    use futures_util::FutureExt;
+    let subscribe = broker.send(Subscribe {
+        board,
+        room_id: id,
+        room: ctx.address().recipient(),
+        resync: ctx.address().recipient(),
+    });
+    async move { matches!(subscribe.await, Ok(Ok(()))) }
+        .boxed()
+        .shared()
+}
+
 /// A room stops listening.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -35,7 +35,8 @@ mod durable;
 
 use self::channels::Pushed;
 pub use self::channels::{
-    Announce, Publish, PublishUser, Subscribe, SubscribeUser, Unsubscribe, UnsubscribeUser,
+    subscribe, Announce, Publish, PublishUser, SubscribeUser, Subscription, Unsubscribe,
+    UnsubscribeUser,
 };
 pub use self::durable::GetEvents;
 use crate::backend::{Appended, Catchup};
@@ -233,7 +234,7 @@ impl Broker {
         };
         let frame = WireFrame::from(frame);
         for out in sessions.values() {
-            if let Err(SendError::Full(_)) = out.try_send(Outbound::Frame(frame.clone())) {
+            if let Err(SendError::Full(_)) = out.try_send(Outbound::Aside(frame.clone())) {
                 // A session too slow to take it must not silently miss it.
                 out.do_send(Outbound::Lagged);
             }
@@ -409,7 +410,9 @@ impl Handler<Retire> for Broker {
             async move {
                 let Some(redis) = redis else { return };
                 match redis.retire().await {
-                    Ok(boards) => log::info!("left {boards} boards in the shared presence"),
+                    Ok(boards) => {
+                        log::info!("left {boards} boards and workspaces in the shared presence")
+                    }
                     Err(e) => log::warn!("could not leave the shared presence: {}", e.message),
                 }
             }

@@ -122,9 +122,13 @@ impl Handler<Join> for Room {
         // Both requests are queued now, before any later Depart of this session.
         let arrived = self.presence.send(Arrive {
             board: self.key.clone(),
-            session: sid,
-            user_id: msg.user_id,
-            info: msg.info,
+            sessions: vec![Local {
+                session: sid,
+                user_id: msg.user_id,
+                info: msg.info,
+                place: None,
+            }],
+            listing: true,
         });
         let catchup = GetCatchup {
             board: self.key.clone(),

@@ -53,7 +53,12 @@ impl Handler<Resync> for Room {
         let sessions = self
             .members
             .iter()
-            .map(|(sid, m)| (*sid, m.user_id.clone(), m.info.clone()))
+            .map(|(sid, m)| Local {
+                session: *sid,
+                user_id: m.user_id.clone(),
+                info: m.info.clone(),
+                place: None,
+            })
             .collect();
         let sync = self.presence.send(SyncBoard {
             board: self.key.clone(),

@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::json;
 
 use crate::actors::broker::{
-    Broker, GetCatchup, GetEvents, Publish, Resync, Subscribe, Unsubscribe,
+    subscribe, Broker, GetCatchup, GetEvents, Publish, Resync, Subscription, Unsubscribe,
 };
 use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
-use crate::backend::presence::Arrived;
+use crate::backend::presence::{Arrived, Local};
 use crate::backend::Catchup;
 use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
 use crate::frames;
@@ -104,7 +103,7 @@ pub struct Room {
     present: HashMap<String, PresentUser>,
     /// Resolves once the room hears its board's channel; catch-ups wait for it so that no
     /// event falls between a snapshot and the live stream.
-    subscribed: Option<Shared<BoxFuture<'static, bool>>>,
+    subscribed: Option<Subscription>,
     /// Settings shared by the instance's rooms.
     settings: RoomSettings,
 }
@@ -305,16 +304,7 @@ impl Actor for Room {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded; sessions are rate limited instead
-        let subscribe = self.broker.send(Subscribe {
-            board: self.key.clone(),
-            room_id: self.id,
-            room: ctx.address().recipient(),
-            resync: ctx.address().recipient(),
-        });
-        let subscribed = async move { matches!(subscribe.await, Ok(Ok(()))) }
-            .boxed()
-            .shared();
-        self.subscribed = Some(subscribed);
+        self.subscribed = Some(subscribe(&self.broker, self.key.clone(), self.id, ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -13,7 +13,8 @@
 //! | `P:{board\|tenant}:logbytes` | string | bytes of the frames in the log |
 //! | `P:{board\|tenant}:sizes` | hash | item id → bytes of the item and its values |
 //! | `P:{board\|tenant}:bytes` | string | bytes of all items and values |
-//! | `P:{board\|tenant}:p:*` | hashes | presence: sessions, info, color, status, count, order, rev |
+//! | `P:{board\|tenant}:p:*` | hashes | presence: sessions, info, color, status, count, order, rev, places |
+//! | `P:{*\|tenant}:*` | | the tenant's workspace: presence of all its sessions, and its channel |
 //! | `P:{board\|tenant}:ch` | channel | the board's events |
 //! | `P:user:{tenant\|user}` | channel | events for one user |
 //! | `P:instances` | sorted set | instance id → lease expiry (ms) |
@@ -46,7 +47,7 @@ use redis::{AsyncCommands, Script, Value as RedisValue};
 use serde_json::{json, Value};
 
 use crate::backend::ops::{self, OpKey};
-use crate::backend::presence::{Arrived, PALETTE};
+use crate::backend::presence::{online_users, Arrived, Local, OnlineUser, PALETTE};
 use crate::backend::{new_epoch, Appended, Catchup};
 use crate::board::{BoardLimits, BoardState, DurableOp};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
@@ -93,6 +94,7 @@ struct Scripts {
     commit: Script,
     catchup: Script,
     join: Script,
+    join_quiet: Script,
     leave: Script,
     purge: Script,
     retire: Script,
@@ -102,6 +104,7 @@ struct Scripts {
     status: Script,
     list: Script,
     sync: Script,
+    places: Script,
 }
 
 fn presence_script(entry: &str) -> Script {
@@ -168,8 +171,9 @@ impl RedisBackend {
             scripts: Scripts {
                 commit: Script::new(COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
-                join: presence_script(
-                    "join_one(ARGV[16], ARGV[17], ARGV[18], ARGV[19])\nreturn listing()",
+                join: presence_script("join_many()\nreturn listing()"),
+                join_quiet: presence_script(
+                    "join_many()\nreturn {tonumber(redis.call('GET', K[7]) or '0'), {}}",
                 ),
                 leave: presence_script("leave_one(ARGV[16])\nreturn 1"),
                 purge: presence_script("return purge_dead(ARGV[16])"),
@@ -177,6 +181,7 @@ impl RedisBackend {
                 status: presence_script("set_status(ARGV[16], ARGV[17], ARGV[18])\nreturn 1"),
                 list: presence_script("return listing()"),
                 sync: presence_script("return sync()"),
+                places: presence_script("return places()"),
                 renew: Script::new(RENEW_LUA),
                 sweep_begin: Script::new(SWEEP_BEGIN_LUA),
                 sweep_end: Script::new(SWEEP_END_LUA),

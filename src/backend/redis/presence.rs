@@ -25,8 +25,9 @@ impl RedisBackend {
             inv.key(keys.key(suffix));
         }
         inv.key(self.instances_key());
+        inv.key(keys.key("p:places"));
         for color in PALETTE {
-            inv.arg(color);
+            inv.arg(if board.is_workspace() { "" } else { color });
         }
         inv.arg(format!("{}:instance:", self.prefix))
             .arg(board_record(board))
@@ -47,28 +48,34 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Records a session; publishes `presence.join` when it is the user's first.
+    /// Records sessions (in a workspace, each with the board it is on); publishes
+    /// `presence.join` for each user's first. With `with_listing`, answers who is present;
+    /// without, only the revision after it (a workspace's listing grows with its tenant).
+    /// The color answered is the first session's user's.
     pub async fn presence_join(
         &self,
         board: &BoardKey,
-        session: SessionId,
-        user_id: &str,
-        info: &UserInfo,
+        sessions: &[Local],
+        with_listing: bool,
     ) -> Result<Arrived, FrameError> {
         self.check_not_retired()?;
-        let mut inv = self.presence_invocation(&self.scripts.join, board);
-        inv.arg(session.0.to_string())
-            .arg(&self.instance)
-            .arg(user_id)
-            .arg(info_json(info));
+        let script = if with_listing {
+            &self.scripts.join
+        } else {
+            &self.scripts.join_quiet
+        };
+        let mut inv = self.presence_invocation(script, board);
+        inv.arg(&self.instance);
+        push_sessions(&mut inv, sessions);
         let reply: RedisValue = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let (rev, users) = listing(reply)?;
+        let first = sessions.first().map(|s| s.user_id.as_str());
         let color = users
             .iter()
-            .find(|u| u.user_id == user_id)
+            .find(|u| Some(u.user_id.as_str()) == first)
             .map(|u| u.color.clone())
             .unwrap_or_else(|| PALETTE[0].to_string());
         Ok(Arrived { color, users, rev })
@@ -128,19 +135,42 @@ impl RedisBackend {
     pub async fn presence_sync(
         &self,
         board: &BoardKey,
-        sessions: &[(SessionId, String, UserInfo)],
+        sessions: &[Local],
     ) -> Result<(u64, Vec<PresentUser>), FrameError> {
         self.check_not_retired()?;
         let mut inv = self.presence_invocation(&self.scripts.sync, board);
         inv.arg(&self.instance);
-        for (sid, user, info) in sessions {
-            inv.arg(sid.0.to_string()).arg(user).arg(info_json(info));
-        }
+        push_sessions(&mut inv, sessions);
         let reply: RedisValue = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         listing(reply)
+    }
+
+    /// Who is online in a tenant, with the boards each is on.
+    pub async fn workspace_list(&self, tenant: &str) -> Result<Vec<OnlineUser>, FrameError> {
+        let inv = self.presence_invocation(&self.scripts.places, &BoardKey::workspace(tenant));
+        let reply: RedisValue = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut parts = array(reply)?.into_iter();
+        let (Some(list), Some(places)) = (parts.next(), parts.next()) else {
+            return Err(bad_data("a workspace listing of the wrong shape"));
+        };
+        let (_, users) = listing(list)?;
+        Ok(online_users(users, pairs(places)?))
+    }
+}
+
+/// Adds the (sid, user, info, place) quadruple of each session.
+fn push_sessions(inv: &mut redis::ScriptInvocation<'_>, sessions: &[Local]) {
+    for local in sessions {
+        inv.arg(local.session.0.to_string())
+            .arg(&local.user_id)
+            .arg(info_json(&local.info))
+            .arg(local.place.as_deref().unwrap_or_default());
     }
 }
 

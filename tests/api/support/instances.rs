@@ -89,10 +89,10 @@ impl Instance {
             if let Some(line) = found {
                 return line;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the instance never logged {text:?}"
-            );
+            if std::time::Instant::now() >= deadline {
+                let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("the instance never logged {text:?}; its log:\n{log}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -9,10 +9,14 @@
 -- and leaves it with the last, so a sweep after the instance's death finds exactly the boards
 -- to purge. Those keys are named from ARGV[13] and the instance id.
 --
+-- A tenant's workspace is kept by these same scripts, as a board that holds every session of
+-- the tenant; there each session also records the board it is on (KEYS[11]).
+--
 -- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
 --       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
---       8 board channel, 9 sessions per instance (instance -> count), 10 instance leases
--- ARGV: 1..12 the palette, 13 prefix of instance board records, 14 this board as recorded
+--       8 board channel, 9 sessions per instance (instance -> count), 10 instance leases,
+--       11 places (sid -> the board a workspace session is on)
+-- ARGV: 1..12 the palette (empty for a workspace), 13 prefix of instance board records, 14 this board as recorded
 --       there, 15 now (ms), then the entry point's own arguments from 16 on.
 local K = KEYS
 local palette = {}
@@ -26,22 +30,26 @@ local function publish(json) redis.call('PUBLISH', K[8], '-\n' .. json) end
 
 local function record_key(inst) return record_prefix .. inst .. ':boards' end
 
-local function join_one(sid, inst, uid, info)
+local function join_one(sid, inst, uid, info, place)
   if redis.call('HEXISTS', K[1], sid) == 1 then return end
   redis.call('HSET', K[1], sid, inst .. '|' .. uid)
+  if place and place ~= '' then redis.call('HSET', K[11], sid, place) end
   if redis.call('HINCRBY', K[9], inst, 1) == 1 then
     redis.call('SADD', record_key(inst), board_text)
   end
   if redis.call('HINCRBY', K[5], uid, 1) > 1 then return end
   redis.call('PERSIST', K[7])
-  local uses = {}
-  for i = 0, 11 do uses[i] = 0 end
-  for _, c in ipairs(redis.call('HVALS', K[3])) do
-    local i = tonumber(c)
-    uses[i] = (uses[i] or 0) + 1
-  end
+  -- A workspace (no palette given) has no colors: its users are not drawn.
   local best = 0
-  for i = 1, 11 do if uses[i] < uses[best] then best = i end end
+  if palette[1] ~= '' then
+    local uses = {}
+    for i = 0, 11 do uses[i] = 0 end
+    for _, c in ipairs(redis.call('HVALS', K[3])) do
+      local i = tonumber(c)
+      uses[i] = (uses[i] or 0) + 1
+    end
+    for i = 1, 11 do if uses[i] < uses[best] then best = i end end
+  end
   local rev = redis.call('INCR', K[7])
   redis.call('HSET', K[3], uid, best)
   redis.call('HSET', K[2], uid, info)
@@ -55,6 +63,7 @@ local function leave_one(sid)
   local v = redis.call('HGET', K[1], sid)
   if not v then return end
   redis.call('HDEL', K[1], sid)
+  redis.call('HDEL', K[11], sid)
   local bar = string.find(v, '|', 1, true)
   local inst, uid = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
   if redis.call('HINCRBY', K[9], inst, -1) <= 0 then
@@ -111,15 +120,35 @@ local function purge_dead(inst)
   return 1
 end
 
--- ARGV from 16: instance, then (sid, user, info) triples: the instance's sessions on this
--- board, exactly; others of the instance are removed. The board goes back into the
+-- ARGV from 16: this instance, then (sid, user, info, place) quadruples: sessions arriving.
+local function join_many()
+  for i = 17, #ARGV, 4 do join_one(ARGV[i], ARGV[16], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
+end
+
+-- ARGV from 16: instance, then (sid, user, info, place) quadruples: the instance's sessions
+-- on this board, exactly; others of the instance are removed. The board goes back into the
 -- instance's record when it has sessions here, whatever happened to the record meanwhile.
 local function sync()
   local inst = ARGV[16]
   local keep = {}
-  for i = 17, #ARGV, 3 do keep[ARGV[i]] = true end
+  for i = 17, #ARGV, 4 do keep[ARGV[i]] = true end
   purge(inst, keep)
-  for i = 17, #ARGV, 3 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2]) end
+  for i = 17, #ARGV, 4 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
   if #ARGV >= 17 then redis.call('SADD', record_key(inst), board_text) end
   return listing()
+end
+
+-- {listing, {user, board, ...}}: a workspace's users and the board of each of its sessions.
+local function places()
+  local out = {}
+  local where = redis.call('HGETALL', K[11])
+  for i = 1, #where, 2 do
+    local v = redis.call('HGET', K[1], where[i])
+    if v then
+      local bar = string.find(v, '|', 1, true)
+      out[#out + 1] = string.sub(v, bar + 1)
+      out[#out + 1] = where[i + 1]
+    end
+  end
+  return {listing(), out}
 end
