@@ -98,6 +98,26 @@ pub struct Config {
     pub data_dir: String,
     /// `SYNC`: when a commit of the embedded mode is on disk.
     pub sync: SyncMode,
+    /// `WEBHOOK_URL` and `WEBHOOK_SECRET`: where board events are posted, signed.
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where the webhooks go and the secret that signs them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_URL`: an `http://` or `https://` URL.
+    pub url: String,
+    /// `WEBHOOK_SECRET`: the HMAC-SHA256 key, at least 16 bytes.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"(hidden)")
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -128,6 +148,7 @@ impl Default for Config {
             workers: 0,
             data_dir: "data".into(),
             sync: SyncMode::Normal,
+            webhook: None,
         }
     }
 }
@@ -270,7 +291,48 @@ impl Config {
                 }
             };
         }
+        config.webhook = webhook_from(&lookup, &get)?;
         Ok(config)
+    }
+}
+
+/// `WEBHOOK_URL` with its required `WEBHOOK_SECRET`; neither is needed without the other, but
+/// a secret alone is refused too (it says webhooks were meant, and they would not run).
+fn webhook_from(
+    raw: &impl Fn(&str) -> Option<String>,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let secret = raw("WEBHOOK_SECRET");
+    let Some(url) = get("WEBHOOK_URL") else {
+        if secret.is_some() {
+            return Err(ConfigError {
+                var: "WEBHOOK_URL",
+                value: String::new(),
+                expected: "a URL when WEBHOOK_SECRET is set",
+            });
+        }
+        return Ok(None);
+    };
+    let url = url.trim().to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError {
+            var: "WEBHOOK_URL",
+            value: url,
+            expected: "a URL starting with http:// or https://",
+        });
+    }
+    match secret {
+        Some(secret) if secret.len() >= MIN_SECRET_BYTES && !secret.trim().is_empty() => {
+            Ok(Some(WebhookConfig {
+                url,
+                secret: secret.into_bytes(),
+            }))
+        }
+        _ => Err(ConfigError {
+            var: "WEBHOOK_SECRET",
+            value: "(hidden)".into(),
+            expected: "a secret of 16 bytes or more (required with WEBHOOK_URL)",
+        }),
     }
 }
 
@@ -402,6 +464,53 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn a_webhook_url_needs_a_secret_and_a_secret_needs_a_url() {
+        let secret = "0123456789abcdef";
+        let config = with(&[
+            ("WEBHOOK_URL", "http://app/hooks"),
+            ("WEBHOOK_SECRET", secret),
+        ])
+        .expect("a webhook");
+        let webhook = config.webhook.expect("configured");
+        assert_eq!(webhook.url, "http://app/hooks");
+        assert_eq!(webhook.secret, secret.as_bytes());
+        assert!(
+            !format!("{webhook:?}").contains(secret),
+            "the secret is never shown"
+        );
+        assert!(with(&[]).expect("no webhook").webhook.is_none());
+        for (pairs, var) in [
+            (vec![("WEBHOOK_URL", "http://app/hooks")], "WEBHOOK_SECRET"),
+            (
+                vec![
+                    ("WEBHOOK_URL", "http://app/hooks"),
+                    ("WEBHOOK_SECRET", "short"),
+                ],
+                "WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("WEBHOOK_URL", "http://app/hooks"),
+                    ("WEBHOOK_SECRET", "                "),
+                ],
+                "WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("WEBHOOK_URL", "ftp://app/hooks"),
+                    ("WEBHOOK_SECRET", secret),
+                ],
+                "WEBHOOK_URL",
+            ),
+            (vec![("WEBHOOK_SECRET", secret)], "WEBHOOK_URL"),
+        ] {
+            let err = with(&pairs).expect_err(var);
+            assert_eq!(err.var, var, "{pairs:?}");
+            assert!(!err.to_string().contains(secret), "{err}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! - `limits`: rate limits and the cursor throttle.
 //! - `metrics`: counters for `/metrics`.
 //! - [`token`]: `boardcast token`, tokens signed with the configured key.
+//! - `webhook`: board events as the app's backend receives them, signed.
 
 #![warn(missing_docs)]
 
@@ -45,6 +46,7 @@ pub(crate) mod metrics;
 pub mod protocol;
 pub mod startup;
 pub mod token;
+pub(crate) mod webhook;
 pub(crate) mod wire;
 
 /// `boardcast backup PATH`: a consistent copy of the embedded mode's database, taken while the

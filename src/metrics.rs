@@ -22,6 +22,11 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The current count.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -33,6 +38,33 @@ impl Default for Counter {
         Self::new()
     }
 }
+
+/// A value that goes up and down.
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// A gauge at zero.
+    pub const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+
+    /// Sets the value.
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Webhook events delivered (answered 2xx).
+pub static WEBHOOK_EVENTS: Counter = Counter::new();
+/// Webhook requests that failed (not 2xx, or no answer in time).
+pub static WEBHOOK_FAILURES: Counter = Counter::new();
+/// Age of the oldest event in the last webhook request, in milliseconds.
+pub static WEBHOOK_LAG_MS: Gauge = Gauge::new();
 
 /// WebSocket sessions opened.
 pub static SESSIONS_OPENED: Counter = Counter::new();
@@ -106,6 +138,24 @@ pub fn render(rooms: usize) -> String {
         "counter",
         "Durable events accepted.",
         DURABLE_EVENTS.get().to_string(),
+    );
+    series(
+        "boardcast_webhook_events_total",
+        "counter",
+        "Webhook events delivered.",
+        WEBHOOK_EVENTS.get().to_string(),
+    );
+    series(
+        "boardcast_webhook_failures_total",
+        "counter",
+        "Webhook requests that failed (not 2xx, or no answer in 5 s).",
+        WEBHOOK_FAILURES.get().to_string(),
+    );
+    series(
+        "boardcast_webhook_lag_seconds",
+        "gauge",
+        "Age of the oldest event in the last webhook request.",
+        format!("{:.3}", WEBHOOK_LAG_MS.get() as f64 / 1000.0),
     );
     let _ = writeln!(
         out,

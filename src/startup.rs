@@ -17,11 +17,13 @@ use crate::actors::broker::{Broker, GetReady, GetRedis, Retire};
 use crate::actors::presence::Presence;
 use crate::actors::registry::Registry;
 use crate::actors::room::RoomSettings;
+use crate::actors::webhook::Webhooks;
 use crate::auth::{AuthError, Verifier};
 use crate::backend::embedded::sqlite::{Store, StoreError, DB_FILE};
 use crate::config::Config;
 use crate::http;
 use crate::limits::SessionSlots;
+use crate::webhook::Poster;
 
 /// How long a dead peer's connection may hold unacknowledged data before the kernel drops it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +52,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Sessions per user on this instance (`MAX_SESSIONS_PER_USER`).
     pub session_slots: Arc<SessionSlots>,
+    /// Posts board events to `WEBHOOK_URL`, when set.
+    pub webhooks: Option<Addr<Webhooks>>,
 }
 
 impl AppState {
@@ -74,6 +78,9 @@ pub enum StartupError {
     /// The embedded mode's storage cannot be used.
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    /// No HTTP client for `WEBHOOK_URL` could be made.
+    #[error("WEBHOOK_URL: {0}")]
+    Webhook(String),
     /// An actor did not answer during start-up.
     #[error("start-up: {0}")]
     Actor(#[from] actix::MailboxError),
@@ -97,6 +104,16 @@ impl Application {
         if config.jwt.is_dev() {
             log::warn!("JWT_SECRET is not set: dev mode, a random secret, and /dev/token is open");
         }
+        let poster = match &config.webhook {
+            Some(webhook) => {
+                log::info!("webhooks: posting board events to {}", redact(&webhook.url));
+                Some(Poster::new(webhook).map_err(StartupError::Webhook)?)
+            }
+            None => None,
+        };
+        // Each board's outbox keeps as many events as its replay log.
+        let hook_cap = config.replay_events;
+        let mut webhooks = None;
         let broker = match &config.redis_url {
             Some(url) => {
                 log::info!("scale-out mode: Redis at {}", redact(url));
@@ -105,6 +122,7 @@ impl Application {
                     config.redis_prefix.clone(),
                     config.board_limits(),
                     config.redis_push_backlog,
+                    if poster.is_some() { hook_cap } else { 0 },
                 )?
             }
             None => {
@@ -118,12 +136,20 @@ impl Application {
                     },
                     config.sync
                 );
-                Broker::start_embedded(store, config.board_limits())
+                webhooks = poster
+                    .clone()
+                    .map(|poster| Webhooks::in_memory(poster, hook_cap).start());
+                let hooks = webhooks.clone().map(Addr::recipient);
+                Broker::start_embedded(store, config.board_limits(), hooks)
             }
         };
         let redis = broker.send(GetRedis).await?;
         let ready = broker.send(GetReady).await?;
-        let presence = Presence::new(broker.clone(), redis).start();
+        let hooks = webhooks.clone().map(Addr::recipient);
+        if let (Some(poster), Some(redis)) = (poster, &redis) {
+            webhooks = Some(Webhooks::over_redis(poster, redis.clone()).start());
+        }
+        let presence = Presence::new(broker.clone(), redis, hooks).start();
         let settings = RoomSettings {
             backlog_bound: config.session_queue * 4,
             shared: config.redis_url.is_some(),
@@ -150,6 +176,7 @@ impl Application {
             presence,
             broker,
             ready,
+            webhooks,
         });
         let app_state = state.clone();
         let app = move || {

@@ -13,11 +13,13 @@ use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
 use crate::actors::broker::{Broker, Publish};
+use crate::actors::webhook::Hook;
 use crate::backend::presence::{online_users, Arrived, BoardPresence, Local, OnlineUser};
 use crate::backend::redis::RedisBackend;
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId};
 use crate::protocol::FrameError;
 use crate::protocol::Status;
+use crate::webhook::{self, now_ms};
 
 /// Where presence lives.
 enum Store {
@@ -44,6 +46,8 @@ pub struct Presence {
     store: Store,
     /// Where transitions are published in embedded mode.
     broker: Addr<Broker>,
+    /// Where a board's joins and leaves go for webhooks (embedded mode, with `WEBHOOK_URL`).
+    hooks: Option<Recipient<Hook>>,
     /// Per board with requests under way: the last one's number and its completion.
     lanes: HashMap<BoardKey, (u64, Lane)>,
     /// Numbers requests, to tell whose completion a lane holds.
@@ -94,8 +98,13 @@ impl Presence {
 }
 
 impl Presence {
-    /// A presence actor publishing through `broker`; over `redis` when given.
-    pub fn new(broker: Addr<Broker>, redis: Option<RedisBackend>) -> Self {
+    /// A presence actor publishing through `broker`; over `redis` when given. In embedded
+    /// mode, boards' joins and leaves also go to `hooks`.
+    pub fn new(
+        broker: Addr<Broker>,
+        redis: Option<RedisBackend>,
+        hooks: Option<Recipient<Hook>>,
+    ) -> Self {
         let store = match redis {
             Some(redis) => Store::Redis(Box::new(redis)),
             None => Store::Memory {
@@ -106,6 +115,7 @@ impl Presence {
         Presence {
             store,
             broker,
+            hooks,
             lanes: HashMap::new(),
             next_request: 0,
         }
@@ -125,6 +135,16 @@ fn publish(
         event: event(*rev),
         delivered_locally: false,
     });
+}
+
+/// Sends a board's join or leave to the webhooks, when they are on (never a workspace's).
+fn hook(hooks: &Option<Recipient<Hook>>, board: &BoardKey, entry: impl FnOnce() -> String) {
+    if let (Some(hooks), false) = (hooks, board.is_workspace()) {
+        hooks.do_send(Hook {
+            board: board.clone(),
+            entry: entry(),
+        });
+    }
 }
 
 fn log_failure<T>(result: Result<T, FrameError>, what: &str) {
@@ -180,6 +200,9 @@ impl Handler<Arrive> for Presence {
                     let arrival = board.arrive(local.session, &local.user_id, local.info);
                     color.get_or_insert(arrival.color);
                     if let Some(user) = arrival.joined {
+                        hook(&self.hooks, &msg.board, || {
+                            webhook::join_entry(&user, now_ms())
+                        });
                         publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Joined {
                             rev,
                             user,
@@ -233,6 +256,9 @@ impl Handler<Depart> for Presence {
                     }
                     if left {
                         let user_id = msg.user_id;
+                        hook(&self.hooks, &msg.board, || {
+                            webhook::leave_entry(&user_id, now_ms())
+                        });
                         publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Left {
                             rev,
                             user_id,

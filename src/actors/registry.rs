@@ -266,8 +266,8 @@ mod tests {
             crate::backend::embedded::sqlite::SyncMode::Normal,
         )
         .expect("an in-memory store");
-        let broker = Broker::start_embedded(store, BoardLimits::NONE);
-        let presence = Presence::new(broker.clone(), None).start();
+        let broker = Broker::start_embedded(store, BoardLimits::NONE, None);
+        let presence = Presence::new(broker.clone(), None, None).start();
         let settings = RoomSettings {
             backlog_bound: 16,
             shared: false,

@@ -1040,3 +1040,101 @@ async fn the_workspace_spans_instances_and_a_killed_instance_goes_offline() {
     assert_eq!(body["users"][1]["userId"], "ann");
     assert_eq!(body["users"][1]["boards"], json!(["z"]));
 }
+
+#[actix_web::test]
+async fn webhooks_go_out_once_from_one_instance_and_go_on_when_it_is_killed() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let env = [
+        ("WEBHOOK_URL", url.as_str()),
+        ("WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ];
+    let (_redis, mut nodes) = cluster(2, &env);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    async fn post(app: &TestApp, board: String, n: usize) {
+        let (status, body) = app
+            .post(
+                &format!("/api/boards/{board}/events"),
+                Some(&server_token()),
+                &json!({"type":"order.placed","payload":{"n": n}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // Both instances deliver; each event goes out exactly once.
+    for n in 0..60 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        post(app, format!("b{}", n % 6), n).await;
+    }
+    let seqs_of = |events: &[Value], board: &str| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["board"] == board)
+            .filter_map(|e| e["seq"].as_u64())
+            .collect()
+    };
+    let events = receiver
+        .until(WAIT, |e| {
+            (0..6).all(|b| seqs_of(e, &format!("b{b}")).len() >= 10)
+        })
+        .await;
+    for board in 0..6 {
+        assert_eq!(
+            seqs_of(&events, &format!("b{board}")),
+            (1..=10).collect::<Vec<u64>>(),
+            "board b{board}: once each, in order"
+        );
+    }
+
+    // A slow receiver, so that requests are in flight, and the instance delivering killed
+    // in the middle of a request.
+    receiver.slow(Duration::from_millis(300));
+    for n in 0..20 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        post(app, "k".into(), n).await;
+    }
+    let mut conn = _redis.connection();
+    let deadline = Instant::now() + WAIT;
+    let holder = loop {
+        let holder: Option<String> = redis::cmd("GET")
+            .arg("bc:{k|default}:wh:lease")
+            .query(&mut conn)
+            .expect("GET");
+        if let Some(holder) = holder {
+            break holder;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery of board k under way"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut victim = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if node.logged("redis reached").await.contains(&holder) {
+            victim = Some(i);
+        }
+    }
+    let victim = victim.expect("the lease holder is one of the instances");
+    nodes[victim].signal("KILL");
+    nodes[victim].wait_exit().await;
+    let survivor = nodes[1 - victim].app();
+    for n in 20..40 {
+        post(&survivor, "k".into(), n).await;
+    }
+    let events = receiver
+        .until(Duration::from_secs(40), |e| seqs_of(e, "k").contains(&40))
+        .await;
+    let delivered = seqs_of(&events, "k");
+    // At least once: every event; in order: each first delivery after the one before it.
+    let mut first_seen = vec![];
+    for seq in &delivered {
+        if !first_seen.contains(seq) {
+            first_seen.push(*seq);
+        }
+    }
+    assert_eq!(first_seen, (1..=40).collect::<Vec<u64>>(), "{delivered:?}");
+    // Repeats only of what was in flight when the instance died: one request at most.
+    assert!(delivered.len() - 40 <= 100, "{delivered:?}");
+}

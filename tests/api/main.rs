@@ -17,4 +17,5 @@ mod presence;
 mod security;
 mod shutdown;
 mod token;
+mod webhooks;
 mod workspace;

@@ -21,8 +21,16 @@ impl Handler<Flushed> for Broker {
 
     fn handle(&mut self, msg: Flushed, _: &mut Self::Context) {
         let rooms = &self.rooms;
+        let hooks = &self.hooks;
         if let Backend::Embedded(embedded) = &mut self.backend {
+            let at = crate::webhook::now_ms();
             embedded.flushed(msg, |board, event| {
+                if let (Some(hooks), BoardEvent::Durable { frame, .. }) = (hooks, &event) {
+                    hooks.do_send(Hook {
+                        board: board.clone(),
+                        entry: crate::webhook::durable_entry(frame, at),
+                    });
+                }
                 if let Some(room) = rooms.get(board) {
                     room.events.do_send(event);
                 }

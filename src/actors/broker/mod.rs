@@ -19,6 +19,7 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 
 use crate::actors::room::Outbound;
+use crate::actors::webhook::Hook;
 use crate::board::BoardLimits;
 use crate::event::{BoardEvent, BoardKey, SessionId};
 use crate::protocol::{ErrorCode, FrameError};
@@ -140,25 +141,36 @@ pub struct Broker {
     durability_checked: bool,
     /// Redis messages waiting in this actor's mailbox, bounded.
     pushes: Arc<PushBacklog>,
+    /// Where stored durable events go for webhooks (embedded mode, with `WEBHOOK_URL`).
+    hooks: Option<Recipient<Hook>>,
 }
 
 impl Broker {
-    /// Starts an embedded broker storing in `store`, whose boards are bounded by `limits`.
-    pub fn start_embedded(store: Store, limits: BoardLimits) -> Addr<Broker> {
+    /// Starts an embedded broker storing in `store`, whose boards are bounded by `limits`;
+    /// stored durable events also go to `hooks`.
+    pub fn start_embedded(
+        store: Store,
+        limits: BoardLimits,
+        hooks: Option<Recipient<Hook>>,
+    ) -> Addr<Broker> {
         Broker::create(|ctx| {
             let writer = store.start(ctx.address().recipient());
             let embedded = Embedded::new(MemoryStore::new(limits), writer);
-            Broker::with_backend(Backend::Embedded(Box::new(embedded)), true)
+            let mut broker = Broker::with_backend(Backend::Embedded(Box::new(embedded)), true);
+            broker.hooks = hooks;
+            broker
         })
     }
 
     /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
-    /// succeeds while Redis is down; `/readyz` answers 503 until it is reached.
+    /// succeeds while Redis is down; `/readyz` answers 503 until it is reached. With
+    /// `hook_cap` above 0, board events also go to webhook outboxes of that bound.
     pub fn start_redis(
         url: &str,
         prefix: String,
         limits: BoardLimits,
         push_backlog: usize,
+        hook_cap: usize,
     ) -> Result<Addr<Broker>, ::redis::RedisError> {
         use ::redis::IntoConnectionInfo;
         let info = url.into_connection_info()?;
@@ -195,7 +207,7 @@ impl Broker {
         let conn = ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let lease_conn =
             ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)?;
-        let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits);
+        let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits, hook_cap);
         let mut broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
         broker.pushes = pushes;
         Ok(ctx.run(broker))
@@ -214,6 +226,7 @@ impl Broker {
             retired: false,
             durability_checked: false,
             pushes: Arc::new(PushBacklog::new(usize::MAX)),
+            hooks: None,
         }
     }
 
@@ -324,7 +337,11 @@ impl Broker {
                 broker.ready_since = Some(Instant::now());
             }
             if !was_ready {
-                log::info!("redis reached: catching up every room");
+                let instance = broker.redis().map(|r| r.instance().to_string());
+                log::info!(
+                    "redis reached (this is instance {}): catching up every room",
+                    instance.unwrap_or_default()
+                );
                 broker.resync_rooms();
                 if !broker.durability_checked {
                     broker.durability_checked = true;

@@ -65,7 +65,7 @@ impl RedisBackend {
                 .arg(new_cell)
                 .arg(frame_prefix(applied.kind, &applied.payload))
                 .arg(ack_json);
-            self.commit_args(&mut inv, &keys, key, applied.version);
+            self.commit_args(&mut inv, board, &keys, key, applied.version);
             let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
             let refusal = match self.commit_reply(reply, key)? {
                 CommitReply::Seq(seq) => {
@@ -92,15 +92,18 @@ impl RedisBackend {
     pub(super) fn commit_args(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
+        board: &BoardKey,
         keys: &BoardKeys,
         key: Option<&OpKey>,
         version: Option<u64>,
     ) {
         for suffix in [
-            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder", "epoch",
+            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder", "epoch", "wh",
+            "wh:n",
         ] {
             inv.key(keys.key(suffix));
         }
+        inv.key(self.webhook_due_key());
         inv.arg(self.limits.replay_events)
             .arg(self.limits.max_items)
             .arg(self.limits.max_item_bytes)
@@ -112,7 +115,8 @@ impl RedisBackend {
             .arg(ops::RETENTION.as_millis() as u64)
             .arg(ops::MAX_RECORDS)
             .arg(version.map_or_else(|| "null".to_string(), |v| v.to_string()))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(board_record(board));
     }
 
     /// Reads what the commit script answered.
@@ -205,7 +209,7 @@ impl RedisBackend {
             .arg("")
             .arg(frame_prefix(kind, payload))
             .arg("null");
-        self.commit_args(&mut inv, &keys, key, None);
+        self.commit_args(&mut inv, board, &keys, key, None);
         let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         match self.commit_reply(reply, key)? {
             CommitReply::Seq(seq) => Ok(seq),

@@ -21,6 +21,9 @@
 //! | `P:instance:ID:boards` | set | boards where instance ID has sessions now |
 //! | `P:{board\|tenant}:p:inst` | hash | instance id → its sessions on the board |
 //! | `P:instance:ID:swept` | string | set while instance ID is swept, for an hour |
+//! | `P:{board\|tenant}:wh` | stream | webhook outbox: the events not yet delivered, id `N-1` |
+//! | `P:{board\|tenant}:wh:*` | | its counter `n`, cursor `cur`, delivery `lease`, failures `tries` |
+//! | `P:wh:due` | sorted set | board → when its outbox is next due for delivery (ms) |
 //!
 //! Everything that must be atomic is a Lua script (`lua/`): a durable operation is checked,
 //! written, sequenced, logged and published in one script, so `seq` has no gaps and pub/sub
@@ -35,6 +38,7 @@ mod liveness;
 mod presence;
 mod pubsub;
 mod reply;
+mod webhook;
 
 pub(crate) use self::pubsub::decode_board_message;
 use self::reply::*;
@@ -61,6 +65,8 @@ pub const LEASE_TICK: Duration = Duration::from_secs(1);
 const COMMIT_TRIES: usize = 32;
 
 const COMMIT_LUA: &str = include_str!("lua/commit.lua");
+const HOOK_LUA: &str = include_str!("lua/hook.lua");
+const WEBHOOK_LUA: &str = include_str!("lua/webhook.lua");
 const CATCHUP_LUA: &str = include_str!("lua/catchup.lua");
 const PRESENCE_LUA: &str = include_str!("lua/presence.lua");
 const RENEW_LUA: &str = include_str!("lua/renew.lua");
@@ -105,10 +111,21 @@ struct Scripts {
     list: Script,
     sync: Script,
     places: Script,
+    webhook_claim: Script,
+    webhook_done: Script,
+    webhook_fail: Script,
 }
 
-fn presence_script(entry: &str) -> Script {
-    Script::new(&format!("{PRESENCE_LUA}\n{entry}\n"))
+/// A script that makes board events: the webhook outbox helper in front, with its bound
+/// (0: webhooks off).
+fn event_script(hook_cap: usize, body: &str) -> Script {
+    Script::new(&format!(
+        "local HOOK_CAP = {hook_cap}\n{HOOK_LUA}\n{body}\n"
+    ))
+}
+
+fn webhook_script(entry: &str) -> Script {
+    Script::new(&format!("{WEBHOOK_LUA}\nreturn {entry}()\n"))
 }
 
 /// Milliseconds since the epoch.
@@ -153,14 +170,18 @@ impl BoardKeys {
 }
 
 impl RedisBackend {
-    /// A backend over `conn`.
+    /// A backend over `conn`. With `hook_cap` above 0, the board events go to webhook
+    /// outboxes too, each keeping at most that many.
     pub fn new(
         conn: ConnectionManager,
         lease_conn: ConnectionManager,
         prefix: String,
         instance: String,
         limits: BoardLimits,
+        hook_cap: usize,
     ) -> Self {
+        let presence_script =
+            |entry: &str| event_script(hook_cap, &format!("{PRESENCE_LUA}\n{entry}"));
         RedisBackend {
             conn,
             lease_conn,
@@ -169,7 +190,7 @@ impl RedisBackend {
             limits,
             retired: Default::default(),
             scripts: Scripts {
-                commit: Script::new(COMMIT_LUA),
+                commit: event_script(hook_cap, COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
                 join: presence_script("join_many()\nreturn listing()"),
                 join_quiet: presence_script(
@@ -182,6 +203,9 @@ impl RedisBackend {
                 list: presence_script("return listing()"),
                 sync: presence_script("return sync()"),
                 places: presence_script("return places()"),
+                webhook_claim: webhook_script("claim"),
+                webhook_done: webhook_script("done"),
+                webhook_fail: webhook_script("fail"),
                 renew: Script::new(RENEW_LUA),
                 sweep_begin: Script::new(SWEEP_BEGIN_LUA),
                 sweep_end: Script::new(SWEEP_END_LUA),
@@ -208,6 +232,11 @@ impl RedisBackend {
     /// The pub/sub channel of a user.
     pub fn user_channel(&self, tenant: &str, user_id: &str) -> String {
         format!("{}:user:{{{tenant}|{user_id}}}", self.prefix)
+    }
+
+    /// Boards whose webhook outbox is due, by when.
+    fn webhook_due_key(&self) -> String {
+        format!("{}:wh:due", self.prefix)
     }
 
     fn instances_key(&self) -> String {

@@ -26,6 +26,9 @@ impl RedisBackend {
         }
         inv.key(self.instances_key());
         inv.key(keys.key("p:places"));
+        inv.key(keys.key("wh"))
+            .key(keys.key("wh:n"))
+            .key(self.webhook_due_key());
         for color in PALETTE {
             inv.arg(if board.is_workspace() { "" } else { color });
         }

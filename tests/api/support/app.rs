@@ -192,6 +192,13 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs `path` without a token; returns status and body as text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.url(path)).await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
     /// GETs `path` with `token`; returns status and body.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = reqwest::Client::new().get(self.url(path));

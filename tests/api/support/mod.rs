@@ -1,6 +1,7 @@
 //! Shared test support, by job: the server in process ([`app`]), tokens ([`tokens`]), a
 //! WebSocket client that waits with timeouts ([`client`]), the real binary as a child process
-//! ([`instances`]) and a `redis-server` of a test's own ([`redis_server`]).
+//! ([`instances`]), a `redis-server` of a test's own ([`redis_server`]) and a webhook
+//! [`receiver`].
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -8,12 +9,14 @@ use std::time::Duration;
 pub mod app;
 pub mod client;
 pub mod instances;
+pub mod receiver;
 pub mod redis_server;
 pub mod tokens;
 
 pub use app::*;
 pub use client::*;
 pub use instances::*;
+pub use receiver::*;
 pub use redis_server::*;
 pub use tokens::*;
 

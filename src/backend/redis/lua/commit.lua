@@ -14,14 +14,15 @@
 --
 -- KEYS: 1 items hash, 2 the item's values hash, 3 seq, 4 log stream, 5 board channel,
 --       6 sizes hash (item id -> bytes), 7 board bytes, 8 log bytes, 9 ops, 10 opsorder,
---       11 epoch
+--       11 epoch, 12 webhook outbox, 13 its counter, 14 boards due for webhook delivery
 -- ARGV: 1 op (create|update|delete|value|custom), 2 item id, 3 item as read ("" = absent),
 --       4 new item ("" = delete), 5 column, 6 cell as read ("" = absent), 7 new cell,
 --       8 frame prefix (the frame up to its seq), 9 ack JSON or "null", 10 log length,
 --       11 item bound, 12 bytes per item, 13 bytes per board, 14 bytes of the log,
 --       15 record name ("" = no id), 16 digest, 17 now (ms), 18 retention (ms),
 --       19 records kept at most, 20 version for the answer ("null" = none), 21 an epoch for a
---       board that has none (its first event, or its data was lost)
+--       board that has none (its first event, or its data was lost), 22 the board as the
+--       due set holds it
 -- Returns the seq, {'dup', earlier answer}, or 'retry' (changed meanwhile), 'full' (items),
 -- 'item_bytes' or 'board_bytes' (size bounds).
 local record = ARGV[15]
@@ -111,6 +112,8 @@ if record ~= '' then
     for i = 1, #gone, 2 do redis.call('HDEL', KEYS[9], gone[i]) end
   end
 end
+hook(KEYS[12], KEYS[13], KEYS[14], ARGV[22], tonumber(ARGV[17]),
+  string.sub(frame, 1, -2) .. ',"at":' .. ARGV[17] .. '}')
 redis.call('PUBLISH', KEYS[5],
   '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] ..
   ',"epoch":"' .. epoch .. '"}}')

@@ -15,7 +15,9 @@
 -- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
 --       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
 --       8 board channel, 9 sessions per instance (instance -> count), 10 instance leases,
---       11 places (sid -> the board a workspace session is on)
+--       11 places (sid -> the board a workspace session is on), 12 webhook outbox, 13 its
+--       counter, 14 boards due for webhook delivery (a board's joins and leaves go there; a
+--       workspace's do not)
 -- ARGV: 1..12 the palette (empty for a workspace), 13 prefix of instance board records, 14 this board as recorded
 --       there, 15 now (ms), then the entry point's own arguments from 16 on.
 local K = KEYS
@@ -27,6 +29,12 @@ local record_prefix, board_text, now = ARGV[13], ARGV[14], tonumber(ARGV[15])
 local IDLE_TTL = 86400
 
 local function publish(json) redis.call('PUBLISH', K[8], '-\n' .. json) end
+
+local function hook_presence(kind, payload)
+  if palette[1] == '' then return end
+  hook(K[12], K[13], K[14], board_text, now,
+    '{"type":"presence.' .. kind .. '","payload":' .. payload .. ',"at":' .. now .. '}')
+end
 
 local function record_key(inst) return record_prefix .. inst .. ':boards' end
 
@@ -57,6 +65,8 @@ local function join_one(sid, inst, uid, info, place)
   redis.call('HSET', K[6], uid, rev)
   publish('{"Joined":{"rev":' .. rev .. ',"user":{"userId":' .. cjson.encode(uid) .. ',"user":' ..
     info .. ',"color":"' .. palette[best + 1] .. '","status":"active"}}}')
+  hook_presence('join', '{"userId":' .. cjson.encode(uid) .. ',"user":' .. info .. ',"color":"' ..
+    palette[best + 1] .. '"}')
 end
 
 local function leave_one(sid)
@@ -75,6 +85,7 @@ local function leave_one(sid)
   if redis.call('HLEN', K[2]) == 0 then redis.call('EXPIRE', K[7], IDLE_TTL) end
   local rev = redis.call('INCR', K[7])
   publish('{"Left":{"rev":' .. rev .. ',"user_id":' .. cjson.encode(uid) .. '}}')
+  hook_presence('leave', '{"userId":' .. cjson.encode(uid) .. '}')
 end
 
 local function purge(inst, keep)
