@@ -124,6 +124,41 @@ backends_only async fn a_receiver_that_fails_three_times_gets_everything_once_in
 }
 
 in_both_modes! {
+backends_only async fn a_request_not_answered_within_5_s_is_sent_again(mode) {
+    let receiver = Receiver::start().await;
+    receiver.hang_next(1, Duration::from_secs(7));
+    let app = spawn_app_with_in(mode, config_for(&receiver)).await;
+    post_events(&app, "b", 3).await;
+    // The held request is answered after the sender gave up on it; the events came again,
+    // in order, each at least once: the duplicates the contract allows.
+    let events = receiver
+        .until(RETRIES, |e| {
+            let seqs = seqs(e, "b");
+            seqs.len() > 3 && seqs.iter().filter(|s| **s == 1).count() == 2
+        })
+        .await;
+    let mut delivered = seqs(&events, "b");
+    let requests: Vec<Vec<u64>> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let events = r.body["events"].as_array().cloned().unwrap_or_default();
+            events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+        })
+        .collect();
+    assert_eq!(
+        requests.iter().filter(|r| r.first() == Some(&1)).count(),
+        2,
+        "sent again from the first unanswered event: {requests:?}"
+    );
+    assert!(requests.iter().all(|r| r.windows(2).all(|w| w[0] < w[1])), "{requests:?}");
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered, [1, 2, 3]);
+}
+}
+
+in_both_modes! {
 backends_only async fn a_receiver_down_during_100_events_gets_them_all_once_back(mode) {
     let receiver = Receiver::start().await;
     receiver.down();

@@ -36,6 +36,10 @@ struct State {
     fail_next: usize,
     /// How long to wait before answering.
     delay: Duration,
+    /// Requests still to hold for `hang` before answering.
+    hang_next: usize,
+    /// How long those are held.
+    hang: Duration,
     /// Connections are closed as they come.
     down: bool,
     /// The accept loop.
@@ -79,6 +83,13 @@ impl Receiver {
     /// Waits `delay` before answering each request.
     pub fn slow(&self, delay: Duration) {
         self.lock().delay = delay;
+    }
+
+    /// Holds the next `n` requests for `hang` before answering them (200).
+    pub fn hang_next(&self, n: usize, hang: Duration) {
+        let mut state = self.lock();
+        state.hang_next = n;
+        state.hang = hang;
     }
 
     /// Goes down: drops every connection, and closes each new one at once (the port stays
@@ -233,7 +244,15 @@ async fn serve(socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
         let raw = String::from_utf8_lossy(&body).to_string();
-        let delay = state.lock().unwrap_or_else(|p| p.into_inner()).delay;
+        let delay = {
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.hang_next > 0 {
+                state.hang_next -= 1;
+                state.hang
+            } else {
+                state.delay
+            }
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
