@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::board::DurableOp;
+use crate::board::{string_field, DurableOp, Refusal};
 
 /// Longest `id` a client may attach to a frame.
 pub const MAX_ID_CHARS: usize = 64;
@@ -64,6 +64,21 @@ pub struct FrameError {
     pub message: String,
     /// For conflicts: the item or value as the server holds it.
     pub current: Option<Value>,
+}
+
+impl From<Refusal> for FrameError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound(message) => FrameError::new(None, ErrorCode::NotFound, message),
+            Refusal::TooLarge(message) => FrameError::new(None, ErrorCode::TooLarge, message),
+            Refusal::Conflict { message, current } => FrameError {
+                id: None,
+                code: ErrorCode::Conflict,
+                message,
+                current: Some(current),
+            },
+        }
+    }
 }
 
 impl FrameError {
@@ -268,15 +283,6 @@ pub fn point(v: Value) -> Result<Point, String> {
         Ok(p)
     } else {
         Err("position must be finite".into())
-    }
-}
-
-/// Takes a required string field out of a payload.
-pub fn string_field(payload: &mut Map<String, Value>, name: &str) -> Result<String, String> {
-    match payload.remove(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("{name} must be a string")),
-        None => Err(format!("{name} is required")),
     }
 }
 

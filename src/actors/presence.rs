@@ -16,8 +16,8 @@ use crate::actors::broker::{Broker, Publish};
 use crate::actors::webhook::Hook;
 use crate::backend::presence::{online_users, Arrived, BoardPresence, Local, OnlineUser};
 use crate::backend::redis::RedisBackend;
+use crate::backend::BackendError;
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId};
-use crate::protocol::FrameError;
 use crate::protocol::Status;
 use crate::webhook::{self, now_ms};
 
@@ -147,12 +147,9 @@ fn hook(hooks: &Option<Recipient<Hook>>, board: &BoardKey, entry: impl FnOnce() 
     }
 }
 
-fn log_failure<T>(result: Result<T, FrameError>, what: &str) {
+fn log_failure<T>(result: Result<T, BackendError>, what: &str) {
     if let Err(e) = result {
-        log::warn!(
-            "presence {what} not recorded: {} (repaired when the backend is back)",
-            e.message
-        );
+        log::warn!("presence {what} not recorded: {e} (repaired when the backend is back)");
     }
 }
 
@@ -167,7 +164,7 @@ impl Actor for Presence {
 
 /// Sessions opened on a board (a room's one, or a workspace's batch).
 #[derive(Message)]
-#[rtype(result = "Result<Arrived, FrameError>")]
+#[rtype(result = "Result<Arrived, BackendError>")]
 pub struct Arrive {
     /// The board.
     pub board: BoardKey,
@@ -180,7 +177,7 @@ pub struct Arrive {
 }
 
 impl Handler<Arrive> for Presence {
-    type Result = ResponseActFuture<Self, Result<Arrived, FrameError>>;
+    type Result = ResponseActFuture<Self, Result<Arrived, BackendError>>;
 
     fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Self::Result {
         let result = match &mut self.store {
@@ -326,14 +323,14 @@ impl Handler<SetStatus> for Presence {
 
 /// Lists a board's present users (the HTTP API).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<PresentUser>, FrameError>")]
+#[rtype(result = "Result<Vec<PresentUser>, BackendError>")]
 pub struct ListPresence {
     /// The board.
     pub board: BoardKey,
 }
 
 impl Handler<ListPresence> for Presence {
-    type Result = ResponseFuture<Result<Vec<PresentUser>, FrameError>>;
+    type Result = ResponseFuture<Result<Vec<PresentUser>, BackendError>>;
 
     fn handle(&mut self, msg: ListPresence, _: &mut Self::Context) -> Self::Result {
         match &self.store {
@@ -355,7 +352,7 @@ impl Handler<ListPresence> for Presence {
 /// After the backend was out of reach: makes the shared presence hold exactly this instance's
 /// sessions on a board, and answers the board's presence as it then is.
 #[derive(Message)]
-#[rtype(result = "Result<(u64, Vec<PresentUser>), FrameError>")]
+#[rtype(result = "Result<(u64, Vec<PresentUser>), BackendError>")]
 pub struct SyncBoard {
     /// The board.
     pub board: BoardKey,
@@ -364,7 +361,7 @@ pub struct SyncBoard {
 }
 
 impl Handler<SyncBoard> for Presence {
-    type Result = ResponseActFuture<Self, Result<(u64, Vec<PresentUser>), FrameError>>;
+    type Result = ResponseActFuture<Self, Result<(u64, Vec<PresentUser>), BackendError>>;
 
     fn handle(&mut self, msg: SyncBoard, _: &mut Self::Context) -> Self::Result {
         match &self.store {
@@ -388,14 +385,14 @@ impl Handler<SyncBoard> for Presence {
 
 /// Lists who is online in a tenant, with the boards each is on (the HTTP API).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<OnlineUser>, FrameError>")]
+#[rtype(result = "Result<Vec<OnlineUser>, BackendError>")]
 pub struct ListWorkspace {
     /// The tenant.
     pub tenant: String,
 }
 
 impl Handler<ListWorkspace> for Presence {
-    type Result = ResponseFuture<Result<Vec<OnlineUser>, FrameError>>;
+    type Result = ResponseFuture<Result<Vec<OnlineUser>, BackendError>>;
 
     fn handle(&mut self, msg: ListWorkspace, _: &mut Self::Context) -> Self::Result {
         match &self.store {

@@ -350,7 +350,7 @@ impl Session {
                     None
                 }
                 Ok(Ok(_)) => None,
-                Ok(Err(err)) => Some(err),
+                Ok(Err(err)) => Some(err.to_frame_error()),
                 Err(_) => Some(FrameError::new(
                     None,
                     ErrorCode::Unavailable,

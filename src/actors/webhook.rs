@@ -239,12 +239,12 @@ impl Webhooks {
                     redis.webhook_fail(&board, at).await?;
                 }
             }
-            Ok::<(), crate::protocol::FrameError>(())
+            Ok::<(), crate::backend::BackendError>(())
         };
         ctx.spawn(work.into_actor(self).map(move |result, hooks, _| {
             hooks.in_flight.remove(&key);
             if let Err(e) = result {
-                log::warn!("webhooks of {key}: {} (tried again later)", e.message);
+                log::warn!("webhooks of {key}: {e} (tried again later)");
             }
         }));
     }

@@ -402,7 +402,9 @@ impl Workspace {
                 Ok(Err(err)) => {
                     ws.listing_asked &= !listing;
                     for member in batch.iter().filter_map(|sid| ws.members.get(sid)) {
-                        member.out.do_send(Outbound::Aside(err.to_frame().into()));
+                        member
+                            .out
+                            .do_send(Outbound::Aside(err.to_frame_error().to_frame().into()));
                         member.out.do_send(Outbound::Close(
                             close::RESTARTING,
                             "backend unavailable".into(),

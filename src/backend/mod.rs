@@ -3,7 +3,8 @@
 //! Two backends side by side, a folder each: [`embedded`] (one instance: its working set in
 //! memory, its boards in SQLite) and [`redis`] (any number of instances sharing one Redis).
 //! What both speak is here: the answers to an append and to a join ([`Appended`],
-//! [`Catchup`]), the epoch, the idempotency records ([`ops`]) and the presence model
+//! [`Catchup`]), their error ([`BackendError`]: the board rules' [`Refusal`], or an outage with
+//! its cause), the epoch, the idempotency records ([`ops`]) and the presence model
 //! ([`presence`]: the palette and the color rule). Nothing here knows the actors; the broker
 //! actor ([`crate::actors::broker`]) is the only caller.
 
@@ -16,11 +17,84 @@ use actix::Message;
 use bytestring::ByteString;
 use serde_json::Value;
 
-use crate::board::DurableOp;
+use std::sync::Arc;
+
+use crate::board::{DurableOp, Refusal};
 use crate::event::{BoardKey, SessionId};
-use crate::protocol::FrameError;
+use crate::protocol::{ErrorCode, FrameError};
 
 use self::ops::OpKey;
+
+/// Why the shared world did not do what was asked: the board rules refused it, or the backend
+/// could not be reached, or holds what it should not. It keeps its cause, and becomes the error
+/// a client sees only at the edges (the session, the HTTP API), where it is logged.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The board rules refused the operation.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The backend is out of reach, did not answer, or is stopping: worth a retry.
+    #[error("{what}")]
+    Unavailable {
+        /// What the client is told.
+        what: &'static str,
+        /// What went wrong underneath, when something did.
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// The backend holds data of a shape it never writes.
+    #[error("unexpected data in the backend: {0}")]
+    BadData(String),
+}
+
+/// A failure known only by its description (the storage thread's, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+/// The error beneath a [`BackendError`], shared so the error can be cloned to every waiter.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+impl BackendError {
+    /// Unavailable for `what`, because of `cause`.
+    pub fn unavailable(
+        what: &'static str,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        BackendError::Unavailable {
+            what,
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// Unavailable for `what`, with nothing beneath.
+    pub fn unavailable_now(what: &'static str) -> Self {
+        BackendError::Unavailable { what, cause: None }
+    }
+
+    /// Whether a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BackendError::Unavailable { .. })
+    }
+
+    /// The error its client is told, logged here with its cause: an edge calls this once.
+    pub fn to_frame_error(&self) -> FrameError {
+        match self {
+            BackendError::Refused(refusal) => FrameError::from(refusal.clone()),
+            BackendError::Unavailable { what, cause } => {
+                match cause {
+                    Some(cause) => log::warn!("{what}: {cause}"),
+                    None => log::debug!("{what}"),
+                }
+                FrameError::new(None, ErrorCode::Unavailable, *what)
+            }
+            BackendError::BadData(what) => {
+                log::error!("the backend holds unexpected data: {what}");
+                FrameError::new(None, ErrorCode::Internal, "unexpected data in the backend")
+            }
+        }
+    }
+}
 
 /// An accepted operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +164,7 @@ pub fn new_epoch() -> String {
 
 /// A durable operation from a session (or the HTTP API) to apply, sequence and publish.
 #[derive(Message)]
-#[rtype(result = "Result<Appended, FrameError>")]
+#[rtype(result = "Result<Appended, BackendError>")]
 pub struct Append {
     /// The board.
     pub board: BoardKey,
@@ -106,7 +180,7 @@ pub struct Append {
 
 /// A backend's event of its own type, sequenced and stored in the log but not in the state.
 #[derive(Message)]
-#[rtype(result = "Result<u64, FrameError>")]
+#[rtype(result = "Result<u64, BackendError>")]
 pub struct AppendCustom {
     /// The board.
     pub board: BoardKey,
@@ -120,7 +194,7 @@ pub struct AppendCustom {
 
 /// Asks for a snapshot, or for the events after `last_seq`.
 #[derive(Message)]
-#[rtype(result = "Result<Catchup, FrameError>")]
+#[rtype(result = "Result<Catchup, BackendError>")]
 pub struct GetCatchup {
     /// The board.
     pub board: BoardKey,
@@ -128,4 +202,48 @@ pub struct GetCatchup {
     pub last_seq: Option<u64>,
     /// The epoch of that seq, when the client knows it.
     pub epoch: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_reaches_the_client_as_the_rules_said_it() {
+        let refusal = Refusal::Conflict {
+            message: "stale".into(),
+            current: json!({"id":"i","version":3}),
+        };
+        let wire = BackendError::from(refusal).to_frame_error();
+        assert_eq!(wire.code, ErrorCode::Conflict);
+        assert_eq!(wire.message, "stale");
+        assert_eq!(wire.current, Some(json!({"id":"i","version":3})));
+        let wire = BackendError::from(Refusal::NotFound("no item i".into())).to_frame_error();
+        assert_eq!(
+            (wire.code, wire.message.as_str()),
+            (ErrorCode::NotFound, "no item i")
+        );
+    }
+
+    #[test]
+    fn an_outage_keeps_its_cause_and_tells_the_client_only_to_retry() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "10.0.0.7:6379");
+        let err = BackendError::unavailable("the backend is unavailable; retry", cause);
+        assert!(err.is_unavailable());
+        let source = err.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("10.0.0.7:6379"));
+        let wire = err.to_frame_error();
+        assert_eq!(wire.code, ErrorCode::Unavailable);
+        assert_eq!(wire.message, "the backend is unavailable; retry");
+        let wire = BackendError::BadData("seq is \"x\"".into()).to_frame_error();
+        assert_eq!(wire.code, ErrorCode::Internal);
+        assert!(
+            !wire.message.contains("seq"),
+            "what the backend holds stays in the log"
+        );
+    }
 }

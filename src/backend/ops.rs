@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::protocol::{ErrorCode, FrameError};
+use crate::board::Refusal;
 
 /// How long an answer is remembered for retries.
 pub const RETENTION: Duration = Duration::from_secs(600);
@@ -51,18 +51,19 @@ impl OpKey {
 }
 
 /// The answer an operation got: its seq and version, or its refusal.
-pub type Outcome = Result<(u64, Option<u64>), FrameError>;
+pub type Outcome = Result<(u64, Option<u64>), Refusal>;
 
-/// An outcome as stored (in Redis), JSON.
+/// An outcome as stored (in Redis), JSON: `{"seq","version"}` or `{"code","message","current"}`
+/// with the protocol's error code.
 pub fn outcome_text(outcome: &Outcome) -> String {
+    let refused = |code: &str, message: &str, current: Option<&Value>| {
+        json!({"code": code, "message": message, "current": current}).to_string()
+    };
     match outcome {
         Ok((seq, version)) => json!({"seq": seq, "version": version}).to_string(),
-        Err(err) => json!({
-            "code": err.code,
-            "message": err.message,
-            "current": err.current,
-        })
-        .to_string(),
+        Err(Refusal::NotFound(message)) => refused("not_found", message, None),
+        Err(Refusal::TooLarge(message)) => refused("too_large", message, None),
+        Err(Refusal::Conflict { message, current }) => refused("conflict", message, Some(current)),
     }
 }
 
@@ -72,15 +73,17 @@ pub fn parse_outcome(text: &str) -> Option<Outcome> {
     if let Some(seq) = value.get("seq").and_then(Value::as_u64) {
         return Some(Ok((seq, value.get("version").and_then(Value::as_u64))));
     }
-    let code: ErrorCode = serde_json::from_value(value.get("code")?.clone()).ok()?;
     let message = value.get("message")?.as_str()?.to_string();
-    let current = value.get("current").filter(|c| !c.is_null()).cloned();
-    Some(Err(FrameError {
-        id: None,
-        code,
-        message,
-        current,
-    }))
+    let refusal = match value.get("code")?.as_str()? {
+        "not_found" => Refusal::NotFound(message),
+        "too_large" => Refusal::TooLarge(message),
+        "conflict" => Refusal::Conflict {
+            message,
+            current: value.get("current").cloned().unwrap_or(Value::Null),
+        },
+        _ => return None,
+    };
+    Some(Err(refusal))
 }
 
 /// One remembered answer.
@@ -114,7 +117,6 @@ impl OpLog {
 
     /// Remembers the answer to an operation.
     pub fn remember(&mut self, key: &OpKey, outcome: Outcome, now: Instant) {
-        let outcome = outcome.map_err(|err| FrameError { id: None, ..err });
         self.records.insert(
             key.field.clone(),
             Record {
@@ -183,12 +185,18 @@ mod tests {
 
     #[test]
     fn refusals_are_remembered_and_read_back() {
-        let mut err = FrameError::new(Some("x".into()), ErrorCode::Conflict, "stale");
-        err.current = Some(json!({"id":"i","version":3}));
-        let outcome: Outcome = Err(err.clone());
-        let text = outcome_text(&outcome);
-        let back = parse_outcome(&text).expect("an outcome");
-        assert_eq!(back, Err(FrameError { id: None, ..err }));
+        for refusal in [
+            Refusal::Conflict {
+                message: "stale".into(),
+                current: json!({"id":"i","version":3}),
+            },
+            Refusal::NotFound("no item i".into()),
+            Refusal::TooLarge("the board is full".into()),
+        ] {
+            let outcome: Outcome = Err(refusal);
+            let text = outcome_text(&outcome);
+            assert_eq!(parse_outcome(&text), Some(outcome), "{text}");
+        }
         assert_eq!(
             parse_outcome(&outcome_text(&Ok((3, None)))),
             Some(Ok((3, None)))

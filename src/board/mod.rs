@@ -12,11 +12,28 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{ErrorCode, FrameError};
-
 mod op;
 
-pub use self::op::DurableOp;
+pub use self::op::{string_field, DurableOp};
+
+/// Why the board rules refuse an operation: what the sender is told, whichever way it came.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The item does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A version check failed; `current` is the item or value as the board holds it.
+    #[error("{message}")]
+    Conflict {
+        /// What differed.
+        message: String,
+        /// The item or value now.
+        current: Value,
+    },
+    /// A bound of the board was reached.
+    #[error("{0}")]
+    TooLarge(String),
+}
 
 /// An accepted operation: the event for the others, and what the sender's ack carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,7 +182,7 @@ impl BoardState {
 
     /// Brings the recorded size of `item_id` up to date after a change, or refuses a change
     /// that grew it past a bound (the caller then undoes the change).
-    fn resize(&mut self, item_id: &str, limits: BoardLimits) -> Result<(), FrameError> {
+    fn resize(&mut self, item_id: &str, limits: BoardLimits) -> Result<(), Refusal> {
         let new = self.measure(item_id);
         let old = self.sizes.get(item_id).copied().unwrap_or(0);
         if new > old {
@@ -197,7 +214,7 @@ impl BoardState {
         op: DurableOp,
         user_id: &str,
         limits: BoardLimits,
-    ) -> Result<Applied, FrameError> {
+    ) -> Result<Applied, Refusal> {
         let item_id = op.item_id().to_string();
         let undo = self.undo_record(&op);
         let applied = self.apply_unchecked(op, user_id, limits)?;
@@ -252,7 +269,7 @@ impl BoardState {
         op: DurableOp,
         user_id: &str,
         limits: BoardLimits,
-    ) -> Result<Applied, FrameError> {
+    ) -> Result<Applied, Refusal> {
         match op {
             DurableOp::Create { mut item } => {
                 let id = item_id_of(&item);
@@ -369,7 +386,7 @@ impl BoardState {
         &mut self,
         item_id: &str,
         expected_version: Option<u64>,
-    ) -> Result<&mut Map<String, Value>, FrameError> {
+    ) -> Result<&mut Map<String, Value>, Refusal> {
         let item = self
             .items
             .get_mut(item_id)
@@ -513,8 +530,8 @@ fn json_len(value: &impl serde::Serialize) -> usize {
     counter.0
 }
 
-fn too_large(message: String) -> FrameError {
-    FrameError::new(None, ErrorCode::TooLarge, message)
+fn too_large(message: String) -> Refusal {
+    Refusal::TooLarge(message)
 }
 
 fn item_id_of(item: &Map<String, Value>) -> String {
@@ -534,17 +551,12 @@ fn bump(item: &mut Map<String, Value>) -> u64 {
     version
 }
 
-fn not_found(item_id: &str) -> FrameError {
-    FrameError::new(None, ErrorCode::NotFound, format!("no item {item_id}"))
+fn not_found(item_id: &str) -> Refusal {
+    Refusal::NotFound(format!("no item {item_id}"))
 }
 
-fn conflict(message: String, current: Value) -> FrameError {
-    FrameError {
-        id: None,
-        code: ErrorCode::Conflict,
-        message,
-        current: Some(current),
-    }
+fn conflict(message: String, current: Value) -> Refusal {
+    Refusal::Conflict { message, current }
 }
 
 #[cfg(test)]
@@ -592,8 +604,10 @@ mod tests {
         let err = board
             .apply(create("a"), "u", items(10))
             .expect_err("exists");
-        assert_eq!(err.code, ErrorCode::Conflict);
-        assert_eq!(err.current.expect("current")["version"], 1);
+        let Refusal::Conflict { current, .. } = err else {
+            panic!("a conflict: {err:?}");
+        };
+        assert_eq!(current["version"], 1);
     }
 
     #[test]
@@ -632,7 +646,7 @@ mod tests {
                 items(10),
             )
             .expect_err("stale");
-        assert_eq!(err.code, ErrorCode::Conflict);
+        assert!(matches!(err, Refusal::Conflict { .. }), "{err:?}");
         assert_eq!(board, before);
     }
 
@@ -644,10 +658,8 @@ mod tests {
             op("item.deleted", json!({"itemId":"x"})),
             op("value.set", json!({"itemId":"x","columnId":"c","value":1})),
         ] {
-            assert_eq!(
-                board.apply(o, "u", items(10)).expect_err("unknown").code,
-                ErrorCode::NotFound
-            );
+            let err = board.apply(o, "u", items(10)).expect_err("unknown");
+            assert!(matches!(err, Refusal::NotFound(_)), "{err:?}");
         }
     }
 
@@ -679,8 +691,11 @@ mod tests {
             .apply(set(3, Some(1)), "u", items(10))
             .expect_err("stale");
         assert_eq!(
-            err.current.expect("current"),
-            json!({"itemId":"a","columnId":"c","value":2,"version":2})
+            err,
+            Refusal::Conflict {
+                message: err.to_string(),
+                current: json!({"itemId":"a","columnId":"c","value":2,"version":2})
+            }
         );
     }
 
@@ -706,13 +721,8 @@ mod tests {
     fn the_item_bound_answers_too_large() {
         let mut board = BoardState::default();
         board.apply(create("a"), "u", items(1)).expect("created");
-        assert_eq!(
-            board
-                .apply(create("b"), "u", items(1))
-                .expect_err("full")
-                .code,
-            ErrorCode::TooLarge
-        );
+        let err = board.apply(create("b"), "u", items(1)).expect_err("full");
+        assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
     }
 
     #[test]
@@ -728,10 +738,8 @@ mod tests {
             "item.created",
             json!({"item":{"id":"big","t":"x".repeat(300)}}),
         );
-        assert_eq!(
-            board.apply(big, "u", limits).expect_err("item").code,
-            ErrorCode::TooLarge
-        );
+        let err = board.apply(big, "u", limits).expect_err("item");
+        assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
         assert!(board.items().is_empty());
         assert_eq!(board.bytes(), 0);
         board.apply(create("a"), "u", limits).expect("small");
@@ -744,7 +752,7 @@ mod tests {
         let err = board
             .apply(value(&"v".repeat(190)), "u", limits)
             .expect_err("too big");
-        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
         assert_eq!(board, grown, "a refused value changes nothing");
         let err = board
             .apply(
@@ -756,7 +764,7 @@ mod tests {
                 limits,
             )
             .expect_err("too big");
-        assert_eq!(err.code, ErrorCode::TooLarge);
+        assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
         assert_eq!(board, grown, "a refused update changes nothing");
         // Shrinking is always allowed.
         board.apply(value("v"), "u", limits).expect("shrinks");
@@ -775,7 +783,7 @@ mod tests {
             );
             match board.apply(item, "u", limits) {
                 Ok(_) => made += 1,
-                Err(err) => assert_eq!(err.code, ErrorCode::TooLarge),
+                Err(err) => assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}"),
             }
             assert!(board.bytes() <= 500, "{}", board.bytes());
         }

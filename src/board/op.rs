@@ -3,8 +3,6 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::protocol::string_field;
-
 /// One durable operation a client or backend asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DurableOp {
@@ -202,5 +200,14 @@ fn item_id(payload: &mut Map<String, Value>) -> Result<String, String> {
         Ok(id)
     } else {
         Err("itemId must be 1 to 128 characters".into())
+    }
+}
+
+/// Takes a required string field out of a payload.
+pub fn string_field(payload: &mut Map<String, Value>, name: &str) -> Result<String, String> {
+    match payload.remove(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("{name} must be a string")),
+        None => Err(format!("{name} is required")),
     }
 }

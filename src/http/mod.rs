@@ -13,6 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::backend::BackendError;
 use crate::protocol::{ErrorCode, FrameError};
 
 /// An HTTP error, answered as `{"error":{"code","message"}}` with its status code.
@@ -64,6 +65,12 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(err: BackendError) -> Self {
+        err.to_frame_error().into()
     }
 }
 

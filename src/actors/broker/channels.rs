@@ -72,18 +72,16 @@ fn bytes(v: ::redis::Value) -> Option<Vec<u8>> {
     }
 }
 
-async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), FrameError> {
+async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), BackendError> {
     let mut conn = redis.conn();
-    conn.subscribe(&channel).await.map_err(|e| {
-        log::warn!("cannot subscribe to {channel}: {e}");
-        FrameError::new(None, ErrorCode::Unavailable, "the backend is unavailable")
-    })?;
-    Ok(())
+    conn.subscribe(&channel)
+        .await
+        .map_err(|e| BackendError::unavailable("cannot subscribe to a channel", e))
 }
 
 /// A room starts listening to its board; answered once it hears the board's events.
 #[derive(Message)]
-#[rtype(result = "Result<(), FrameError>")]
+#[rtype(result = "Result<(), BackendError>")]
 pub struct Subscribe {
     /// The board.
     pub board: BoardKey,
@@ -96,7 +94,7 @@ pub struct Subscribe {
 }
 
 impl Handler<Subscribe> for Broker {
-    type Result = ResponseFuture<Result<(), FrameError>>;
+    type Result = ResponseFuture<Result<(), BackendError>>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         let entry = RoomEntry {
@@ -139,9 +137,18 @@ where
         room: ctx.address().recipient(),
         resync: ctx.address().recipient(),
     });
-    async move { matches!(subscribe.await, Ok(Ok(()))) }
-        .boxed()
-        .shared()
+    async move {
+        match subscribe.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                e.to_frame_error();
+                false
+            }
+            Err(_) => false,
+        }
+    }
+    .boxed()
+    .shared()
 }
 
 /// A room stops listening.
@@ -285,7 +292,7 @@ impl Handler<UnsubscribeUser> for Broker {
 
 /// A frame for every session of a user, on any board and any instance.
 #[derive(Message)]
-#[rtype(result = "Result<(), FrameError>")]
+#[rtype(result = "Result<(), BackendError>")]
 pub struct PublishUser {
     /// The user's tenant.
     pub tenant: String,
@@ -296,7 +303,7 @@ pub struct PublishUser {
 }
 
 impl Handler<PublishUser> for Broker {
-    type Result = ResponseFuture<Result<(), FrameError>>;
+    type Result = ResponseFuture<Result<(), BackendError>>;
 
     fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) -> Self::Result {
         match self.redis() {
@@ -322,7 +329,7 @@ impl Handler<PublishUser> for Broker {
 /// delivered to this instance's sessions at once, whatever the state of Redis, and published
 /// for the others; answered `unavailable` when that could not be done.
 #[derive(Message)]
-#[rtype(result = "Result<(), FrameError>")]
+#[rtype(result = "Result<(), BackendError>")]
 pub struct Announce {
     /// The board.
     pub board: BoardKey,
@@ -331,7 +338,7 @@ pub struct Announce {
 }
 
 impl Handler<Announce> for Broker {
-    type Result = ResponseFuture<Result<(), FrameError>>;
+    type Result = ResponseFuture<Result<(), BackendError>>;
 
     fn handle(&mut self, msg: Announce, _: &mut Self::Context) -> Self::Result {
         self.deliver(&msg.board, msg.event.clone());

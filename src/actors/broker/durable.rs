@@ -5,15 +5,10 @@ use super::*;
 
 /// Waits for an answer the embedded backend gives once its store committed.
 pub(super) async fn answer<T>(
-    rx: oneshot::Receiver<Result<T, FrameError>>,
-) -> Result<T, FrameError> {
-    rx.await.unwrap_or_else(|_| {
-        Err(FrameError::new(
-            None,
-            ErrorCode::Unavailable,
-            "the storage stopped; retry",
-        ))
-    })
+    rx: oneshot::Receiver<Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    rx.await
+        .unwrap_or_else(|_| Err(BackendError::unavailable_now("the storage stopped; retry")))
 }
 
 impl Handler<Flushed> for Broker {
@@ -41,16 +36,12 @@ impl Handler<Flushed> for Broker {
 
 /// The answer while Redis is known to be out of reach: refused at once, so that nothing waits
 /// to be applied long after its sender was told to retry.
-pub(super) fn unreachable() -> FrameError {
-    FrameError::new(
-        None,
-        ErrorCode::Unavailable,
-        "the backend is out of reach; retry",
-    )
+pub(super) fn unreachable() -> BackendError {
+    BackendError::unavailable_now("the backend is out of reach; retry")
 }
 
 impl Handler<Append> for Broker {
-    type Result = ResponseActFuture<Self, Result<Appended, FrameError>>;
+    type Result = ResponseActFuture<Self, Result<Appended, BackendError>>;
 
     fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
         let redis = match &mut self.backend {
@@ -73,9 +64,9 @@ impl Handler<Append> for Broker {
         };
         Box::pin(
             work.into_actor(self)
-                .map(|result: Result<Appended, FrameError>, broker, _| {
+                .map(|result: Result<Appended, BackendError>, broker, _| {
                     // Redis did not answer in time: refuse what follows at once until a ping succeeds.
-                    if matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
+                    if matches!(&result, Err(e) if e.is_unavailable()) {
                         broker.ready.store(false, Ordering::Relaxed);
                         broker.ready_since = None;
                     }
@@ -86,7 +77,7 @@ impl Handler<Append> for Broker {
 }
 
 impl Handler<AppendCustom> for Broker {
-    type Result = ResponseFuture<Result<u64, FrameError>>;
+    type Result = ResponseFuture<Result<u64, BackendError>>;
 
     fn handle(&mut self, msg: AppendCustom, _: &mut Self::Context) -> Self::Result {
         match &mut self.backend {
@@ -113,7 +104,7 @@ impl Handler<AppendCustom> for Broker {
 }
 
 impl Handler<GetCatchup> for Broker {
-    type Result = ResponseFuture<Result<Catchup, FrameError>>;
+    type Result = ResponseFuture<Result<Catchup, BackendError>>;
 
     fn handle(&mut self, msg: GetCatchup, _: &mut Self::Context) -> Self::Result {
         match &mut self.backend {
@@ -137,7 +128,7 @@ impl Handler<GetCatchup> for Broker {
 /// The durable events after `after`, with their acks, for a room that missed some; `None`
 /// when they are no longer retained, or the board's epoch is no longer `epoch`.
 #[derive(Message)]
-#[rtype(result = "Result<Option<Vec<BoardEvent>>, FrameError>")]
+#[rtype(result = "Result<Option<Vec<BoardEvent>>, BackendError>")]
 pub struct GetEvents {
     /// The board.
     pub board: BoardKey,
@@ -148,7 +139,7 @@ pub struct GetEvents {
 }
 
 impl Handler<GetEvents> for Broker {
-    type Result = ResponseFuture<Result<Option<Vec<BoardEvent>>, FrameError>>;
+    type Result = ResponseFuture<Result<Option<Vec<BoardEvent>>, BackendError>>;
 
     fn handle(&mut self, msg: GetEvents, _: &mut Self::Context) -> Self::Result {
         match self.redis() {

@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::actors::room::Outbound;
 use crate::actors::webhook::Hook;
+use crate::backend::BackendError;
 use crate::board::BoardLimits;
 use crate::event::{BoardEvent, BoardKey, SessionId};
-use crate::protocol::{ErrorCode, FrameError};
 use crate::wire::WireFrame;
 
 use crate::backend::embedded::memory::MemoryStore;
@@ -316,7 +316,7 @@ impl Broker {
             }
             if sweep_allowed {
                 if let Err(e) = redis.sweep().await {
-                    log::warn!("sweep failed: {}", e.message);
+                    log::warn!("sweep failed: {e}");
                 }
             }
             true
@@ -430,7 +430,7 @@ impl Handler<Retire> for Broker {
                     Ok(boards) => {
                         log::info!("left {boards} boards and workspaces in the shared presence")
                     }
-                    Err(e) => log::warn!("could not leave the shared presence: {}", e.message),
+                    Err(e) => log::warn!("could not leave the shared presence: {e}"),
                 }
             }
             .into_actor(self),

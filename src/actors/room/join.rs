@@ -151,7 +151,9 @@ impl Handler<Join> for Room {
                     }
                     (Ok(Err(err)), _) | (_, Ok(Err(err))) => {
                         if let Some(member) = room.members.get(&sid) {
-                            member.out.do_send(Outbound::Frame(err.to_frame().into()));
+                            member
+                                .out
+                                .do_send(Outbound::Frame(err.to_frame_error().to_frame().into()));
                             member.out.do_send(Outbound::Close(
                                 close::RESTARTING,
                                 "backend unavailable".into(),

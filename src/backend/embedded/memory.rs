@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use crate::backend::embedded::sqlite::{now_ms, Change, Edit, LoadedBoard};
 use crate::backend::ops::{OpKey, OpLog, RETENTION};
+use crate::backend::BackendError;
 use crate::backend::Catchup;
 use crate::board::{Applied, BoardLimits, BoardState, DurableOp};
 use crate::event::BoardKey;
-use crate::protocol::{encode, ErrorCode, FrameError};
+use crate::protocol::encode;
 
 /// One board's durable data.
 struct StoredBoard {
@@ -77,9 +78,8 @@ pub(crate) struct MemoryStore {
     limits: BoardLimits,
 }
 
-fn not_loaded(board: &BoardKey) -> FrameError {
-    log::error!("board {board} was used before it was loaded");
-    FrameError::new(None, ErrorCode::Internal, "the board is not loaded")
+fn not_loaded(board: &BoardKey) -> BackendError {
+    BackendError::BadData(format!("board {board} was used before it was loaded"))
 }
 
 impl MemoryStore {
@@ -145,7 +145,7 @@ impl MemoryStore {
     }
 
     /// A loaded board, marked used now; and now.
-    fn touch(&mut self, board: &BoardKey) -> Result<(&mut StoredBoard, Instant), FrameError> {
+    fn touch(&mut self, board: &BoardKey) -> Result<(&mut StoredBoard, Instant), BackendError> {
         let stored = self
             .boards
             .get_mut(board)
@@ -163,11 +163,11 @@ impl MemoryStore {
         op: DurableOp,
         user_id: &str,
         key: Option<&OpKey>,
-    ) -> Result<Committed, FrameError> {
+    ) -> Result<Committed, BackendError> {
         let limits = self.limits;
         let (stored, now) = self.touch(board)?;
         if let Some(outcome) = key.and_then(|k| stored.ops.answered(k, now)) {
-            return outcome.map(|(seq, version)| Committed::Replayed(seq, version));
+            return Ok(outcome.map(|(seq, version)| Committed::Replayed(seq, version))?);
         }
         let item = op.item_id().to_string();
         let column = op.column_id().map(str::to_string);
@@ -216,7 +216,7 @@ impl MemoryStore {
         kind: &str,
         payload: &Value,
         key: Option<&OpKey>,
-    ) -> Result<(u64, Option<NewEvent>), FrameError> {
+    ) -> Result<(u64, Option<NewEvent>), BackendError> {
         let limits = self.limits;
         let (stored, now) = self.touch(board)?;
         if let Some(Ok((seq, _))) = key.and_then(|k| stored.ops.answered(k, now)) {
@@ -250,7 +250,7 @@ impl MemoryStore {
         board: &BoardKey,
         last_seq: Option<u64>,
         epoch: Option<&str>,
-    ) -> Result<Catchup, FrameError> {
+    ) -> Result<Catchup, BackendError> {
         let (stored, _) = self.touch(board)?;
         let same_epoch = epoch.is_none_or(|e| e == stored.epoch);
         if let Some(n) = last_seq.filter(|_| same_epoch) {

@@ -18,8 +18,8 @@ pub(crate) mod sqlite;
 use self::memory::{Committed, MemoryStore, NewEvent};
 use self::sqlite::{Done, Flushed, Job, Writer};
 use crate::backend::{new_epoch, Append, AppendCustom, Appended, Catchup, GetCatchup};
+use crate::backend::{BackendError, Failure};
 use crate::event::{AckTo, BoardEvent, BoardKey};
-use crate::protocol::{ErrorCode, FrameError};
 
 /// Jobs in flight plus requests waiting for a load, at most; past it, requests are refused
 /// with `unavailable` until the store catches up, so that memory stays bounded when the disk
@@ -29,7 +29,7 @@ pub(crate) const MAX_IN_FLIGHT: usize = 100_000;
 pub(crate) const IDLE_BOARD: Duration = Duration::from_secs(60);
 
 /// Where an answer goes.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, FrameError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, BackendError>>;
 
 /// A request that needs its board loaded.
 pub(crate) enum Request {
@@ -50,7 +50,7 @@ impl Request {
         }
     }
 
-    fn refuse(self, error: FrameError) {
+    fn refuse(self, error: BackendError) {
         match self {
             Request::Append(_, reply) => drop(reply.send(Err(error))),
             Request::Custom(_, reply) => drop(reply.send(Err(error))),
@@ -67,7 +67,7 @@ enum Answer {
 }
 
 impl Answer {
-    fn send(self, failure: Option<&FrameError>) {
+    fn send(self, failure: Option<&BackendError>) {
         match (self, failure) {
             (Answer::Appended(reply, a), None) => drop(reply.send(Ok(a))),
             (Answer::Seq(reply, seq), None) => drop(reply.send(Ok(seq))),
@@ -105,8 +105,8 @@ pub(crate) struct Embedded {
     in_flight: VecDeque<(u64, Pending)>,
 }
 
-fn storage_error(message: &str) -> FrameError {
-    FrameError::new(None, ErrorCode::Unavailable, message)
+fn storage_error(what: &'static str) -> BackendError {
+    BackendError::unavailable_now(what)
 }
 
 impl Embedded {
@@ -122,7 +122,7 @@ impl Embedded {
         }
     }
 
-    fn send(&mut self, job: Job, pending: Pending) -> Result<(), FrameError> {
+    fn send(&mut self, job: Job, pending: Pending) -> Result<(), BackendError> {
         if !self.writer.send(self.generation, job) {
             return Err(storage_error("the storage thread stopped"));
         }
@@ -251,7 +251,7 @@ impl Embedded {
         if let Err(e) = result {
             // The writer is gone: nothing more can be stored. What was applied above is in
             // memory only, so let it go with the rest.
-            log::error!("storage: {}", e.message);
+            log::error!("storage: {e}");
             self.boards.clear();
         }
     }
@@ -284,7 +284,9 @@ impl Embedded {
                         continue;
                     }
                 },
-                Done::Failed(message) => storage_error(&message),
+                Done::Failed(message) => {
+                    BackendError::unavailable("the storage failed; retry", Failure(message))
+                }
             };
             self.failed(generation);
             match pending {
@@ -308,8 +310,7 @@ impl Embedded {
             None => Err("the store gave no board".into()),
         };
         if let Err(e) = inserted {
-            log::error!("board {board} cannot be read from storage: {e}");
-            let error = FrameError::new(None, ErrorCode::Internal, "the board cannot be read");
+            let error = BackendError::BadData(format!("board {board} cannot be read: {e}"));
             for request in waiting {
                 request.refuse(error.clone());
             }

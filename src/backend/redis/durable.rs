@@ -13,7 +13,7 @@ impl RedisBackend {
         user_id: &str,
         ack: Option<(SessionId, Option<String>)>,
         key: Option<&OpKey>,
-    ) -> Result<Appended, FrameError> {
+    ) -> Result<Appended, BackendError> {
         let keys = self.board(board);
         let item_id = op.item_id().to_string();
         let column = op.column_id().map(str::to_string);
@@ -81,9 +81,7 @@ impl RedisBackend {
             };
             return Err(self.remember_refusal(&keys, key, refusal).await);
         }
-        Err(FrameError::new(
-            None,
-            ErrorCode::Unavailable,
+        Err(BackendError::unavailable_now(
             "the item changes too fast; retry",
         ))
     }
@@ -124,7 +122,7 @@ impl RedisBackend {
         &self,
         reply: RedisValue,
         key: Option<&OpKey>,
-    ) -> Result<CommitReply, FrameError> {
+    ) -> Result<CommitReply, BackendError> {
         if let RedisValue::Int(seq) = reply {
             return Ok(CommitReply::Seq(seq as u64));
         }
@@ -167,9 +165,11 @@ impl RedisBackend {
         &self,
         keys: &BoardKeys,
         key: Option<&OpKey>,
-        refusal: FrameError,
-    ) -> FrameError {
-        let Some(key) = key else { return refusal };
+        refusal: Refusal,
+    ) -> BackendError {
+        let Some(key) = key else {
+            return refusal.into();
+        };
         let text = format!(
             "{}\n{}",
             key.digest,
@@ -183,7 +183,7 @@ impl RedisBackend {
         if let Err(err) = recorded {
             log::warn!("a refusal was not recorded for retries: {err}");
         }
-        refusal
+        refusal.into()
     }
 
     /// Sequences, logs and publishes a backend's own event type; a retry (same `key`) gets
@@ -194,7 +194,7 @@ impl RedisBackend {
         kind: &str,
         payload: &Value,
         key: Option<&OpKey>,
-    ) -> Result<u64, FrameError> {
+    ) -> Result<u64, BackendError> {
         let keys = self.board(board);
         let mut conn = self.conn();
         let mut inv = self.scripts.commit.prepare_invoke();
@@ -213,7 +213,7 @@ impl RedisBackend {
         let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         match self.commit_reply(reply, key)? {
             CommitReply::Seq(seq) => Ok(seq),
-            CommitReply::Earlier(outcome) => outcome.map(|(seq, _)| seq),
+            CommitReply::Earlier(outcome) => Ok(outcome.map(|(seq, _)| seq)?),
             CommitReply::Retry | CommitReply::Refused(_) => {
                 Err(bad_data("a custom event was refused"))
             }
@@ -226,7 +226,7 @@ impl RedisBackend {
         last_seq: Option<u64>,
         mode: &str,
         epoch: &str,
-    ) -> Result<RedisValue, FrameError> {
+    ) -> Result<RedisValue, BackendError> {
         let keys = self.board(board);
         let mut conn = self.conn();
         self.scripts
@@ -252,7 +252,7 @@ impl RedisBackend {
         board: &BoardKey,
         last_seq: Option<u64>,
         epoch: Option<&str>,
-    ) -> Result<Catchup, FrameError> {
+    ) -> Result<Catchup, BackendError> {
         let reply = self
             .run_catchup(board, last_seq, "session", epoch.unwrap_or_default())
             .await?;
@@ -318,7 +318,7 @@ impl RedisBackend {
         board: &BoardKey,
         after: u64,
         epoch: &str,
-    ) -> Result<Option<Vec<BoardEvent>>, FrameError> {
+    ) -> Result<Option<Vec<BoardEvent>>, BackendError> {
         let reply = self
             .run_catchup(board, Some(after), "events", epoch)
             .await?;
@@ -371,7 +371,7 @@ pub(super) enum CommitReply {
     /// The item or cell changed since it was read.
     Retry,
     /// A bound was reached.
-    Refused(FrameError),
+    Refused(Refusal),
 }
 
 /// The earlier answer a record holds for this operation, if it is the same operation.
@@ -384,10 +384,10 @@ pub(super) fn earlier_answer(key: &OpKey, record: Option<&str>) -> Option<ops::O
 }
 
 /// The answer to a retry.
-pub(super) fn replayed(outcome: ops::Outcome) -> Result<Appended, FrameError> {
-    outcome.map(|(seq, version)| Appended {
+pub(super) fn replayed(outcome: ops::Outcome) -> Result<Appended, BackendError> {
+    Ok(outcome.map(|(seq, version)| Appended {
         seq,
         version,
         replayed: true,
-    })
+    })?)
 }

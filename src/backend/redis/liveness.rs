@@ -8,7 +8,7 @@ impl RedisBackend {
     /// behind other commands; true when the lease was missing or this instance was
     /// swept meanwhile (it was presumed dead), in which case its sessions must be registered
     /// again.
-    pub async fn renew(&self) -> Result<bool, FrameError> {
+    pub async fn renew(&self) -> Result<bool, BackendError> {
         let mut conn = self.lease_conn.clone();
         let missing: i64 = self
             .scripts
@@ -27,7 +27,7 @@ impl RedisBackend {
     /// were swept to the end. Several instances may sweep at once: they share the work, and
     /// purging is idempotent. The work goes in steps of [`SWEEP_BATCH`] boards, each checking
     /// the lease again, so an instance that comes back mid-sweep keeps its sessions.
-    pub async fn sweep(&self) -> Result<usize, FrameError> {
+    pub async fn sweep(&self) -> Result<usize, BackendError> {
         let mut conn = self.conn();
         let dead: Vec<String> = conn
             .zrangebyscore_limit(self.instances_key(), 0, now_ms(), 0, 16)
@@ -105,7 +105,7 @@ impl RedisBackend {
 
     /// On a clean stop: publishes the leaves of this instance's sessions, board by board in
     /// steps, and removes its lease and records, so that nobody needs to sweep it.
-    pub async fn retire(&self) -> Result<usize, FrameError> {
+    pub async fn retire(&self) -> Result<usize, BackendError> {
         // From now on nothing registers; what was sent before runs before the purges below
         // (one connection, in order).
         self.retired

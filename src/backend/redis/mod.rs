@@ -52,10 +52,10 @@ use serde_json::{json, Value};
 
 use crate::backend::ops::{self, OpKey};
 use crate::backend::presence::{online_users, Arrived, Local, OnlineUser, PALETTE};
-use crate::backend::{new_epoch, Appended, Catchup};
-use crate::board::{BoardLimits, BoardState, DurableOp};
+use crate::backend::{new_epoch, Appended, BackendError, Catchup};
+use crate::board::{BoardLimits, BoardState, DurableOp, Refusal};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
-use crate::protocol::{encode, ErrorCode, FrameError, Status};
+use crate::protocol::{encode, Status};
 
 /// How long an instance's lease lasts without renewal; its sessions are purged after that.
 pub const LEASE: Duration = Duration::from_secs(4);
@@ -135,22 +135,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn unavailable(err: redis::RedisError) -> FrameError {
-    log::warn!("redis: {err}");
-    FrameError::new(
-        None,
-        ErrorCode::Unavailable,
-        "the backend is unavailable; retry",
-    )
+fn unavailable(err: redis::RedisError) -> BackendError {
+    BackendError::unavailable("the backend is unavailable; retry", err)
 }
 
-fn too_large(message: String) -> FrameError {
-    FrameError::new(None, ErrorCode::TooLarge, message)
+fn too_large(message: String) -> Refusal {
+    Refusal::TooLarge(message)
 }
 
-fn bad_data(what: impl std::fmt::Display) -> FrameError {
-    log::error!("redis holds unexpected data: {what}");
-    FrameError::new(None, ErrorCode::Internal, "unexpected data in the backend")
+fn bad_data(what: impl std::fmt::Display) -> BackendError {
+    BackendError::BadData(what.to_string())
 }
 
 /// A board as an instance's record of boards holds it.

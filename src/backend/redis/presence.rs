@@ -40,13 +40,9 @@ impl RedisBackend {
 
     /// Refuses presence registrations once the instance has retired: what it registered after
     /// leaving would stay present with nobody to sweep it.
-    pub(super) fn check_not_retired(&self) -> Result<(), FrameError> {
+    pub(super) fn check_not_retired(&self) -> Result<(), BackendError> {
         if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(FrameError::new(
-                None,
-                ErrorCode::Unavailable,
-                "the instance is stopping",
-            ));
+            return Err(BackendError::unavailable_now("the instance is stopping"));
         }
         Ok(())
     }
@@ -60,7 +56,7 @@ impl RedisBackend {
         board: &BoardKey,
         sessions: &[Local],
         with_listing: bool,
-    ) -> Result<Arrived, FrameError> {
+    ) -> Result<Arrived, BackendError> {
         self.check_not_retired()?;
         let script = if with_listing {
             &self.scripts.join
@@ -89,7 +85,7 @@ impl RedisBackend {
         &self,
         board: &BoardKey,
         session: SessionId,
-    ) -> Result<(), FrameError> {
+    ) -> Result<(), BackendError> {
         // A retiring instance purges all its sessions in one script per board; leaving one by
         // one as well would put thousands of scripts in front of the purges.
         if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
@@ -110,7 +106,7 @@ impl RedisBackend {
         user_id: &str,
         status: Status,
         origin: SessionId,
-    ) -> Result<(), FrameError> {
+    ) -> Result<(), BackendError> {
         let mut inv = self.presence_invocation(&self.scripts.status, board);
         let status = match status {
             Status::Active => "active",
@@ -124,7 +120,7 @@ impl RedisBackend {
     }
 
     /// Present users of a board.
-    pub async fn presence_list(&self, board: &BoardKey) -> Result<Vec<PresentUser>, FrameError> {
+    pub async fn presence_list(&self, board: &BoardKey) -> Result<Vec<PresentUser>, BackendError> {
         let inv = self.presence_invocation(&self.scripts.list, board);
         let reply: RedisValue = inv
             .invoke_async(&mut self.conn())
@@ -139,7 +135,7 @@ impl RedisBackend {
         &self,
         board: &BoardKey,
         sessions: &[Local],
-    ) -> Result<(u64, Vec<PresentUser>), FrameError> {
+    ) -> Result<(u64, Vec<PresentUser>), BackendError> {
         self.check_not_retired()?;
         let mut inv = self.presence_invocation(&self.scripts.sync, board);
         inv.arg(&self.instance);
@@ -152,7 +148,7 @@ impl RedisBackend {
     }
 
     /// Who is online in a tenant, with the boards each is on.
-    pub async fn workspace_list(&self, tenant: &str) -> Result<Vec<OnlineUser>, FrameError> {
+    pub async fn workspace_list(&self, tenant: &str) -> Result<Vec<OnlineUser>, BackendError> {
         let inv = self.presence_invocation(&self.scripts.places, &BoardKey::workspace(tenant));
         let reply: RedisValue = inv
             .invoke_async(&mut self.conn())

@@ -10,7 +10,7 @@ impl RedisBackend {
         board: &BoardKey,
         event: &BoardEvent,
         from_here: bool,
-    ) -> Result<(), FrameError> {
+    ) -> Result<(), BackendError> {
         let origin = if from_here {
             self.instance.as_str()
         } else {
@@ -29,7 +29,7 @@ impl RedisBackend {
         tenant: &str,
         user_id: &str,
         frame: &str,
-    ) -> Result<(), FrameError> {
+    ) -> Result<(), BackendError> {
         let mut conn = self.conn();
         conn.publish::<_, _, ()>(self.user_channel(tenant, user_id), frame)
             .await

@@ -24,7 +24,7 @@ pub(super) fn int(v: &RedisValue) -> Option<u64> {
     }
 }
 
-pub(super) fn array(v: RedisValue) -> Result<Vec<RedisValue>, FrameError> {
+pub(super) fn array(v: RedisValue) -> Result<Vec<RedisValue>, BackendError> {
     match v {
         RedisValue::Array(items) | RedisValue::Set(items) => Ok(items),
         RedisValue::Nil => Ok(vec![]),
@@ -33,7 +33,7 @@ pub(super) fn array(v: RedisValue) -> Result<Vec<RedisValue>, FrameError> {
 }
 
 /// A flat `[k, v, k, v, ...]` array as pairs of text.
-pub(super) fn pairs(v: RedisValue) -> Result<Vec<(String, String)>, FrameError> {
+pub(super) fn pairs(v: RedisValue) -> Result<Vec<(String, String)>, BackendError> {
     if let RedisValue::Map(entries) = v {
         return entries
             .into_iter()
@@ -58,7 +58,7 @@ pub(super) fn pairs(v: RedisValue) -> Result<Vec<(String, String)>, FrameError> 
 /// Log entries `[[id, [field, value, ...]], ...]` as (seq, frame, ack).
 pub(super) fn log_entries(
     v: RedisValue,
-) -> Result<Vec<(u64, ByteString, Option<AckTo>)>, FrameError> {
+) -> Result<Vec<(u64, ByteString, Option<AckTo>)>, BackendError> {
     let mut out = vec![];
     for entry in array(v)? {
         let mut parts = array(entry)?.into_iter();
@@ -85,7 +85,7 @@ pub(super) fn log_entries(
 }
 
 /// The presence listing `{rev, [user, info, color, status, order, ...]}`.
-pub(super) fn listing(v: RedisValue) -> Result<(u64, Vec<PresentUser>), FrameError> {
+pub(super) fn listing(v: RedisValue) -> Result<(u64, Vec<PresentUser>), BackendError> {
     let mut parts = array(v)?.into_iter();
     let rev = parts.next().as_ref().and_then(int).unwrap_or(0);
     let flat = array(parts.next().unwrap_or(RedisValue::Nil))?;

@@ -35,7 +35,7 @@ impl RedisBackend {
     }
 
     /// Boards whose outbox is due for delivery now, at most `limit`.
-    pub async fn webhook_due(&self, limit: usize) -> Result<Vec<BoardKey>, FrameError> {
+    pub async fn webhook_due(&self, limit: usize) -> Result<Vec<BoardKey>, BackendError> {
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.webhook_due_key())
             .arg("-inf")
@@ -59,7 +59,7 @@ impl RedisBackend {
         board: &BoardKey,
         lease: Duration,
         max: usize,
-    ) -> Result<Option<Claimed>, FrameError> {
+    ) -> Result<Option<Claimed>, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_claim, board);
         inv.arg(lease.as_millis() as u64).arg(max);
         let reply: RedisValue = inv
@@ -90,7 +90,7 @@ impl RedisBackend {
         &self,
         board: &BoardKey,
         last: Option<u64>,
-    ) -> Result<bool, FrameError> {
+    ) -> Result<bool, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_done, board);
         inv.arg(last.map(|n| n.to_string()).unwrap_or_default());
         let done: i64 = inv
@@ -105,7 +105,7 @@ impl RedisBackend {
         &self,
         board: &BoardKey,
         retry_at_ms: u64,
-    ) -> Result<bool, FrameError> {
+    ) -> Result<bool, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_fail, board);
         inv.arg(retry_at_ms);
         let done: i64 = inv
