@@ -1,12 +1,12 @@
 //! Board state: items and values with their versions, and the rules of section 6.
 //!
 //! Pure and synchronous, so the rules are tested without a server. The operations themselves,
-//! decoded from a client's or backend's payload, are in [`op`]. The state and its rules stay in
-//! one file: each rule reads and writes the same few maps, and a third of the file is their
-//! tests. [`BoardState::apply`] turns
-//! an operation into the event everyone else receives, or refuses it with a conflict or
-//! not-found; [`BoardState::replay`] applies an already-accepted event, so that the log rebuilds
-//! the same state as the live board.
+//! decoded from a client's or backend's payload, are [`DurableOp`]s. The state and its rules
+//! stay in one file: each rule reads and writes the same few maps, and a third of the file is
+//! their tests. [`BoardState::apply`] turns an operation into the event everyone else
+//! receives, or refuses it with a [`Refusal`] (a conflict, not found, a bound reached). Both
+//! backends build a board from what they stored ([`BoardState::from_stored`] and the loaders),
+//! never by replaying events.
 
 use std::collections::{BTreeMap, HashMap};
 
