@@ -4,6 +4,9 @@
 //! *transitions* (first session in, last session out) and publishes them on the board's channel
 //! through the broker, so every room hears them in one order. Each change carries a revision
 //! (`rev`) that lets a room drop transitions a joining session's snapshot already contains.
+//!
+//! The presence itself is the backend's: `backend/embedded/presence.rs` in this process, or
+//! `backend/redis/presence.rs` (whose scripts publish the transitions themselves).
 
 use std::collections::HashMap;
 
@@ -14,22 +17,18 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
 use crate::actors::broker::{Broker, Publish};
 use crate::actors::webhook::Hook;
-use crate::backend::presence::{online_users, Arrived, BoardPresence, Local, OnlineUser};
+use crate::backend::embedded::presence::MemoryPresence;
+use crate::backend::presence::{Arrived, Local, OnlineUser};
 use crate::backend::redis::RedisBackend;
 use crate::backend::BackendError;
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId};
 use crate::protocol::Status;
 use crate::webhook::{self, now_ms};
 
-/// Where presence lives.
+/// Where presence lives: the two backends' presence side by side.
 enum Store {
-    /// In this process (embedded mode), with a revision counter shared by all boards.
-    Memory {
-        /// Per-board presence.
-        boards: HashMap<BoardKey, BoardPresence>,
-        /// Only ever grows.
-        rev: u64,
-    },
+    /// In this process (embedded mode).
+    Memory(MemoryPresence),
     /// In Redis, shared by every instance; scripts decide and publish transitions.
     Redis(Box<RedisBackend>),
 }
@@ -107,10 +106,7 @@ impl Presence {
     ) -> Self {
         let store = match redis {
             Some(redis) => Store::Redis(Box::new(redis)),
-            None => Store::Memory {
-                boards: HashMap::new(),
-                rev: 0,
-            },
+            None => Store::Memory(MemoryPresence::default()),
         };
         Presence {
             store,
@@ -122,27 +118,27 @@ impl Presence {
     }
 }
 
-/// Publishes a memory-mode transition with the next revision.
-fn publish(
-    broker: &Addr<Broker>,
-    rev: &mut u64,
-    board: &BoardKey,
-    event: impl FnOnce(u64) -> BoardEvent,
-) {
-    *rev += 1;
-    broker.do_send(Publish {
-        board: board.clone(),
-        event: event(*rev),
-        delivered_locally: false,
-    });
-}
-
-/// Sends a board's join or leave to the webhooks, when they are on (never a workspace's).
-fn hook(hooks: &Option<Recipient<Hook>>, board: &BoardKey, entry: impl FnOnce() -> String) {
-    if let (Some(hooks), false) = (hooks, board.is_workspace()) {
-        hooks.do_send(Hook {
+impl Presence {
+    /// Publishes an embedded-mode transition to the board's room, and a board's join or leave
+    /// to the webhooks when they are on (never a workspace's: those are not board events).
+    fn publish(&self, board: &BoardKey, event: BoardEvent) {
+        if let (Some(hooks), false) = (&self.hooks, board.is_workspace()) {
+            let entry = match &event {
+                BoardEvent::Joined { user, .. } => Some(webhook::join_entry(user, now_ms())),
+                BoardEvent::Left { user_id, .. } => Some(webhook::leave_entry(user_id, now_ms())),
+                _ => None,
+            };
+            if let Some(entry) = entry {
+                hooks.do_send(Hook {
+                    board: board.clone(),
+                    entry,
+                });
+            }
+        }
+        self.broker.do_send(Publish {
             board: board.clone(),
-            entry: entry(),
+            event,
+            delivered_locally: false,
         });
     }
 }
@@ -190,28 +186,12 @@ impl Handler<Arrive> for Presence {
                         .await
                 });
             }
-            Store::Memory { boards, rev } => {
-                let board = boards.entry(msg.board.clone()).or_default();
-                let mut color = None;
-                for local in msg.sessions {
-                    let arrival = board.arrive(local.session, &local.user_id, local.info);
-                    color.get_or_insert(arrival.color);
-                    if let Some(user) = arrival.joined {
-                        hook(&self.hooks, &msg.board, || {
-                            webhook::join_entry(&user, now_ms())
-                        });
-                        publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Joined {
-                            rev,
-                            user,
-                        });
-                        board.last_rev = *rev;
-                    }
+            Store::Memory(memory) => {
+                let (arrived, joins) = memory.arrive(&msg.board, msg.sessions, msg.listing);
+                for join in joins {
+                    self.publish(&msg.board, join);
                 }
-                Ok(Arrived {
-                    color: color.unwrap_or_default(),
-                    users: if msg.listing { board.users() } else { vec![] },
-                    rev: if msg.listing { *rev } else { board.last_rev },
-                })
+                Ok(arrived)
             }
         };
         Box::pin(fut::ready(result))
@@ -245,22 +225,9 @@ impl Handler<Depart> for Presence {
                     )
                 })
             }
-            Store::Memory { boards, rev } => {
-                if let Some(board) = boards.get_mut(&msg.board) {
-                    let left = board.depart(msg.session, &msg.user_id);
-                    if board.is_empty() {
-                        boards.remove(&msg.board);
-                    }
-                    if left {
-                        let user_id = msg.user_id;
-                        hook(&self.hooks, &msg.board, || {
-                            webhook::leave_entry(&user_id, now_ms())
-                        });
-                        publish(&self.broker, rev, &msg.board, |rev| BoardEvent::Left {
-                            rev,
-                            user_id,
-                        });
-                    }
+            Store::Memory(memory) => {
+                if let Some(left) = memory.depart(&msg.board, msg.session, &msg.user_id) {
+                    self.publish(&msg.board, left);
                 }
                 Box::pin(fut::ready(()))
             }
@@ -297,23 +264,15 @@ impl Handler<SetStatus> for Presence {
                     log_failure(result, "status");
                 })
             }
-            Store::Memory { boards, rev } => {
-                let present = boards
-                    .get_mut(&msg.board)
-                    .is_some_and(|b| b.set_status(&msg.user_id, msg.status));
-                if present {
-                    let SetStatus {
-                        board,
-                        user_id,
-                        status,
-                        origin,
-                    } = msg;
-                    publish(&self.broker, rev, &board, |rev| BoardEvent::StatusChanged {
-                        rev,
-                        user_id,
-                        status,
-                        origin,
-                    });
+            Store::Memory(memory) => {
+                let SetStatus {
+                    board,
+                    user_id,
+                    status,
+                    origin,
+                } = msg;
+                if let Some(change) = memory.set_status(&board, &user_id, status, origin) {
+                    self.publish(&board, change);
                 }
                 Box::pin(fut::ready(()))
             }
@@ -338,11 +297,8 @@ impl Handler<ListPresence> for Presence {
                 let redis = redis.clone();
                 Box::pin(async move { redis.presence_list(&msg.board).await })
             }
-            Store::Memory { boards, .. } => {
-                let users = boards
-                    .get(&msg.board)
-                    .map(BoardPresence::users)
-                    .unwrap_or_default();
+            Store::Memory(memory) => {
+                let users = memory.list(&msg.board);
                 Box::pin(async move { Ok(users) })
             }
         }
@@ -372,13 +328,7 @@ impl Handler<SyncBoard> for Presence {
                     redis.presence_sync(&msg.board, &msg.sessions).await
                 })
             }
-            Store::Memory { boards, rev } => {
-                let users = boards
-                    .get(&msg.board)
-                    .map(BoardPresence::users)
-                    .unwrap_or_default();
-                Box::pin(fut::ready(Ok((*rev, users))))
-            }
+            Store::Memory(memory) => Box::pin(fut::ready(Ok(memory.sync(&msg.board)))),
         }
     }
 }
@@ -400,21 +350,8 @@ impl Handler<ListWorkspace> for Presence {
                 let redis = redis.clone();
                 Box::pin(async move { redis.workspace_list(&msg.tenant).await })
             }
-            Store::Memory { boards, .. } => {
-                let users = boards
-                    .get(&BoardKey::workspace(msg.tenant.as_str()))
-                    .map(BoardPresence::users)
-                    .unwrap_or_default();
-                let places = boards
-                    .iter()
-                    .filter(|(key, _)| key.tenant == msg.tenant && !key.is_workspace())
-                    .flat_map(|(key, board)| {
-                        board
-                            .users()
-                            .into_iter()
-                            .map(|u| (u.user_id, key.board.clone()))
-                    });
-                let online = online_users(users, places);
+            Store::Memory(memory) => {
+                let online = memory.workspace(&msg.tenant);
                 Box::pin(async move { Ok(online) })
             }
         }

@@ -1,6 +1,7 @@
 //! The embedded backend as the broker runs it: boards loaded on first use, operations applied
 //! in memory in the order they arrive ([`memory`], the working set), and every answer held back
-//! until the store ([`sqlite`]) has committed what it depends on.
+//! until the store ([`sqlite`]) has committed what it depends on. Its [`presence`] lives in the
+//! process too, used by the presence actor.
 //!
 //! Requests for a board that is not loaded wait, in order, for its load. Each applied operation
 //! becomes a write job for the store's thread, and each answer (an ack, a replayed answer, a
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub(crate) mod memory;
+pub(crate) mod presence;
 pub(crate) mod sqlite;
 
 use self::memory::{Committed, MemoryStore, NewEvent};
