@@ -162,7 +162,6 @@ impl Actor for Presence {
 #[derive(Message)]
 #[rtype(result = "Result<Arrived, BackendError>")]
 pub struct Arrive {
-    /// The board.
     pub board: BoardKey,
     /// The new sessions; the answer's color is the first one's.
     pub sessions: Vec<Local>,
@@ -202,11 +201,9 @@ impl Handler<Arrive> for Presence {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Depart {
-    /// The board.
     pub board: BoardKey,
     /// The session that ended.
     pub session: SessionId,
-    /// Its user.
     pub user_id: String,
 }
 
@@ -239,9 +236,7 @@ impl Handler<Depart> for Presence {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetStatus {
-    /// The board.
     pub board: BoardKey,
-    /// The user.
     pub user_id: String,
     /// The new status.
     pub status: Status,
@@ -284,7 +279,6 @@ impl Handler<SetStatus> for Presence {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<PresentUser>, BackendError>")]
 pub struct ListPresence {
-    /// The board.
     pub board: BoardKey,
 }
 
@@ -310,7 +304,6 @@ impl Handler<ListPresence> for Presence {
 #[derive(Message)]
 #[rtype(result = "Result<(u64, Vec<PresentUser>), BackendError>")]
 pub struct SyncBoard {
-    /// The board.
     pub board: BoardKey,
     /// This instance's sessions on it.
     pub sessions: Vec<Local>,
@@ -337,7 +330,6 @@ impl Handler<SyncBoard> for Presence {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<OnlineUser>, BackendError>")]
 pub struct ListWorkspace {
-    /// The tenant.
     pub tenant: String,
 }
 

@@ -21,7 +21,6 @@ use crate::event::BoardKey;
 
 /// A running actor and the joins sent to it.
 struct Entry<A: Actor> {
-    /// The actor.
     addr: Addr<A>,
     /// Its id, to tell it from a later one of the same key.
     id: u64,

@@ -34,7 +34,6 @@ const LEASE: Duration = Duration::from_secs(15);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Hook {
-    /// The board.
     pub board: BoardKey,
     /// The event's JSON text, `at` included.
     pub entry: String,
@@ -72,7 +71,6 @@ enum Source {
 pub struct Webhooks {
     /// Signs and sends the requests.
     poster: Poster,
-    /// The outboxes.
     source: Source,
     /// Boards with a delivery under way here.
     in_flight: HashSet<BoardKey>,

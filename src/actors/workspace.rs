@@ -45,13 +45,11 @@ const ARRIVAL_BATCH: usize = 500;
 
 /// One session of the tenant on this instance.
 struct Member {
-    /// Its user.
     user_id: String,
     /// Name and avatar.
     info: UserInfo,
     /// The board it is on.
     board: String,
-    /// Its mailbox.
     out: Recipient<Outbound>,
     /// It asked for the workspace frames.
     wants: bool,
@@ -65,7 +63,6 @@ struct Member {
 
 /// The workspace actor. See the module documentation.
 pub struct Workspace {
-    /// The tenant.
     tenant: String,
     /// Where its presence and channel are kept.
     key: BoardKey,
@@ -309,15 +306,12 @@ impl Actor for Workspace {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Enter {
-    /// The session.
     pub session: SessionId,
-    /// Its user.
     pub user_id: String,
     /// Name and avatar.
     pub info: UserInfo,
     /// The board it is on.
     pub board: String,
-    /// Its mailbox.
     pub out: Recipient<Outbound>,
     /// It asked for the workspace frames (`workspace=1`).
     pub wants: bool,
@@ -422,7 +416,6 @@ impl Workspace {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Exit {
-    /// The session.
     pub session: SessionId,
 }
 

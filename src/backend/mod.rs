@@ -130,7 +130,6 @@ pub enum Catchup {
         from: u64,
         /// Last seq replayed; `from - 1` when nothing was missed.
         to: u64,
-        /// The frames.
         frames: Vec<ByteString>,
         /// The board's epoch.
         epoch: String,
@@ -166,9 +165,7 @@ pub fn new_epoch() -> String {
 #[derive(Message)]
 #[rtype(result = "Result<Appended, BackendError>")]
 pub struct Append {
-    /// The board.
     pub board: BoardKey,
-    /// The operation.
     pub op: DurableOp,
     /// The author, `"server"` for the HTTP API.
     pub user_id: String,
@@ -182,7 +179,6 @@ pub struct Append {
 #[derive(Message)]
 #[rtype(result = "Result<u64, BackendError>")]
 pub struct AppendCustom {
-    /// The board.
     pub board: BoardKey,
     /// The event's type.
     pub kind: String,
@@ -196,7 +192,6 @@ pub struct AppendCustom {
 #[derive(Message)]
 #[rtype(result = "Result<Catchup, BackendError>")]
 pub struct GetCatchup {
-    /// The board.
     pub board: BoardKey,
     /// The last seq the client saw, when it resumes.
     pub last_seq: Option<u64>,

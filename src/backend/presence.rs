@@ -143,9 +143,7 @@ pub struct Arrived {
 /// backend was out of reach.
 #[derive(Debug, Clone)]
 pub struct Local {
-    /// The session.
     pub session: SessionId,
-    /// Its user.
     pub user_id: String,
     /// Name and avatar.
     pub info: UserInfo,

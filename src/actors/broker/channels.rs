@@ -83,7 +83,6 @@ async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), B
 #[derive(Message)]
 #[rtype(result = "Result<(), BackendError>")]
 pub struct Subscribe {
-    /// The board.
     pub board: BoardKey,
     /// The room's id.
     pub room_id: u64,
@@ -155,7 +154,6 @@ where
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
-    /// The board.
     pub board: BoardKey,
     /// The room's id; a newer room of the same board stays subscribed.
     pub room_id: u64,
@@ -188,7 +186,6 @@ impl Handler<Unsubscribe> for Broker {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
-    /// The board.
     pub board: BoardKey,
     /// What happened.
     pub event: BoardEvent,
@@ -229,11 +226,8 @@ impl Handler<Publish> for Broker {
 pub struct SubscribeUser {
     /// The user's tenant.
     pub tenant: String,
-    /// The user.
     pub user_id: String,
-    /// The session.
     pub session: SessionId,
-    /// Its mailbox.
     pub out: Recipient<Outbound>,
 }
 
@@ -265,9 +259,7 @@ impl Handler<SubscribeUser> for Broker {
 pub struct UnsubscribeUser {
     /// The user's tenant.
     pub tenant: String,
-    /// The user.
     pub user_id: String,
-    /// The session.
     pub session: SessionId,
 }
 
@@ -296,7 +288,6 @@ impl Handler<UnsubscribeUser> for Broker {
 pub struct PublishUser {
     /// The user's tenant.
     pub tenant: String,
-    /// The user.
     pub user_id: String,
     /// The encoded frame.
     pub frame: ByteString,
@@ -331,9 +322,7 @@ impl Handler<PublishUser> for Broker {
 #[derive(Message)]
 #[rtype(result = "Result<(), BackendError>")]
 pub struct Announce {
-    /// The board.
     pub board: BoardKey,
-    /// The event.
     pub event: BoardEvent,
 }
 

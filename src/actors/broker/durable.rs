@@ -130,7 +130,6 @@ impl Handler<GetCatchup> for Broker {
 #[derive(Message)]
 #[rtype(result = "Result<Option<Vec<BoardEvent>>, BackendError>")]
 pub struct GetEvents {
-    /// The board.
     pub board: BoardKey,
     /// The last seq the room delivered.
     pub after: u64,

@@ -64,7 +64,6 @@ enum Channel {
 /// missed from the log and presence afresh. A dropped cursor move or typing state is not sent
 /// again; the user's next one supersedes it.
 pub(crate) struct PushBacklog {
-    /// The bound.
     limit: usize,
     /// Messages handed to the broker and not yet handled.
     pending: AtomicUsize,

@@ -156,11 +156,9 @@ pub(super) enum Order {
 
 /// A local session of the board.
 pub(super) struct Member {
-    /// Its user.
     pub(super) user_id: String,
     /// Its user's name and avatar, to register it again after an outage.
     pub(super) info: UserInfo,
-    /// Its mailbox.
     pub(super) out: Recipient<Outbound>,
     /// Frames waiting for room in its mailbox, in order: from its join on, those that arrive
     /// while its snapshot is being made; then its first frame (snapshot or resume) and replayed

@@ -100,7 +100,6 @@ impl Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct MoveCursor {
-    /// The session.
     pub session: SessionId,
     /// The new position, or `None` when the cursor left the canvas.
     pub position: Option<Point>,
@@ -135,7 +134,6 @@ impl Handler<MoveCursor> for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetTyping {
-    /// The session.
     pub session: SessionId,
     /// The cell (item, column) for `typing.start`; `None` for `typing.stop`.
     pub cell: Option<(String, String)>,

@@ -85,13 +85,10 @@ impl Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Join {
-    /// The session.
     pub session: SessionId,
-    /// Its user.
     pub user_id: String,
     /// Name and avatar.
     pub info: UserInfo,
-    /// Its mailbox.
     pub out: Recipient<Outbound>,
     /// The last seq its client saw, when it resumes.
     pub last_seq: Option<u64>,

@@ -69,7 +69,6 @@ pub struct RoomSettings {
 
 /// The room actor. See the module documentation.
 pub struct Room {
-    /// The board.
     key: BoardKey,
     /// Distinguishes this room from a later one of the same board.
     id: u64,
@@ -333,7 +332,6 @@ impl Actor for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Leave {
-    /// The session.
     pub session: SessionId,
 }
 

@@ -74,7 +74,6 @@ pub enum StoreError {
 /// A change one durable event made, as the writer stores it.
 #[derive(Debug)]
 pub(crate) struct Change {
-    /// The board.
     pub(crate) board: BoardKey,
     /// The event's seq, now the board's.
     pub(crate) seq: u64,
@@ -104,9 +103,7 @@ pub(crate) enum Edit {
 /// One event of a board's replay log, as loaded.
 #[derive(Debug)]
 pub(crate) struct StoredEvent {
-    /// Its seq.
     pub(crate) seq: u64,
-    /// Its frame.
     pub(crate) frame: String,
     /// The idempotency key of the operation it came from.
     pub(crate) op: Option<OpKey>,
