@@ -1138,3 +1138,46 @@ async fn webhooks_go_out_once_from_one_instance_and_go_on_when_it_is_killed() {
     // Repeats only of what was in flight when the instance died: one request at most.
     assert!(delivered.len() - 40 <= 100, "{delivered:?}");
 }
+
+#[actix_web::test]
+async fn a_paused_instance_s_users_go_offline_and_come_back_online_in_the_workspace() {
+    let (_redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let mut watcher = a
+        .connect(&format!("{}&workspace=1", a.ws_url("w", &token("watcher"))))
+        .await;
+    assert_eq!(watcher.next_frame().await["type"], "board.snapshot");
+    assert_eq!(watcher.next_frame().await["type"], "workspace.snapshot");
+    let (_ann, _) = b.join("x", "ann").await;
+    let next = |frame: Value| (frame["type"].clone(), frame["payload"]["userId"].clone());
+    assert_eq!(
+        next(watcher.next_frame().await),
+        (json!("workspace.online"), json!("ann"))
+    );
+
+    // Paused past its lease, the instance is swept: ann goes offline. Resumed, it registers
+    // its sessions again, in its workspace too: ann is back, on her board.
+    nodes[1].signal("STOP");
+    assert_eq!(
+        next(watcher.next_frame().await),
+        (json!("workspace.offline"), json!("ann"))
+    );
+    nodes[1].signal("CONT");
+    assert_eq!(
+        next(watcher.next_frame().await),
+        (json!("workspace.online"), json!("ann"))
+    );
+    let (_, body) = a.get("/api/presence", Some(&server_token())).await;
+    let ann = body["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["userId"] == "ann")
+        .cloned();
+    assert_eq!(
+        ann.map(|u| u["boards"].clone()),
+        Some(json!(["x"])),
+        "{body}"
+    );
+}
