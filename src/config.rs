@@ -1,7 +1,9 @@
 //! Configuration from the environment.
 //!
 //! Every setting has a default that runs, so `cargo run` needs no setup. A bad value stops
-//! start-up with a [`ConfigError`] that names the variable and what it expected.
+//! start-up with a [`ConfigError`] that names the variable and what it expected. One file:
+//! the settings, their defaults and their parsing are one table read top to bottom, and a
+//! quarter of it is the tests of the values refused.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

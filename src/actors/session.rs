@@ -2,7 +2,9 @@
 //!
 //! It decodes and validates every frame, applies the rate limit, forwards typed commands to
 //! its room (ephemeral), the presence actor (status) or the broker (durable), writes what the
-//! room sends it, and runs the heartbeat and the token-expiry timer.
+//! room sends it, and runs the heartbeat and the token-expiry timer. One file, a little over
+//! the size the others keep to: every part works on the same socket state (its encoding, its
+//! limits, whether it is closing), and splitting it would pass that state around.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
