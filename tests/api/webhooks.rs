@@ -124,6 +124,25 @@ backends_only async fn a_receiver_that_fails_three_times_gets_everything_once_in
 }
 
 in_both_modes! {
+backends_only async fn a_board_whose_requests_fail_holds_up_no_other_board(mode) {
+    let receiver = Receiver::start().await;
+    receiver.fail_board("stuck");
+    let app = spawn_app_with_in(mode, config_for(&receiver)).await;
+    post_events(&app, "stuck", 3).await;
+    // Wait for the stuck board's first failure, so that its retries are under way.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !receiver.received().iter().any(|r| r.status == 500) {
+        assert!(std::time::Instant::now() < deadline, "no request for the stuck board");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    post_events(&app, "ok", 3).await;
+    let events = receiver.until(WAIT, |e| seqs(e, "ok").len() >= 3).await;
+    assert_eq!(seqs(&events, "ok"), [1, 2, 3]);
+    assert!(seqs(&events, "stuck").is_empty(), "nothing of it answered 200");
+}
+}
+
+in_both_modes! {
 backends_only async fn a_request_not_answered_within_5_s_is_sent_again(mode) {
     let receiver = Receiver::start().await;
     receiver.hang_next(1, Duration::from_secs(7));

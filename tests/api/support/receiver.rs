@@ -34,6 +34,8 @@ struct State {
     received: Vec<Received>,
     /// Requests still to answer 500.
     fail_next: usize,
+    /// A board whose requests are all answered 500.
+    failing_board: Option<String>,
     /// How long to wait before answering.
     delay: Duration,
     /// Requests still to hold for `hang` before answering.
@@ -78,6 +80,11 @@ impl Receiver {
     /// Answers the next `n` requests with 500.
     pub fn fail_next(&self, n: usize) {
         self.lock().fail_next = n;
+    }
+
+    /// Answers every request for `board` with 500.
+    pub fn fail_board(&self, board: &str) {
+        self.lock().failing_board = Some(board.to_string());
     }
 
     /// Waits `delay` before answering each request.
@@ -258,7 +265,14 @@ async fn serve(socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         }
         let status = {
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            let status = if state.fail_next > 0 {
+            let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+            let failing = state
+                .failing_board
+                .as_deref()
+                .is_some_and(|b| body["boardId"] == b);
+            let status = if failing {
+                500
+            } else if state.fail_next > 0 {
                 state.fail_next -= 1;
                 500
             } else {
@@ -267,7 +281,7 @@ async fn serve(socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
             state.received.push(Received {
                 status,
                 signature,
-                body: serde_json::from_str(&raw).unwrap_or(Value::Null),
+                body,
                 raw,
             });
             status
