@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use crate::actors::broker::Broker;
-use crate::actors::presence::Presence;
-use crate::actors::room::{CloseAll, Join, Room, RoomSettings};
+use crate::actors::broker::{Broker, Unsubscribe};
+use crate::actors::presence::{Depart, Presence};
+use crate::actors::room::{CloseAll, Join, Outbound, Room, RoomSettings};
 use crate::actors::workspace::{Enter, Workspace};
-use crate::event::BoardKey;
+use crate::event::{BoardKey, SessionId};
+use crate::protocol::close;
 
 /// A running actor and the joins sent to it.
 struct Entry<A: Actor> {
@@ -96,6 +97,9 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
     }
 }
 
+/// A session a stopped room or workspace still held: its id, its user, its mailbox.
+pub type Left = (SessionId, String, Recipient<Outbound>);
+
 /// Rooms of this instance by board, and workspaces by tenant.
 pub struct Registry {
     /// Running rooms.
@@ -168,9 +172,11 @@ impl Registry {
         self.rooms.release(key, room_id, joins_seen)
     }
 
-    /// A room stopped: forgets it, unless a later room of the board took its place.
-    pub fn forget(&self, key: &BoardKey, room_id: u64) {
-        self.rooms.forget(key, room_id)
+    /// A room stopped: forgets it, unless a later room of the board took its place, and
+    /// winds up what it left.
+    pub fn room_stopped(&self, key: &BoardKey, room_id: u64, left: Vec<Left>) {
+        self.rooms.forget(key, room_id);
+        self.wind_up(key, room_id, left, "room restarted");
     }
 
     /// An emptied workspace asks to stop, as a room does.
@@ -178,9 +184,35 @@ impl Registry {
         self.workspaces.release(&tenant.to_string(), id, joins_seen)
     }
 
-    /// A workspace stopped: forgets it, unless a later one of the tenant took its place.
-    pub fn forget_workspace(&self, tenant: &str, id: u64) {
-        self.workspaces.forget(&tenant.to_string(), id)
+    /// A workspace stopped: forgets it, unless a later one of the tenant took its place, and
+    /// winds up what it left.
+    pub fn workspace_stopped(&self, tenant: &str, id: u64, left: Vec<Left>) {
+        self.workspaces.forget(&tenant.to_string(), id);
+        self.wind_up(
+            &BoardKey::workspace(tenant),
+            id,
+            left,
+            "workspace restarted",
+        );
+    }
+
+    /// Ends the stopped room's (or workspace's) subscription to `key`; and since one stops with
+    /// sessions in it only when something went wrong, those sessions leave presence and their
+    /// clients are told to reconnect.
+    fn wind_up(&self, key: &BoardKey, id: u64, left: Vec<Left>, reason: &str) {
+        self.broker.do_send(Unsubscribe {
+            board: key.clone(),
+            room_id: id,
+        });
+        for (session, user_id, out) in left {
+            log::error!("{key} stopped with session {session} in it");
+            self.presence.do_send(Depart {
+                board: key.clone(),
+                session,
+                user_id,
+            });
+            out.do_send(Outbound::Close(close::RESTARTING, reason.into()));
+        }
     }
 
     /// Closes every session of every room with 1012 (the instance is shutting down).

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::actors::broker::{subscribe, Broker, Resync, Subscription, Unsubscribe};
+use crate::actors::broker::{subscribe, Broker, Resync, Subscription};
 use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
 use crate::actors::room::Outbound;
@@ -280,25 +280,12 @@ impl Actor for Workspace {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.broker.do_send(Unsubscribe {
-            board: self.key.clone(),
-            room_id: self.id,
-        });
-        // It stops with sessions only when something went wrong: as a room does, it lets
-        // them leave and has their clients reconnect.
-        self.registry.forget_workspace(&self.tenant, self.id);
-        for (sid, member) in self.members.drain() {
-            log::error!("workspace {} stopped with session {sid} in it", self.tenant);
-            self.presence.do_send(Depart {
-                board: self.key.clone(),
-                session: sid,
-                user_id: member.user_id,
-            });
-            member.out.do_send(Outbound::Close(
-                close::RESTARTING,
-                "workspace restarted".into(),
-            ));
-        }
+        let left = self
+            .members
+            .drain()
+            .map(|(sid, m)| (sid, m.user_id, m.out))
+            .collect();
+        self.registry.workspace_stopped(&self.tenant, self.id, left);
     }
 }
 

@@ -23,7 +23,7 @@ use bytestring::ByteString;
 use serde_json::json;
 
 use crate::actors::broker::{
-    subscribe, Broker, GetCatchup, GetEvents, Publish, Resync, Subscription, Unsubscribe,
+    subscribe, Broker, GetCatchup, GetEvents, Publish, Resync, Subscription,
 };
 use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
@@ -307,24 +307,12 @@ impl Actor for Room {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.broker.do_send(Unsubscribe {
-            board: self.key.clone(),
-            room_id: self.id,
-        });
-        // A room stops with sessions only when something went wrong: forget it, so the next
-        // join starts a new one, let its users leave, and have their clients reconnect.
-        self.registry.forget(&self.key, self.id);
-        for (sid, member) in self.members.drain() {
-            log::error!("room {} stopped with session {sid} in it", self.key);
-            self.presence.do_send(Depart {
-                board: self.key.clone(),
-                session: sid,
-                user_id: member.user_id,
-            });
-            member
-                .out
-                .do_send(Outbound::Close(close::RESTARTING, "room restarted".into()));
-        }
+        let left = self
+            .members
+            .drain()
+            .map(|(sid, m)| (sid, m.user_id, m.out))
+            .collect();
+        self.registry.room_stopped(&self.key, self.id, left);
     }
 }
 
