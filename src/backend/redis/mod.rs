@@ -246,6 +246,17 @@ impl RedisBackend {
         format!("{}:instance:{instance}:swept", self.prefix)
     }
 
+    /// Runs a script on the shared connection; any failure of it is the backend being
+    /// unavailable.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     /// A connection handle (cheap clone of the multiplexed connection).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()

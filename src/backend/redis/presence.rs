@@ -66,10 +66,7 @@ impl RedisBackend {
         let mut inv = self.presence_invocation(script, board);
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
-        let reply: RedisValue = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: RedisValue = self.run(&inv).await?;
         let (rev, users) = listing(reply)?;
         let first = sessions.first().map(|s| s.user_id.as_str());
         let color = users
@@ -93,9 +90,7 @@ impl RedisBackend {
         }
         let mut inv = self.presence_invocation(&self.scripts.leave, board);
         inv.arg(session.0.to_string());
-        inv.invoke_async::<RedisValue>(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        self.run::<RedisValue>(&inv).await?;
         Ok(())
     }
 
@@ -113,19 +108,14 @@ impl RedisBackend {
             Status::Idle => "idle",
         };
         inv.arg(user_id).arg(status).arg(origin.0.to_string());
-        inv.invoke_async::<RedisValue>(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        self.run::<RedisValue>(&inv).await?;
         Ok(())
     }
 
     /// Present users of a board.
     pub async fn presence_list(&self, board: &BoardKey) -> Result<Vec<PresentUser>, BackendError> {
         let inv = self.presence_invocation(&self.scripts.list, board);
-        let reply: RedisValue = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: RedisValue = self.run(&inv).await?;
         Ok(listing(reply)?.1)
     }
 
@@ -140,20 +130,14 @@ impl RedisBackend {
         let mut inv = self.presence_invocation(&self.scripts.sync, board);
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
-        let reply: RedisValue = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: RedisValue = self.run(&inv).await?;
         listing(reply)
     }
 
     /// Who is online in a tenant, with the boards each is on.
     pub async fn workspace_list(&self, tenant: &str) -> Result<Vec<OnlineUser>, BackendError> {
         let inv = self.presence_invocation(&self.scripts.places, &BoardKey::workspace(tenant));
-        let reply: RedisValue = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: RedisValue = self.run(&inv).await?;
         let mut parts = array(reply)?.into_iter();
         let (Some(list), Some(places)) = (parts.next(), parts.next()) else {
             return Err(bad_data("a workspace listing of the wrong shape"));

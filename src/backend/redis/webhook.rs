@@ -62,10 +62,7 @@ impl RedisBackend {
     ) -> Result<Option<Claimed>, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_claim, board);
         inv.arg(lease.as_millis() as u64).arg(max);
-        let reply: RedisValue = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: RedisValue = self.run(&inv).await?;
         let parts = array(reply)?;
         let mut parts = parts.iter();
         let (Some(dropped), Some(failures)) = (parts.next(), parts.next()) else {
@@ -93,10 +90,7 @@ impl RedisBackend {
     ) -> Result<bool, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_done, board);
         inv.arg(last.map(|n| n.to_string()).unwrap_or_default());
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let done: i64 = self.run(&inv).await?;
         Ok(done == 1)
     }
 
@@ -108,10 +102,7 @@ impl RedisBackend {
     ) -> Result<bool, BackendError> {
         let mut inv = self.webhook_invocation(&self.scripts.webhook_fail, board);
         inv.arg(retry_at_ms);
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let done: i64 = self.run(&inv).await?;
         Ok(done == 1)
     }
 }
