@@ -5,7 +5,9 @@ use boardcast::config::{Config, JwtKey};
 use boardcast::startup::Application;
 use boardcast_bench::client::Encoding;
 use boardcast_bench::reconnect::{self, ReconnectOpts};
-use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
+use boardcast_bench::scenarios::{
+    self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Spread, Target,
+};
 
 const SECRET: &str = "bench-smoke-secret-0123456789";
 
@@ -50,7 +52,12 @@ fn on_own_runtime<T: Send + 'static>(
 #[actix_web::test]
 async fn cursors_are_all_delivered_without_echo_in_every_encoding() {
     let target = server().await;
-    for encoding in [Encoding::Json, Encoding::MsgPack, Encoding::Mixed] {
+    for (encoding, spread) in [
+        (Encoding::Json, Spread::Board),
+        (Encoding::MsgPack, Spread::Board),
+        (Encoding::Mixed, Spread::Board),
+        (Encoding::Json, Spread::Socket),
+    ] {
         let opts = CursorsOpts {
             boards: 2,
             users: 3,
@@ -58,9 +65,10 @@ async fn cursors_are_all_delivered_without_echo_in_every_encoding() {
             seconds: 1.0,
             warmup: 0.3,
             encoding,
+            spread,
         };
         let mut target = target.clone();
-        target.prefix = format!("smoke-{}", encoding.name());
+        target.prefix = format!("smoke-{}-{}", encoding.name(), spread.name());
         let r = actix_web::rt::task::spawn_blocking(move || {
             on_own_runtime(async move { scenarios::cursors(&target, &opts).await })
         })
@@ -71,7 +79,7 @@ async fn cursors_are_all_delivered_without_echo_in_every_encoding() {
         assert_eq!(r.received, r.expected, "{r:?}");
         assert_eq!((r.echoes, r.errors), (0, 0));
         assert!(r.latency.count as u64 == r.received && r.latency.max > 0.0);
-        assert_eq!(r.encoding, encoding.name());
+        assert_eq!((r.encoding, r.spread), (encoding.name(), spread.name()));
         assert!(r.bytes_per_delivery > 20.0, "{r:?}");
     }
 }

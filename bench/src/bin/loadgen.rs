@@ -4,7 +4,8 @@
 //! Options: `--url ws://127.0.0.1:PORT` (repeatable: clients spread over instances),
 //! `--secret S`, `--pid PID` (repeatable, for server CPU and memory), `--label NAME`,
 //! `--prefix P`, `--threads N`, and per scenario:
-//! - cursors: `--boards --users --hz --seconds --warmup --encoding json|msgpack|mixed`
+//! - cursors: `--boards --users --hz --seconds --warmup --encoding json|msgpack|mixed
+//!   --spread board|socket` (a board's users send together, or each socket at its own instant)
 //! - sizes: none (a JSON and a MessagePack session exchange a cursor move and a `value.set`)
 //! - durable: `--boards --writers --depth --seconds`
 //! - idle: `--connections --boards --seconds`
@@ -24,7 +25,9 @@ macro_rules! say {
 
 use boardcast_bench::client::Encoding;
 use boardcast_bench::reconnect::{self, ReconnectOpts};
-use boardcast_bench::scenarios::{self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Target};
+use boardcast_bench::scenarios::{
+    self, ChurnOpts, CursorsOpts, DurableOpts, IdleOpts, Spread, Target,
+};
 
 struct Args {
     scenario: String,
@@ -98,6 +101,7 @@ fn run(args: Args) -> Result<String, String> {
                     seconds: args.num("seconds", 10.0)?,
                     warmup: args.num("warmup", 2.0)?,
                     encoding: Encoding::parse(&args.text("encoding", "json"))?,
+                    spread: Spread::parse(&args.text("spread", "board"))?,
                 };
                 let r = scenarios::cursors(&target, &opts).await?;
                 say!(

@@ -105,8 +105,19 @@ async fn serve(
         );
     }
     let writer = tokio::spawn(async move {
+        // Frames queued while the previous write went out, or while this task let the others
+        // run once, leave in one write (as boardcast's sessions do).
         while let Some(frame) = rx.recv().await {
-            if sink.send(Message::Text(frame)).await.is_err() {
+            if sink.feed(Message::Text(frame)).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

@@ -4,11 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{frame, parse_message, Encoding};
+use crate::client::{cursor_numbers, parse, parse_packed, Encoding};
+use crate::lean;
 use crate::stats::{Latencies, SendTimes, Summary};
 
 use super::*;
@@ -28,6 +27,36 @@ pub struct CursorsOpts {
     pub warmup: f64,
     /// JSON, MessagePack, or rooms with both.
     pub encoding: Encoding,
+    /// When in each interval the sockets send.
+    pub spread: Spread,
+}
+
+/// When in each interval the sockets send their moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// A board's users together, boards spread evenly over the interval.
+    Board,
+    /// Each socket at its own random instant.
+    Socket,
+}
+
+impl Spread {
+    /// `board` or `socket`.
+    pub fn parse(name: &str) -> Result<Spread, String> {
+        match name {
+            "board" => Ok(Spread::Board),
+            "socket" => Ok(Spread::Socket),
+            _ => Err(format!("--spread {name}: board or socket")),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Spread::Board => "board",
+            Spread::Socket => "socket",
+        }
+    }
 }
 
 /// What `cursors` measured.
@@ -47,6 +76,8 @@ pub struct CursorsReport {
     pub hz: f64,
     /// `json`, `msgpack` or `mixed`.
     pub encoding: &'static str,
+    /// `board` or `socket`.
+    pub spread: &'static str,
     /// Measured seconds.
     pub seconds: f64,
     /// Mean size of a delivered cursor frame's payload, bytes.
@@ -77,7 +108,7 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
     let prefix = target.prefix.clone();
     let users = opts.users;
     let encoding = opts.encoding;
-    let sockets = open_all_as(target, total, encoding, |n| {
+    let sockets = open_all_lean(target, total, encoding, |n| {
         (format!("{prefix}-c{}", n / users), format!("u{n}"))
     })
     .await?;
@@ -88,80 +119,119 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
     let window_end = window_start + Duration::from_secs_f64(opts.seconds);
     let sent_in_window = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_secs_f64(1.0 / opts.hz);
-    let mut tasks = vec![];
-    for (n, ws) in sockets.into_iter().enumerate() {
-        let (mut sink, mut stream) = ws.split();
-        let send_times = Arc::clone(&times);
-        let sent = Arc::clone(&sent_in_window);
-        let phase = interval.mul_f64(rand::random::<f64>());
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::from_std(epoch + phase), interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut count: u64 = 0;
-            loop {
-                let at = tick.tick().await.into_std();
-                if at >= window_end {
-                    break;
-                }
-                count += 1;
-                let frame = if encoding.packed(n) {
-                    frame(
-                        &serde_json::json!({"type":"cursor.move","payload":{"position":{"x":count,"y":n}}}),
-                        true,
-                    )
+    // Sockets grouped by the instant in each interval they send at: a board's users together
+    // (the default), or each socket at its own.
+    let groups = match opts.spread {
+        Spread::Board => opts.boards,
+        Spread::Socket => total,
+    };
+    let mut sinks: Vec<Vec<(usize, _)>> = (0..groups).map(|_| Vec::new()).collect();
+    let mut streams = Vec::with_capacity(total);
+    for (n, (stream, sink)) in sockets.into_iter().enumerate() {
+        let group = match opts.spread {
+            Spread::Board => n / opts.users,
+            Spread::Socket => n,
+        };
+        sinks[group].push((n, sink));
+        streams.push(stream);
+    }
+    if opts.spread == Spread::Socket {
+        // Random phases, so neighbours in a room do not send in a fixed order.
+        use rand::seq::SliceRandom;
+        sinks.shuffle(&mut rand::rng());
+    }
+    let send_times = Arc::clone(&times);
+    let sent = Arc::clone(&sent_in_window);
+    // One task paces every socket: one timer firing once per group, instead of a timer per
+    // socket. Ticks missed while the process was busy fire at once, so the offered load holds.
+    tokio::spawn(async move {
+        let step = interval.div_f64(groups as f64);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::from_std(epoch), step);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut turn: u64 = 0;
+        'run: loop {
+            let at = tick.tick().await.into_std();
+            if at >= window_end {
+                break;
+            }
+            let group = &mut sinks[(turn % groups as u64) as usize];
+            let count = turn / groups as u64 + 1;
+            turn += 1;
+            for (n, sink) in group.iter_mut() {
+                let n = *n;
+                let (opcode, frame) = if encoding.packed(n) {
+                    let value = serde_json::json!({"type":"cursor.move","payload":{"position":{"x":count,"y":n}}});
+                    (lean::BINARY, rmp_serde::to_vec(&value).unwrap_or_default())
                 } else {
-                    Message::text(format!(
+                    let text = format!(
                         r#"{{"type":"cursor.move","payload":{{"position":{{"x":{count},"y":{n}}}}}}}"#
-                    ))
+                    );
+                    (lean::TEXT, text.into_bytes())
                 };
                 // One instant decides both the latency and whether the move counts in the
                 // window, for the sender and every receiver alike.
                 let now = Instant::now();
                 send_times[n].sent(count, now.duration_since(epoch).as_nanos() as u64);
-                if sink.send(frame).await.is_err() {
-                    break;
+                if sink.send(opcode, &frame).await.is_err() {
+                    break 'run;
                 }
                 if now >= window_start && now < window_end {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Keep the socket open until the receivers are done.
-            tokio::time::sleep_until(tokio::time::Instant::from_std(window_end + GRACE)).await;
+        }
+        // Keep the sockets open until the receivers are done.
+        tokio::time::sleep_until(tokio::time::Instant::from_std(window_end + GRACE)).await;
+        for (_, sink) in sinks.iter_mut().flatten() {
             let _ = sink.close().await;
-        });
+        }
+    });
+    let mut tasks = Vec::with_capacity(total);
+    for (n, mut stream) in streams.into_iter().enumerate() {
         let times = Arc::clone(&times);
-        let me = format!("u{n}");
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut received, mut echoes, mut errors, mut bytes) =
                 (Latencies::default(), 0u64, 0u64, 0u64, 0u64);
             let deadline = tokio::time::Instant::from_std(window_end + GRACE);
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, stream.next()).await {
-                let Some(frame) = parse_message(&msg) else {
-                    continue;
-                };
-                match &*frame.kind {
-                    "cursor.move" => {
-                        if frame.payload.user_id.as_deref() == Some(me.as_str()) {
-                            echoes += 1;
-                        }
-                        let Some(p) = frame.payload.position else {
-                            continue;
-                        };
-                        let Some(sent_at) =
-                            times.get(p.y as usize).and_then(|t| t.when(p.x as u64))
-                        else {
-                            continue;
-                        };
-                        let sent_at = epoch + Duration::from_nanos(sent_at);
-                        if sent_at >= window_start && sent_at < window_end {
-                            received += 1;
-                            bytes += msg.len() as u64;
-                            latencies.record(Instant::now().saturating_duration_since(sent_at));
-                        }
+            while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.fill()).await {
+                // Every frame of one read arrived at the same instant.
+                let now = Instant::now();
+                let outcome = stream.frames(|opcode, payload| {
+                    let numbers = match opcode {
+                        lean::TEXT => cursor_numbers(payload)
+                            .map(Ok)
+                            .or_else(|| std::str::from_utf8(payload).ok().and_then(parse).map(Err)),
+                        lean::BINARY => parse_packed(payload).map(Err),
+                        _ => None,
+                    };
+                    let (number, sender) = match numbers {
+                        Some(Ok(numbers)) => numbers,
+                        Some(Err(frame)) => match (&*frame.kind, frame.payload.position) {
+                            ("cursor.move", Some(p)) => (p.x as u64, p.y as u64),
+                            ("error", _) => {
+                                errors += 1;
+                                return;
+                            }
+                            _ => return,
+                        },
+                        None => return,
+                    };
+                    if sender == n as u64 {
+                        echoes += 1;
                     }
-                    "error" => errors += 1,
-                    _ => {}
+                    let Some(sent_at) = times.get(sender as usize).and_then(|t| t.when(number))
+                    else {
+                        return;
+                    };
+                    let sent_at = epoch + Duration::from_nanos(sent_at);
+                    if sent_at >= window_start && sent_at < window_end {
+                        received += 1;
+                        bytes += payload.len() as u64;
+                        latencies.record(now.saturating_duration_since(sent_at));
+                    }
+                });
+                if outcome.is_err() {
+                    break;
                 }
             }
             (latencies, received, echoes, errors, bytes)
@@ -190,6 +260,7 @@ pub async fn cursors(target: &Target, opts: &CursorsOpts) -> Result<CursorsRepor
         users: opts.users,
         hz: opts.hz,
         encoding: encoding.name(),
+        spread: opts.spread.name(),
         seconds: opts.seconds,
         bytes_per_delivery: if received == 0 {
             0.0

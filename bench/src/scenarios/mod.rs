@@ -9,7 +9,7 @@ mod idle;
 mod sizes;
 
 pub use churn::{churn, ChurnOpts, ChurnReport};
-pub use cursors::{cursors, CursorsOpts, CursorsReport};
+pub use cursors::{cursors, CursorsOpts, CursorsReport, Spread};
 pub use durable::{durable, DurableOpts, DurableReport};
 pub use idle::{idle, IdleOpts, IdleReport};
 pub use sizes::{sizes, SizesReport};
@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{connect, source_for, token, Encoding, Socket};
+use crate::lean;
 use crate::procfs::{cpu_seconds, rss_bytes};
 
 /// Connections opened at once while setting up.
@@ -102,15 +103,47 @@ pub(crate) async fn open_all_as(
     encoding: Encoding,
     make: impl Fn(usize) -> (String, String),
 ) -> Result<Vec<Socket>, String> {
+    open_many(count, make, |n, board, user| {
+        let target = target.clone();
+        async move { target.join_as(n, &board, &user, encoding.packed(n)).await }
+    })
+    .await
+}
+
+/// Opens sessions as [`open_all_as`] does, as lean clients.
+pub(crate) async fn open_all_lean(
+    target: &Target,
+    count: usize,
+    encoding: Encoding,
+    make: impl Fn(usize) -> (String, String),
+) -> Result<Vec<(lean::Reader, lean::Writer)>, String> {
+    open_many(count, make, |n, board, user| {
+        let (url, token) = (target.url(n).to_string(), token(&target.secret, &user));
+        async move { lean::open(&url, &board, &token, source_for(n), encoding.packed(n)).await }
+    })
+    .await
+}
+
+/// Opens `count` connections at most [`CONNECT_CONCURRENCY`] at a time, `make(n)` naming the
+/// board and user of the n-th and `open` connecting it.
+async fn open_many<T, F>(
+    count: usize,
+    make: impl Fn(usize) -> (String, String),
+    open: impl Fn(usize, String, String) -> F,
+) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::with_capacity(count);
     for n in 0..count {
         let (board, user) = make(n);
-        let target = target.clone();
+        let connecting = open(n, board, user);
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
-            target.join_as(n, &board, &user, encoding.packed(n)).await
+            connecting.await
         }));
     }
     let mut sockets = Vec::with_capacity(count);
