@@ -58,6 +58,9 @@ pub struct Config {
     /// `REDIS_PUSH_BACKLOG`: Redis messages that may wait for the broker; past it they are
     /// dropped and every room resyncs once the broker caught up.
     pub redis_push_backlog: usize,
+    /// `REDIS_PUBLISH_BACKLOG`: ephemeral events that may wait to be published to Redis;
+    /// past it they are dropped.
+    pub redis_publish_backlog: usize,
     /// Token verification key (`JWT_SECRET`, `JWT_PUBLIC_KEY`, `JWT_ALGORITHM`).
     pub jwt: JwtKey,
     /// `ALLOWED_ORIGINS`: when set, a WebSocket `Origin` must be one of these.
@@ -129,6 +132,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "bc".into(),
             redis_push_backlog: 100_000,
+            redis_publish_backlog: 20_000,
             jwt: JwtKey::Dev(random_secret()),
             allowed_origins: None,
             replay_events: 10_000,
@@ -205,6 +209,9 @@ impl Config {
         }
         if let Some(v) = get("REDIS_PUSH_BACKLOG") {
             config.redis_push_backlog = positive(&v, "REDIS_PUSH_BACKLOG")?;
+        }
+        if let Some(v) = get("REDIS_PUBLISH_BACKLOG") {
+            config.redis_publish_backlog = positive(&v, "REDIS_PUBLISH_BACKLOG")?;
         }
         config.jwt = jwt_from(&lookup, &get)?;
         config.jwt_audience = get("JWT_AUDIENCE").map(|v| v.trim().to_string());
@@ -516,17 +523,20 @@ mod tests {
     }
 
     #[test]
-    fn the_redis_push_backlog_is_a_positive_count() {
-        assert_eq!(with(&[]).map(|c| c.redis_push_backlog).ok(), Some(100_000));
+    fn the_redis_backlogs_are_positive_counts() {
+        let both = |c: Config| (c.redis_push_backlog, c.redis_publish_backlog);
+        assert_eq!(with(&[]).map(both).ok(), Some((100_000, 20_000)));
         assert_eq!(
-            with(&[("REDIS_PUSH_BACKLOG", "50")])
-                .map(|c| c.redis_push_backlog)
+            with(&[("REDIS_PUSH_BACKLOG", "50"), ("REDIS_PUBLISH_BACKLOG", "7")])
+                .map(both)
                 .ok(),
-            Some(50)
+            Some((50, 7))
         );
-        for bad in ["0", "-1", "lots"] {
-            let err = with(&[("REDIS_PUSH_BACKLOG", bad)]).expect_err(bad);
-            assert_eq!(err.var, "REDIS_PUSH_BACKLOG");
+        for var in ["REDIS_PUSH_BACKLOG", "REDIS_PUBLISH_BACKLOG"] {
+            for bad in ["0", "-1", "lots"] {
+                let err = with(&[(var, bad)]).expect_err(bad);
+                assert_eq!(err.var, var);
+            }
         }
     }
 

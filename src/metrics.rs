@@ -59,6 +59,8 @@ impl Gauge {
     }
 }
 
+/// Ephemeral events not published because too many waited for Redis.
+pub static PUBLISH_DROPPED: Counter = Counter::new();
 /// Webhook events delivered (answered 2xx).
 pub static WEBHOOK_EVENTS: Counter = Counter::new();
 /// Webhook requests that failed (not 2xx, or no answer in time).
@@ -132,6 +134,12 @@ pub fn render(rooms: usize) -> String {
         "counter",
         "Frames refused or dropped by the rate limit.",
         RATE_LIMITED.get().to_string(),
+    );
+    series(
+        "boardcast_publish_dropped_total",
+        "counter",
+        "Ephemeral events (cursor moves, typing) not published to Redis because REDIS_PUBLISH_BACKLOG waited already.",
+        PUBLISH_DROPPED.get().to_string(),
     );
     series(
         "boardcast_durable_events_total",

@@ -122,6 +122,7 @@ impl Application {
                     config.redis_prefix.clone(),
                     config.board_limits(),
                     config.redis_push_backlog,
+                    config.redis_publish_backlog,
                     if poster.is_some() { hook_cap } else { 0 },
                 )?
             }

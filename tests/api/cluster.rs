@@ -897,17 +897,19 @@ async fn every_event_the_scripts_publish_decodes_into_a_board_event() {
         let Ok(message) = rx.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
-        let (origin, body) = message.split_once('\n').expect("origin, then the event");
-        let event: BoardEvent = serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("{e}: the published {body} is not a BoardEvent"));
-        if origin == "-" {
-            kinds.insert(match event {
-                BoardEvent::Joined { .. } => "Joined",
-                BoardEvent::Left { .. } => "Left",
-                BoardEvent::StatusChanged { .. } => "StatusChanged",
-                BoardEvent::Durable { .. } => "Durable",
-                _ => "other",
-            });
+        let (origin, events) = message.split_once('\n').expect("origin, then the events");
+        for body in events.split('\n') {
+            let event: BoardEvent = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("{e}: the published {body} is not a BoardEvent"));
+            if origin == "-" {
+                kinds.insert(match event {
+                    BoardEvent::Joined { .. } => "Joined",
+                    BoardEvent::Left { .. } => "Left",
+                    BoardEvent::StatusChanged { .. } => "StatusChanged",
+                    BoardEvent::Durable { .. } => "Durable",
+                    _ => "other",
+                });
+            }
         }
     }
     assert_eq!(
@@ -963,6 +965,93 @@ async fn a_flood_of_redis_messages_past_the_backlog_is_dropped_and_rooms_resync(
         ann.next_of("item.created").await["payload"]["item"]["id"],
         "after"
     );
+}
+
+/// Ephemeral events leave for Redis in batches, a board's events in one message: ten users
+/// moving at once on one instance reach a watcher on the other with each user's moves in order
+/// and the last move of each delivered.
+#[actix_web::test]
+async fn batched_ephemeral_events_keep_each_users_order_across_instances() {
+    let (_redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let (mut watcher, _) = b.join("batch", "watcher").await;
+    let mut movers = vec![];
+    for n in 0..10 {
+        let user = format!("m{n}");
+        let (mover, _) = a.join("batch", &user).await;
+        assert_eq!(
+            watcher.next_of("presence.join").await["payload"]["userId"],
+            user
+        );
+        movers.push(mover);
+    }
+    const MOVES: u64 = 30;
+    for x in 1..=MOVES {
+        for mover in &mut movers {
+            mover
+                .send_type("cursor.move", json!({"position":{"x":x,"y":0}}))
+                .await;
+        }
+    }
+    let mut last = std::collections::HashMap::new();
+    while last.len() < 10 || last.values().any(|x| *x < MOVES) {
+        let frame = watcher.next_of("cursor.move").await;
+        let user = frame["payload"]["userId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let x = frame["payload"]["position"]["x"].as_u64().expect("x");
+        let before = last.insert(user.clone(), x).unwrap_or(0);
+        assert!(x > before, "{user}: {x} after {before}");
+    }
+}
+
+/// Ephemeral events waiting for Redis are bounded by `REDIS_PUBLISH_BACKLOG`: with Redis
+/// stopped (SIGSTOP), what is past the bound is dropped and counted, and once Redis goes on
+/// (SIGCONT) cursor moves cross instances again.
+#[actix_web::test]
+async fn ephemeral_events_waiting_for_a_stopped_redis_are_bounded() {
+    let (redis, nodes) = cluster(2, &[("REDIS_PUBLISH_BACKLOG", "5")]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let (mut watcher, _) = b.join("stall", "watcher").await;
+    let (mut ann, _) = a.join("stall", "ann").await;
+    watcher.next_of("presence.join").await;
+    let dropped = || async {
+        let (_, metrics) = a.get_text("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("boardcast_publish_dropped_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the counter is exported")
+    };
+    assert_eq!(dropped().await, 0);
+    redis.signal("STOP");
+    // Moves a throttle interval apart, so each is published: more than the bound waits.
+    let deadline = Instant::now() + WAIT;
+    let mut x = 0;
+    while dropped().await == 0 {
+        assert!(Instant::now() < deadline, "nothing dropped after {x} moves");
+        x += 1;
+        ann.send_type("cursor.move", json!({"position":{"x":x,"y":0}}))
+            .await;
+        actix_web::rt::time::sleep(Duration::from_millis(60)).await;
+    }
+    redis.signal("CONT");
+    let deadline = Instant::now() + WAIT;
+    'crossed: loop {
+        assert!(Instant::now() < deadline, "no move crossed after SIGCONT");
+        ann.send_type("cursor.move", json!({"position":{"x":100000,"y":0}}))
+            .await;
+        while let Ok(frame) =
+            tokio::time::timeout(Duration::from_millis(300), watcher.next_frame()).await
+        {
+            if frame["type"] == "cursor.move" && frame["payload"]["position"]["x"] == 100000 {
+                break 'crossed;
+            }
+        }
+    }
 }
 
 #[actix_web::test]

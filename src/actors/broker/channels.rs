@@ -50,7 +50,7 @@ impl Broker {
         let Some(redis) = self.redis() else { return };
         match self.channels.get(&channel) {
             Some(Channel::Board(board)) => {
-                if let Some(event) = decode_board_message(redis.instance(), &payload) {
+                for event in decode_board_message(redis.instance(), &payload) {
                     self.deliver(board, event);
                 }
             }
@@ -204,19 +204,48 @@ impl Handler<Publish> for Broker {
                     self.deliver(&msg.board, msg.event);
                 }
             }
-            Some(redis) => {
-                // Ephemeral events are best effort while Redis is out of reach; the local
-                // sessions have them already.
-                ctx.spawn(
-                    async move {
-                        let _ = redis
-                            .publish(&msg.board, &msg.event, msg.delivered_locally)
-                            .await;
-                    }
-                    .into_actor(self),
-                );
+            Some(_) => {
+                // Ephemeral events are best effort: past the bound (Redis slower than the
+                // rooms, or out of reach) they are dropped; the local sessions have them already,
+                // and a dropped cursor move is superseded by the next.
+                if self.outgoing.len() >= self.publish_backlog {
+                    crate::metrics::PUBLISH_DROPPED.inc();
+                    return;
+                }
+                self.outgoing.push(Outgoing {
+                    board: msg.board,
+                    event: msg.event,
+                    from_here: msg.delivered_locally,
+                });
+                self.publish_outgoing(ctx);
             }
         }
+    }
+}
+
+impl Broker {
+    /// Sends what waits to be published as one batch, unless a batch is on its way already:
+    /// the next goes when it is answered, so one round trip carries all that gathered meanwhile.
+    fn publish_outgoing(&mut self, ctx: &mut Context<Self>) {
+        if self.publishing || self.outgoing.is_empty() {
+            return;
+        }
+        let Some(redis) = self.redis() else {
+            self.outgoing.clear();
+            return;
+        };
+        let batch = std::mem::take(&mut self.outgoing);
+        self.publishing = true;
+        ctx.spawn(
+            async move {
+                let _ = redis.publish_batch(&batch).await;
+            }
+            .into_actor(self)
+            .map(|(), broker, ctx| {
+                broker.publishing = false;
+                broker.publish_outgoing(ctx);
+            }),
+        );
     }
 }
 

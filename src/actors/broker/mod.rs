@@ -28,7 +28,7 @@ use crate::wire::WireFrame;
 use crate::backend::embedded::memory::MemoryStore;
 use crate::backend::embedded::sqlite::{Flushed, Store};
 use crate::backend::embedded::{Embedded, Request};
-use crate::backend::redis::{decode_board_message, RedisBackend, LEASE, LEASE_TICK};
+use crate::backend::redis::{decode_board_message, Outgoing, RedisBackend, LEASE, LEASE_TICK};
 pub use crate::backend::{Append, AppendCustom, GetCatchup};
 
 mod channels;
@@ -140,6 +140,11 @@ pub struct Broker {
     durability_checked: bool,
     /// Redis messages waiting in this actor's mailbox, bounded.
     pushes: Arc<PushBacklog>,
+    /// Ephemeral events waiting to be published, at most `publish_backlog`.
+    outgoing: Vec<Outgoing>,
+    publish_backlog: usize,
+    /// A batch of `outgoing` is on its way to Redis; the next waits for it, keeping order.
+    publishing: bool,
     /// Where stored durable events go for webhooks (embedded mode, with `WEBHOOK_URL`).
     hooks: Option<Recipient<Hook>>,
 }
@@ -169,6 +174,7 @@ impl Broker {
         prefix: String,
         limits: BoardLimits,
         push_backlog: usize,
+        publish_backlog: usize,
         hook_cap: usize,
     ) -> Result<Addr<Broker>, ::redis::RedisError> {
         use ::redis::IntoConnectionInfo;
@@ -209,6 +215,7 @@ impl Broker {
         let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits, hook_cap);
         let mut broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
         broker.pushes = pushes;
+        broker.publish_backlog = publish_backlog;
         Ok(ctx.run(broker))
     }
 
@@ -225,6 +232,9 @@ impl Broker {
             retired: false,
             durability_checked: false,
             pushes: Arc::new(PushBacklog::new(usize::MAX)),
+            outgoing: Vec::new(),
+            publish_backlog: usize::MAX,
+            publishing: false,
             hooks: None,
         }
     }

@@ -40,9 +40,10 @@ mod pubsub;
 mod reply;
 mod webhook;
 
-pub(crate) use self::pubsub::decode_board_message;
+pub(crate) use self::pubsub::{decode_board_message, Outgoing};
 use self::reply::*;
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytestring::ByteString;

@@ -246,18 +246,21 @@ mod tests {
 
     #[test]
     fn board_messages_skip_this_instances_own_and_what_does_not_decode() {
-        let left = br#"{"Left":{"rev":3,"user_id":"ann"}}"#;
-        let message = |origin: &str| [origin.as_bytes(), b"\n", left].concat();
+        let left = |rev: u64| format!(r#"{{"Left":{{"rev":{rev},"user_id":"ann"}}}}"#);
+        let message = |origin: &str| format!("{origin}\n{}", left(3)).into_bytes();
+        let gone = |rev| BoardEvent::Left {
+            rev,
+            user_id: "ann".into(),
+        };
+        assert_eq!(decode_board_message("me", &message("-")), vec![gone(3)]);
+        assert_eq!(decode_board_message("me", &message("me")), vec![]);
+        assert_eq!(decode_board_message("me", b"-\n{\"Left\":{}}"), vec![]);
+        assert_eq!(decode_board_message("me", b"no newline"), vec![]);
+        assert_eq!(decode_board_message("me", &[0xff, b'\n']), vec![]);
+        let batch = format!("you\n{}\n{{\"Left\":{{}}}}\n{}", left(4), left(5));
         assert_eq!(
-            decode_board_message("me", &message("-")),
-            Some(BoardEvent::Left {
-                rev: 3,
-                user_id: "ann".into()
-            })
+            decode_board_message("me", batch.as_bytes()),
+            vec![gone(4), gone(5)]
         );
-        assert_eq!(decode_board_message("me", &message("me")), None);
-        assert_eq!(decode_board_message("me", b"-\n{\"Left\":{}}"), None);
-        assert_eq!(decode_board_message("me", b"no newline"), None);
-        assert_eq!(decode_board_message("me", &[0xff, b'\n']), None);
     }
 }
