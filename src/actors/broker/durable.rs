@@ -40,39 +40,50 @@ pub(super) fn unreachable() -> BackendError {
     BackendError::unavailable_now("the backend is out of reach; retry")
 }
 
+// A plain future, run as a task of its own: a future spawned on the broker's context would be
+// polled at every wake-up of the broker, with all others in flight (hundreds under load).
 impl Handler<Append> for Broker {
-    type Result = ResponseActFuture<Self, Result<Appended, BackendError>>;
+    type Result = ResponseFuture<Result<Appended, BackendError>>;
 
-    fn handle(&mut self, msg: Append, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
         let redis = match &mut self.backend {
             Backend::Embedded(embedded) => {
                 let (tx, rx) = oneshot::channel();
                 embedded.request(Request::Append(msg, tx));
-                return Box::pin(answer(rx).into_actor(self));
+                return Box::pin(answer(rx));
             }
             Backend::Redis(redis) => RedisBackend::clone(redis),
         };
         if !self.ready.load(Ordering::Relaxed) {
-            return Box::pin(fut::ready(Err(unreachable())));
+            return Box::pin(std::future::ready(Err(unreachable())));
         }
-        let work = async move {
-            let appended = redis
+        let me = ctx.address();
+        Box::pin(async move {
+            let result = redis
                 .append(&msg.board, msg.op, &msg.user_id, msg.ack, msg.key.as_ref())
-                .await?;
-            crate::metrics::DURABLE_EVENTS.inc();
-            Ok(appended)
-        };
-        Box::pin(
-            work.into_actor(self)
-                .map(|result: Result<Appended, BackendError>, broker, _| {
-                    // Redis did not answer in time: refuse what follows at once until a ping succeeds.
-                    if matches!(&result, Err(e) if e.is_unavailable()) {
-                        broker.ready.store(false, Ordering::Relaxed);
-                        broker.ready_since = None;
-                    }
-                    result
-                }),
-        )
+                .await;
+            match &result {
+                Ok(_) => crate::metrics::DURABLE_EVENTS.inc(),
+                // Redis did not answer in time: refuse what follows at once until a ping succeeds.
+                Err(e) if e.is_unavailable() => me.do_send(Unanswered),
+                Err(_) => {}
+            }
+            result
+        })
+    }
+}
+
+/// Redis did not answer a request in time.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Unanswered;
+
+impl Handler<Unanswered> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, _: Unanswered, _: &mut Self::Context) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.ready_since = None;
     }
 }
 

@@ -90,13 +90,13 @@ pub struct RedisBackend {
     instance: String,
     /// What a board may hold, and what its log keeps.
     limits: BoardLimits,
-    /// The scripts, by entry point.
-    scripts: Scripts,
+    /// The scripts, by entry point; shared, since the backend is cloned for every request and
+    /// the scripts' sources are tens of kilobytes.
+    scripts: std::sync::Arc<Scripts>,
     /// Set when the instance stops: it registers no more sessions in the shared presence.
     retired: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-#[derive(Clone)]
 struct Scripts {
     commit: Script,
     catchup: Script,
@@ -184,7 +184,7 @@ impl RedisBackend {
             instance,
             limits,
             retired: Default::default(),
-            scripts: Scripts {
+            scripts: std::sync::Arc::new(Scripts {
                 commit: event_script(hook_cap, COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
                 join: presence_script("join_many()\nreturn listing()"),
@@ -204,7 +204,7 @@ impl RedisBackend {
                 renew: Script::new(RENEW_LUA),
                 sweep_begin: Script::new(SWEEP_BEGIN_LUA),
                 sweep_end: Script::new(SWEEP_END_LUA),
-            },
+            }),
         }
     }
 
