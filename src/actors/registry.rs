@@ -112,6 +112,8 @@ pub struct Registry {
     broker: Addr<Broker>,
     /// Given to new rooms.
     settings: RoomSettings,
+    /// The instance is shutting down: rooms stopping with sessions in them are expected.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -127,6 +129,7 @@ impl Registry {
             presence,
             broker,
             settings,
+            stopping: Default::default(),
         })
     }
 
@@ -205,7 +208,11 @@ impl Registry {
             room_id: id,
         });
         for (session, user_id, out) in left {
-            log::error!("{key} stopped with session {session} in it");
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                log::debug!("{key} stopped with session {session} in it (shutting down)");
+            } else {
+                log::error!("{key} stopped with session {session} in it");
+            }
             self.presence.do_send(Depart {
                 board: key.clone(),
                 session,
@@ -217,6 +224,8 @@ impl Registry {
 
     /// Closes every session of every room with 1012 (the instance is shutting down).
     pub fn close_all(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for entry in self.rooms.lock().values() {
             entry.addr.do_send(CloseAll);
         }

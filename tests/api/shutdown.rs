@@ -14,6 +14,25 @@ async fn sigterm_closes_every_session_with_1012_and_exits() {
     assert!(instance.wait_exit().await.success());
 }
 
+/// With many sessions, some are still in their rooms when the server stops after its grace:
+/// an expected end of a shutdown, not an error for each of them.
+#[actix_web::test]
+async fn stopping_with_many_sessions_logs_no_errors() {
+    let mut instance = Instance::start(&[]);
+    let app = instance.app();
+    let mut held = vec![];
+    for n in 0..600 {
+        held.push(app.join(&format!("b{}", n % 60), &format!("u{n}")).await);
+    }
+    // Every client goes away as the instance is told to stop, as when a load generator exits.
+    drop(held);
+    instance.signal("TERM");
+    assert!(instance.wait_exit().await.success());
+    let log = instance.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_naming_the_variable() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_boardcast"))

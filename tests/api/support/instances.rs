@@ -97,6 +97,11 @@ impl Instance {
         }
     }
 
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
     /// The instance as a [`TestApp`], for its URLs and helpers.
     pub fn app(&self) -> TestApp {
         TestApp {
