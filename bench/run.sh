@@ -44,7 +44,7 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-PIDS+=($!); wait_port "$REDIS_PORT"
+REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$REDIS_PORT"
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT/
 
 # start_target NAME PORT [extra env...]: starts a server, sets PID.
@@ -67,6 +67,8 @@ for name in boardcast relay node; do
   url=ws://127.0.0.1:$port
   echo "== $name"
   run cursors --label "$name" --url "$url" --pid "$PID" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "c-$name" || true
+  # The same load with every socket sending at its own instant.
+  run cursors --label "$name" --spread socket --url "$url" --pid "$PID" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "cs-$name" || true
   run durable --label "$name" --url "$url" --pid "$PID" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix "d-$name" || true
   run churn --label "$name" --url "$url" --pid "$PID" --boards 20 --observers 2 --rate 200 --stay-ms 500 --seconds "$SECONDS_RUN" --prefix "h-$name" || true
   stop "$PID"
@@ -106,21 +108,30 @@ for variant in "boardcast-sync-full SYNC=full" "boardcast-memory DATA_DIR=:memor
 done
 rm -rf "$OUT"/data.*
 
-echo "== boardcast, two instances with Redis"
+echo "== boardcast, two instances with Redis (server CPU counts both instances and Redis)"
 p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL"; pid1=$PID
 p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL"; pid2=$PID
 sleep 1
-run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
-  --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
-run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
-  --boards $((BOARDS / 2)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-half || true
-run cursors --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
-  --boards $((BOARDS / 5)) --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-light || true
-run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
-  --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
-run durable --label boardcast-redis-x2 --url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" \
-  --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
+X2=(--url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" --pid "$REDIS_PID")
+run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 30 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-30 || true
+run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
+run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
+run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
+for boards in $STEPS; do
+  line=$("$LOADGEN" cursors --label boardcast-redis-x2-saturation "${X2[@]}" --secret "$SECRET" \
+    --boards "$boards" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "sx$boards" | tee -a "$OUT/log.txt" | grep '^{' || true)
+  [ -n "$line" ] || break
+  echo "$line" >> "$RESULTS"
+  echo "$line" | grep -q '"delivered_ratio":1.0,' || break
+  p99=$(echo "$line" | sed 's/.*"p99":\([0-9.]*\).*/\1/')
+  awk -v p="$p99" 'BEGIN { exit !(p > 50) }' && break
+done
 stop "$pid1"; stop "$pid2"
+# Memory per idle connection and connect rate with Redis, on a fresh instance.
+port=$(free_port); start_target boardcast "$port" REDIS_URL="$REDIS_URL"
+sleep 1
+run idle --label boardcast-redis --url "ws://127.0.0.1:$port" --pid "$PID" --connections "$IDLE" --boards $((IDLE / 10)) --seconds 5 --threads 2 --prefix "i-redis" || true
+stop "$PID"
 
 echo "== boardcast, mass reconnect after SIGKILL of an instance"
 p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL" MAX_SESSIONS_PER_USER=100000; pid1=$PID

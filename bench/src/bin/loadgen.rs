@@ -3,7 +3,8 @@
 //!
 //! Options: `--url ws://127.0.0.1:PORT` (repeatable: clients spread over instances),
 //! `--secret S`, `--pid PID` (repeatable, for server CPU and memory), `--label NAME`,
-//! `--prefix P`, `--threads N`, and per scenario:
+//! `--prefix P`, `--threads N` (runtime threads, 2 by default: a board's burst of receptions
+//! spread over two threads instead of waiting behind each other on one), and per scenario:
 //! - cursors: `--boards --users --hz --seconds --warmup --encoding json|msgpack|mixed
 //!   --spread board|socket` (a board's users send together, or each socket at its own instant)
 //! - sizes: none (a JSON and a MessagePack session exchange a cursor move and a `value.set`)
@@ -74,7 +75,7 @@ impl Args {
 }
 
 fn run(args: Args) -> Result<String, String> {
-    let threads: usize = args.num("threads", 1)?;
+    let threads: usize = args.num("threads", 2)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
