@@ -62,6 +62,21 @@ start_target() {
 
 run() { "$LOADGEN" "$@" --secret "$SECRET" | tee -a "$OUT/log.txt" | grep '^{' >> "$RESULTS"; }
 
+# saturate LABEL PREFIX TARGET...: `cursors` against TARGET (its --url and --pid options) at
+# each board count of STEPS, until a delivery is lost or p99 passes 50 ms.
+saturate() {
+  local label=$1 prefix=$2 boards line p99; shift 2
+  for boards in $STEPS; do
+    line=$("$LOADGEN" cursors --label "$label" "$@" --secret "$SECRET" --boards "$boards" --users 20 --hz 20 \
+      --seconds "$SECONDS_RUN" --prefix "$prefix$boards" | tee -a "$OUT/log.txt" | grep '^{' || true)
+    [ -n "$line" ] || return 0
+    echo "$line" >> "$RESULTS"
+    echo "$line" | grep -q '"delivered_ratio":1.0,' || return 0
+    p99=$(echo "$line" | sed 's/.*"p99":\([0-9.]*\).*/\1/')
+    if awk -v p="$p99" 'BEGIN { exit !(p > 50) }'; then return 0; fi
+  done
+}
+
 for name in boardcast relay node; do
   port=$(free_port); start_target "$name" "$port"
   url=ws://127.0.0.1:$port
@@ -76,17 +91,8 @@ for name in boardcast relay node; do
   port=$(free_port); start_target "$name" "$port"
   run idle --label "$name" --url "ws://127.0.0.1:$port" --pid "$PID" --connections "$IDLE" --boards $((IDLE / 10)) --seconds 5 --threads 2 --prefix "i-$name" || true
   stop "$PID"
-  # Saturation: raise the board count until a delivery is lost or p99 passes 50 ms.
   port=$(free_port); start_target "$name" "$port"
-  for boards in $STEPS; do
-    line=$("$LOADGEN" cursors --label "$name-saturation" --url "ws://127.0.0.1:$port" --pid "$PID" --secret "$SECRET" \
-      --boards "$boards" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "s$boards-$name" | tee -a "$OUT/log.txt" | grep '^{' || true)
-    [ -n "$line" ] || break
-    echo "$line" >> "$RESULTS"
-    echo "$line" | grep -q '"delivered_ratio":1.0,' || break
-    p99=$(echo "$line" | sed 's/.*"p99":\([0-9.]*\).*/\1/')
-    awk -v p="$p99" 'BEGIN { exit !(p > 50) }' && break
-  done
+  saturate "$name-saturation" "s-$name-" --url "ws://127.0.0.1:$port" --pid "$PID" || true
   stop "$PID"
 done
 
@@ -117,15 +123,7 @@ run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 30 
 run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
 run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
 run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
-for boards in $STEPS; do
-  line=$("$LOADGEN" cursors --label boardcast-redis-x2-saturation "${X2[@]}" --secret "$SECRET" \
-    --boards "$boards" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix "sx$boards" | tee -a "$OUT/log.txt" | grep '^{' || true)
-  [ -n "$line" ] || break
-  echo "$line" >> "$RESULTS"
-  echo "$line" | grep -q '"delivered_ratio":1.0,' || break
-  p99=$(echo "$line" | sed 's/.*"p99":\([0-9.]*\).*/\1/')
-  awk -v p="$p99" 'BEGIN { exit !(p > 50) }' && break
-done
+saturate boardcast-redis-x2-saturation sx- "${X2[@]}" || true
 stop "$pid1"; stop "$pid2"
 # Memory per idle connection and connect rate with Redis, on a fresh instance.
 port=$(free_port); start_target boardcast "$port" REDIS_URL="$REDIS_URL"
