@@ -53,6 +53,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `REDIS_URL`; `None` runs the embedded single-instance broker.
     pub redis_url: Option<String>,
+    /// `REDIS_CLUSTER`: `REDIS_URL` lists seed nodes of a Redis Cluster.
+    pub redis_cluster: bool,
     /// `REDIS_PREFIX`: the first part of every Redis key and channel name.
     pub redis_prefix: String,
     /// `REDIS_PUSH_BACKLOG`: Redis messages that may wait for the broker; past it they are
@@ -130,6 +132,7 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_cluster: false,
             redis_prefix: "bc".into(),
             redis_push_backlog: 100_000,
             redis_publish_backlog: 20_000,
@@ -195,14 +198,35 @@ impl Config {
             })?;
         }
         config.redis_url = get("REDIS_URL");
+        if let Some(v) = get("REDIS_CLUSTER") {
+            config.redis_cluster = on_off(v, "REDIS_CLUSTER")?;
+        }
         if let Some(url) = &config.redis_url {
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            let urls: Vec<&str> = if config.redis_cluster {
+                url.split(',').map(str::trim).collect()
+            } else {
+                vec![url.as_str()]
+            };
+            if urls
+                .iter()
+                .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+            {
                 return Err(ConfigError {
                     var: "REDIS_URL",
                     value: url.clone(),
-                    expected: "a URL starting with redis:// or rediss://",
+                    expected: if config.redis_cluster {
+                        "URLs starting with redis:// or rediss://, separated by commas"
+                    } else {
+                        "a URL starting with redis:// or rediss://"
+                    },
                 });
             }
+        } else if config.redis_cluster {
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                value: String::new(),
+                expected: "the cluster's seed nodes, since REDIS_CLUSTER is on",
+            });
         }
         if let Some(v) = get("REDIS_PREFIX") {
             config.redis_prefix = v.trim().to_string();
@@ -265,17 +289,7 @@ impl Config {
             config.write_timeout = duration(&v, "WRITE_TIMEOUT")?;
         }
         if let Some(v) = get("DEMO") {
-            config.demo = match v.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" | "yes" => true,
-                "off" | "false" | "0" | "no" => false,
-                _ => {
-                    return Err(ConfigError {
-                        var: "DEMO",
-                        value: v,
-                        expected: "on or off",
-                    })
-                }
-            };
+            config.demo = on_off(v, "DEMO")?;
         }
         if let Some(v) = get("WORKERS") {
             config.workers = v.trim().parse().map_err(|_| ConfigError {
@@ -301,6 +315,13 @@ impl Config {
             };
         }
         config.webhook = webhook_from(&lookup, &get)?;
+        if config.webhook.is_some() && config.redis_cluster {
+            return Err(ConfigError {
+                var: "WEBHOOK_URL",
+                value: "(set)".into(),
+                expected: "no webhooks with REDIS_CLUSTER=on (not offered on a cluster yet)",
+            });
+        }
         Ok(config)
     }
 }
@@ -383,6 +404,19 @@ fn jwt_from(
         }),
         Some(secret) => Ok(JwtKey::Secret(secret.into_bytes())),
         None => Ok(JwtKey::Dev(random_secret())),
+    }
+}
+
+/// A switch: on or off.
+fn on_off(value: String, var: &'static str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError {
+            var,
+            value,
+            expected: "on or off",
+        }),
     }
 }
 
@@ -473,6 +507,42 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn a_redis_cluster_takes_seed_nodes_and_no_webhooks() {
+        let seeds = "redis://10.0.0.1:7000, redis://10.0.0.2:7000";
+        let config = with(&[("REDIS_URL", seeds), ("REDIS_CLUSTER", "on")]).expect("a cluster");
+        assert!(config.redis_cluster);
+        assert_eq!(config.redis_url.as_deref(), Some(seeds));
+        assert!(
+            !with(&[("REDIS_URL", "redis://r")])
+                .expect("one redis")
+                .redis_cluster
+        );
+        for (pairs, var) in [
+            (vec![("REDIS_CLUSTER", "on")], "REDIS_URL"),
+            (
+                vec![("REDIS_URL", "redis://a,10.0.0.2"), ("REDIS_CLUSTER", "on")],
+                "REDIS_URL",
+            ),
+            (
+                vec![("REDIS_URL", "redis://a"), ("REDIS_CLUSTER", "sometimes")],
+                "REDIS_CLUSTER",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://a"),
+                    ("REDIS_CLUSTER", "on"),
+                    ("WEBHOOK_URL", "http://app/hooks"),
+                    ("WEBHOOK_SECRET", "0123456789abcdef"),
+                ],
+                "WEBHOOK_URL",
+            ),
+        ] {
+            let err = with(&pairs).expect_err("refused");
+            assert_eq!(err.var, var, "{pairs:?}");
+        }
     }
 
     #[test]

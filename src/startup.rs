@@ -116,15 +116,20 @@ impl Application {
         let mut webhooks = None;
         let broker = match &config.redis_url {
             Some(url) => {
-                log::info!("scale-out mode: Redis at {}", redact(url));
+                log::info!(
+                    "scale-out mode: Redis {}at {}",
+                    if config.redis_cluster { "Cluster " } else { "" },
+                    redact(url)
+                );
                 Broker::start_redis(
                     url,
+                    config.redis_cluster,
                     config.redis_prefix.clone(),
                     config.board_limits(),
-                    config.redis_push_backlog,
-                    config.redis_publish_backlog,
+                    (config.redis_push_backlog, config.redis_publish_backlog),
                     if poster.is_some() { hook_cap } else { 0 },
-                )?
+                )
+                .await?
             }
             None => {
                 let store = Store::open(&config.data_dir, config.sync)?;

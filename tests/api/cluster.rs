@@ -9,15 +9,74 @@ use serde_json::{json, Value};
 /// A Redis of the test's own and `n` instances of the binary using it.
 fn cluster(n: usize, env: &[(&str, &str)]) -> (RedisServer, Vec<Instance>) {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let instances = (0..n)
+    let instances = instances_on(&[("REDIS_URL", &redis.url())], n, env);
+    (redis, instances)
+}
+
+/// `n` instances of the binary with `shared` (where Redis is) and `env`.
+fn instances_on(shared: &[(&str, &str)], n: usize, env: &[(&str, &str)]) -> Vec<Instance> {
+    (0..n)
         .map(|_| {
-            let mut vars = vec![("REDIS_URL", url.as_str())];
+            let mut vars = shared.to_vec();
             vars.extend_from_slice(env);
             Instance::start(&vars)
         })
-        .collect();
-    (redis, instances)
+        .collect()
+}
+
+/// What the instances of a test share: one Redis, or a Redis Cluster.
+#[derive(Clone, Copy)]
+enum Shared {
+    Single,
+    Cluster,
+}
+
+/// A running [`Shared`], held for the test's length and stopped when dropped.
+#[allow(dead_code)]
+enum Running {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Shared {
+    /// Starts the Redis and `n` instances using it.
+    fn start(self, n: usize, env: &[(&str, &str)]) -> (Running, Vec<Instance>) {
+        match self {
+            Shared::Single => {
+                let (redis, instances) = cluster(n, env);
+                (Running::Single(redis), instances)
+            }
+            Shared::Cluster => {
+                let redis = RedisCluster::start();
+                let urls = redis.urls();
+                let shared = [("REDIS_URL", urls.as_str()), ("REDIS_CLUSTER", "on")];
+                let instances = instances_on(&shared, n, env);
+                (Running::Cluster(redis), instances)
+            }
+        }
+    }
+}
+
+/// Runs a test of several instances over one Redis (`name::single`) and over a Redis Cluster
+/// of three masters and three replicas (`name::redis_cluster`).
+macro_rules! on_one_redis_and_a_cluster {
+    (async fn $name:ident($redis:ident) $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn body($redis: Shared) $body
+
+            #[actix_web::test]
+            async fn single() {
+                body(Shared::Single).await
+            }
+
+            #[actix_web::test]
+            async fn redis_cluster() {
+                body(Shared::Cluster).await
+            }
+        }
+    };
 }
 
 async fn ready(instances: &[Instance]) {
@@ -26,9 +85,9 @@ async fn ready(instances: &[Instance]) {
     }
 }
 
-#[actix_web::test]
-async fn presence_and_colors_are_shared_across_instances() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn presence_and_colors_are_shared_across_instances(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (a, b) = (nodes[0].app(), nodes[1].app());
     let (mut bob, bob_snap) = b.join("b", "bob").await;
@@ -58,11 +117,12 @@ async fn presence_and_colors_are_shared_across_instances() {
         bob.next_of("presence.leave").await["payload"]["userId"],
         "ann"
     );
+    }
 }
 
-#[actix_web::test]
-async fn cursors_and_typing_cross_instances() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn cursors_and_typing_cross_instances(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (mut bob, _) = nodes[1].app().join("b", "bob").await;
     let (mut ann, _) = nodes[0].app().join("b", "ann").await;
@@ -84,12 +144,13 @@ async fn cursors_and_typing_cross_instances() {
     // Nothing came back to ann through Redis: her next frame answers her ping.
     ann.send_type("ping", json!({})).await;
     assert_eq!(ann.next_frame().await["type"], "pong");
+    }
 }
 
-#[actix_web::test]
-async fn seq_is_gap_free_with_writers_on_every_instance() {
+on_one_redis_and_a_cluster! {
+    async fn seq_is_gap_free_with_writers_on_every_instance(redis) {
     // Each writer sends its hundreds of frames at once: above the default rate limit.
-    let (_redis, nodes) = cluster(3, &[("RATE_LIMIT", "10000"), ("RATE_BURST", "10000")]);
+    let (_redis, nodes) = redis.start(3, &[("RATE_LIMIT", "10000"), ("RATE_BURST", "10000")]);
     ready(&nodes).await;
     let (mut setup, _) = nodes[0].app().join("b", "setup").await;
     setup
@@ -149,11 +210,12 @@ async fn seq_is_gap_free_with_writers_on_every_instance() {
             expected += 1;
         }
     }
+    }
 }
 
-#[actix_web::test]
-async fn a_client_resumes_on_another_instance() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn a_client_resumes_on_another_instance(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (mut ann, last) = values_set_while_bob_is_away(&nodes[0].app()).await;
     let mut bob = nodes[1].app().resume("b", "bob", last).await;
@@ -176,11 +238,12 @@ async fn a_client_resumes_on_another_instance() {
     )
     .await;
     assert_eq!(bob.next_sequenced().await["seq"], last + 4);
+    }
 }
 
-#[actix_web::test]
-async fn kicks_and_user_events_reach_every_instance() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn kicks_and_user_events_reach_every_instance(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (mut bob, _) = nodes[0].app().join("b", "bob").await;
     let (mut ann_a, _) = nodes[0].app().join("b", "ann").await;
@@ -214,11 +277,12 @@ async fn kicks_and_user_events_reach_every_instance() {
     // ann on the other board was not kicked.
     ann_b.send_type("ping", json!({})).await;
     assert_eq!(ann_b.next_frame().await["type"], "pong");
+    }
 }
 
-#[actix_web::test]
-async fn the_users_of_a_killed_instance_leave_within_seconds() {
-    let (_redis, mut nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn the_users_of_a_killed_instance_leave_within_seconds(redis) {
+    let (_redis, mut nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (mut bob, _) = nodes[0].app().join("b", "bob").await;
     let (_ann, _) = nodes[1].app().join("b", "ann").await;
@@ -245,6 +309,7 @@ async fn the_users_of_a_killed_instance_leave_within_seconds() {
         .map(|u| u["userId"].clone())
         .collect();
     assert_eq!(users, vec![json!("bob"), json!("cid")]);
+    }
 }
 
 #[actix_web::test]
@@ -339,9 +404,9 @@ async fn hears_nothing_for(client: &mut TestClient, quiet: Duration, who: &str) 
     }
 }
 
-#[actix_web::test]
-async fn a_user_leaves_after_a_pause_and_then_a_crash_of_their_instance() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn a_user_leaves_after_a_pause_and_then_a_crash_of_their_instance(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (mut bob, _) = nodes[0].app().join("b", "bob").await;
     let (_ann, _) = nodes[1].app().join("b", "ann").await;
@@ -374,6 +439,7 @@ async fn a_user_leaves_after_a_pause_and_then_a_crash_of_their_instance() {
         "{:?}",
         killed.elapsed()
     );
+    }
 }
 
 #[actix_web::test]
@@ -967,12 +1033,12 @@ async fn a_flood_of_redis_messages_past_the_backlog_is_dropped_and_rooms_resync(
     );
 }
 
-/// Ephemeral events leave for Redis in batches, a board's events in one message: ten users
-/// moving at once on one instance reach a watcher on the other with each user's moves in order
-/// and the last move of each delivered.
-#[actix_web::test]
-async fn batched_ephemeral_events_keep_each_users_order_across_instances() {
-    let (_redis, nodes) = cluster(2, &[]);
+// Ephemeral events leave for Redis in batches, a board's events in one message: ten users
+// moving at once on one instance reach a watcher on the other with each user's moves in order
+// and the last move of each delivered.
+on_one_redis_and_a_cluster! {
+    async fn batched_ephemeral_events_keep_each_users_order_across_instances(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (a, b) = (nodes[0].app(), nodes[1].app());
     let (mut watcher, _) = b.join("batch", "watcher").await;
@@ -1004,6 +1070,7 @@ async fn batched_ephemeral_events_keep_each_users_order_across_instances() {
         let x = frame["payload"]["position"]["x"].as_u64().expect("x");
         let before = last.insert(user.clone(), x).unwrap_or(0);
         assert!(x > before, "{user}: {x} after {before}");
+    }
     }
 }
 
@@ -1054,9 +1121,9 @@ async fn ephemeral_events_waiting_for_a_stopped_redis_are_bounded() {
     }
 }
 
-#[actix_web::test]
-async fn the_workspace_spans_instances_and_a_killed_instance_goes_offline() {
-    let (_redis, mut nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn the_workspace_spans_instances_and_a_killed_instance_goes_offline(redis) {
+    let (_redis, mut nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (a, b) = (nodes[0].app(), nodes[1].app());
     let mut watcher = a
@@ -1128,6 +1195,7 @@ async fn the_workspace_spans_instances_and_a_killed_instance_goes_offline() {
     let (_, body) = a.get("/api/presence", Some(&server_token())).await;
     assert_eq!(body["users"][1]["userId"], "ann");
     assert_eq!(body["users"][1]["boards"], json!(["z"]));
+    }
 }
 
 #[actix_web::test]
@@ -1269,4 +1337,56 @@ async fn a_paused_instance_s_users_go_offline_and_come_back_online_in_the_worksp
         Some(json!(["x"])),
         "{body}"
     );
+}
+
+/// On a Redis Cluster each board's keys and sharded channel live on the master that owns the
+/// board's slot, and boards spread over every master: boards chosen to cover all three keep
+/// their events on their own master, heard through a sharded subscription there.
+#[actix_web::test]
+async fn boards_live_on_the_master_of_their_slot_and_spread_over_all_three() {
+    let (running, nodes) = Shared::Cluster.start(2, &[]);
+    let Running::Cluster(redis) = &running else {
+        unreachable!("a cluster was asked for")
+    };
+    ready(&nodes).await;
+    let masters = redis.masters();
+    assert_eq!(masters.len(), 3, "three masters: {masters:?}");
+    // Two boards per master, by the slot of their keys.
+    let mut boards: Vec<(String, u16)> = Vec::new();
+    for i in 0..200 {
+        let board = format!("s{i}");
+        let master = redis.master_of(&format!("bc:{{{board}|default}}:seq"));
+        if boards.iter().filter(|(_, m)| *m == master).count() < 2 {
+            boards.push((board, master));
+        }
+        if boards.len() == 6 {
+            break;
+        }
+    }
+    assert_eq!(boards.len(), 6, "two boards for each master");
+    for (board, master) in &boards {
+        let (mut watcher, _) = nodes[1].app().join(board, "watcher").await;
+        let (mut writer, _) = nodes[0].app().join(board, "writer").await;
+        watcher.next_of("presence.join").await;
+        writer
+            .request("item.created", json!({"item":{"id":"i"}}), "c")
+            .await;
+        let created = watcher.next_of("item.created").await;
+        assert_eq!(created["seq"], 1, "{board}: {created}");
+        let on_master = |args: &[&str]| redis.cli(*master, args).trim().to_string();
+        let seq_key = format!("bc:{{{board}|default}}:seq");
+        assert_eq!(
+            on_master(&["GET", &seq_key]),
+            "1",
+            "{board} lives on {master}"
+        );
+        let channel = format!("bc:{{{board}|default}}:ch");
+        let listeners = on_master(&["PUBSUB", "SHARDNUMSUB", &channel]);
+        assert!(
+            listeners.ends_with('2'),
+            "both instances hear {channel} on {master}: {listeners:?}"
+        );
+    }
+    let used: std::collections::HashSet<u16> = boards.iter().map(|(_, m)| *m).collect();
+    assert_eq!(used.len(), 3, "the boards spread over every master");
 }

@@ -14,7 +14,8 @@ impl Handler<Pushed> for Broker {
 
     fn handle(&mut self, Pushed(push): Pushed, _: &mut Self::Context) {
         match push.kind {
-            ::redis::PushKind::Message => {
+            // A sharded channel's message (Redis Cluster) reads the same.
+            ::redis::PushKind::Message | ::redis::PushKind::SMessage => {
                 self.message(push);
                 if let Some(dropped) = self.pushes.handled() {
                     log::warn!(
@@ -74,7 +75,7 @@ fn bytes(v: ::redis::Value) -> Option<Vec<u8>> {
 
 async fn subscribe_channel(redis: RedisBackend, channel: String) -> Result<(), BackendError> {
     let mut conn = redis.conn();
-    conn.subscribe(&channel)
+    conn.listen(&channel)
         .await
         .map_err(|e| BackendError::unavailable("cannot subscribe to a channel", e))
 }

@@ -28,7 +28,9 @@ use crate::wire::WireFrame;
 use crate::backend::embedded::memory::MemoryStore;
 use crate::backend::embedded::sqlite::{Flushed, Store};
 use crate::backend::embedded::{Embedded, Request};
-use crate::backend::redis::{decode_board_message, Outgoing, RedisBackend, LEASE, LEASE_TICK};
+use crate::backend::redis::{
+    decode_board_message, Conn, Outgoing, RedisBackend, LEASE, LEASE_TICK,
+};
 pub use crate::backend::{Append, AppendCustom, GetCatchup};
 
 mod channels;
@@ -166,52 +168,41 @@ impl Broker {
         })
     }
 
-    /// Starts a broker over Redis at `url`. The connection is made lazily and retried, so this
-    /// succeeds while Redis is down; `/readyz` answers 503 until it is reached. With
-    /// `hook_cap` above 0, board events also go to webhook outboxes of that bound.
-    pub fn start_redis(
+    /// Starts a broker over Redis at `url` (with `cluster`, a Redis Cluster whose seed nodes
+    /// `url` lists, separated by commas). A single Redis is connected lazily and retried, so
+    /// this succeeds while it is down and `/readyz` answers 503 until it is reached; a
+    /// cluster's nodes and slots must be learnt first, so this waits until one node answers.
+    /// With `hook_cap` above 0, board events also go to webhook outboxes of that bound.
+    pub async fn start_redis(
         url: &str,
+        cluster: bool,
         prefix: String,
         limits: BoardLimits,
-        push_backlog: usize,
-        publish_backlog: usize,
+        backlogs: (usize, usize),
         hook_cap: usize,
     ) -> Result<Addr<Broker>, ::redis::RedisError> {
-        use ::redis::IntoConnectionInfo;
-        let info = url.into_connection_info()?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(::redis::ProtocolVersion::RESP3);
-        let client = ::redis::Client::open(info.set_redis_settings(settings))?;
+        let (push_backlog, publish_backlog) = backlogs;
         let instance = format!("{:016x}", rand::random::<u64>());
         let ctx = Context::new();
         let me = ctx.address();
         let pushes = Arc::new(PushBacklog::new(push_backlog));
         let backlog = Arc::clone(&pushes);
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(2))
-            .set_automatic_resubscription()
-            .set_push_sender(move |push: ::redis::PushInfo| {
-                // A disconnection always passes: it changes readiness.
-                if push.kind != ::redis::PushKind::Message || backlog.admit() {
-                    me.do_send(Pushed(push));
-                }
-                Ok::<(), ::redis::aio::SendError>(())
-            });
-        // Leases are renewed on a connection of their own, never queued behind other work.
-        let lease_config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ::redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let lease_conn =
-            ::redis::aio::ConnectionManager::new_lazy_with_config(client, lease_config)?;
+        let push_sender = move |push: ::redis::PushInfo| {
+            // A disconnection always passes: it changes readiness.
+            let message = matches!(
+                push.kind,
+                ::redis::PushKind::Message | ::redis::PushKind::SMessage
+            );
+            if !message || backlog.admit() {
+                me.do_send(Pushed(push));
+            }
+            Ok::<(), ::redis::aio::SendError>(())
+        };
+        let (conn, lease_conn) = if cluster {
+            connect_cluster(url, push_sender).await?
+        } else {
+            connect_single(url, push_sender)?
+        };
         let backend = RedisBackend::new(conn, lease_conn, prefix, instance, limits, hook_cap);
         let mut broker = Broker::with_backend(Backend::Redis(Box::new(backend)), false);
         broker.pushes = pushes;
@@ -276,7 +267,7 @@ impl Broker {
         let Some(redis) = self.redis() else { return };
         ctx.spawn(
             async move {
-                let _ = redis.conn().unsubscribe(&channel).await;
+                let _ = redis.conn().unlisten(&channel).await;
             }
             .into_actor(self),
         );
@@ -444,5 +435,78 @@ impl Handler<Retire> for Broker {
             }
             .into_actor(self),
         )
+    }
+}
+
+/// Connections to one Redis: commands and pub/sub, and one for leases.
+fn connect_single(
+    url: &str,
+    push_sender: impl ::redis::aio::AsyncPushSender,
+) -> Result<(Conn, Conn), ::redis::RedisError> {
+    use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use ::redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(::redis::ProtocolVersion::RESP3);
+    let client = ::redis::Client::open(info.set_redis_settings(settings))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(2))
+        .set_automatic_resubscription()
+        .set_push_sender(push_sender);
+    // Leases are renewed on a connection of their own, never queued behind other work.
+    let lease_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    let lease_conn = ConnectionManager::new_lazy_with_config(client, lease_config)?;
+    Ok((Conn::Single(conn), Conn::Single(lease_conn)))
+}
+
+/// Connections to a Redis Cluster whose seed nodes `urls` lists (commas between): commands and
+/// sharded pub/sub, and one for leases. Waits until the cluster's slots are known, trying
+/// again every second.
+async fn connect_cluster(
+    urls: &str,
+    push_sender: impl ::redis::aio::AsyncPushSender,
+) -> Result<(Conn, Conn), ::redis::RedisError> {
+    use ::redis::cluster::ClusterClientBuilder;
+    let nodes: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).collect();
+    let builder = |nodes: Vec<String>| {
+        ClusterClientBuilder::new(nodes)
+            .use_protocol(::redis::ProtocolVersion::RESP3)
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2))
+            .retries(2)
+            .min_retry_wait(100)
+            .max_retry_wait(1000)
+    };
+    let client = builder(nodes.clone()).push_sender(push_sender).build()?;
+    let lease_client = builder(nodes).build()?;
+    let mut tries = 0u32;
+    loop {
+        let connected = async {
+            let conn = client.get_async_connection().await?;
+            let lease_conn = lease_client.get_async_connection().await?;
+            Ok::<_, ::redis::RedisError>((conn, lease_conn))
+        };
+        match connected.await {
+            Ok((conn, lease_conn)) => return Ok((Conn::Cluster(conn), Conn::Cluster(lease_conn))),
+            Err(e) if e.kind() == ::redis::ErrorKind::InvalidClientConfig => return Err(e),
+            Err(e) => {
+                if tries.is_multiple_of(10) {
+                    log::warn!("the redis cluster is out of reach, trying again: {e}");
+                }
+                tries += 1;
+                actix::clock::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }

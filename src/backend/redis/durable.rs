@@ -101,7 +101,7 @@ impl RedisBackend {
         ] {
             inv.key(keys.key(suffix));
         }
-        inv.key(self.webhook_due_key());
+        inv.key(self.webhook_due_key(board));
         inv.arg(self.limits.replay_events)
             .arg(self.limits.max_items)
             .arg(self.limits.max_item_bytes)

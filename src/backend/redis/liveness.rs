@@ -10,7 +10,7 @@ impl RedisBackend {
     /// again.
     pub async fn renew(&self) -> Result<bool, BackendError> {
         let mut conn = self.lease_conn.clone();
-        let missing: i64 = self
+        let (missing, token): (i64, String) = self
             .scripts
             .renew
             .key(self.instances_key())
@@ -20,13 +20,22 @@ impl RedisBackend {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        if !token.is_empty() {
+            // Every registration from now on carries the sweep's token: a purge of that sweep
+            // still under way on another instance leaves the boards it reaches alone.
+            if let Ok(mut fence) = self.fence.lock() {
+                *fence = token;
+            }
+        }
         Ok(missing == 1)
     }
 
     /// Purges the sessions of every instance whose lease ran out; returns how many instances
-    /// were swept to the end. Several instances may sweep at once: they share the work, and
-    /// purging is idempotent. The work goes in steps of [`SWEEP_BATCH`] boards, each checking
-    /// the lease again, so an instance that comes back mid-sweep keeps its sessions.
+    /// were swept to the end. Several instances may sweep at once: they share the work (one
+    /// token per sweep), and purging is idempotent. The work goes in steps of [`SWEEP_BATCH`]
+    /// boards. An instance that comes back mid-sweep registers its sessions again fenced with
+    /// the sweep's token, and a purge that meets the fence leaves the board alone: the sweep
+    /// puts such boards back in the instance's record and stops.
     pub async fn sweep(&self) -> Result<usize, BackendError> {
         let mut conn = self.conn();
         let dead: Vec<String> = conn
@@ -35,17 +44,18 @@ impl RedisBackend {
             .map_err(unavailable)?;
         let mut swept = 0;
         for instance in dead.into_iter().filter(|i| *i != self.instance) {
-            let began: i64 = self
+            let token: String = self
                 .scripts
                 .sweep_begin
                 .key(self.instances_key())
                 .key(self.swept_key(&instance))
                 .arg(&instance)
                 .arg(now_ms())
+                .arg(format!("{}:{}", self.instance, now_ms()))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            if began != 1 {
+            if token.is_empty() {
                 continue;
             }
             let record = self.instance_boards_key(&instance);
@@ -63,24 +73,31 @@ impl RedisBackend {
                 let purges = batch.iter().filter_map(|text| {
                     let board = serde_json::from_str::<BoardKey>(text).ok()?;
                     let mut conn = self.conn();
-                    let instance = instance.clone();
+                    let (instance, token) = (&instance, &token);
                     Some(async move {
                         let mut inv = self.presence_invocation(&self.scripts.purge, &board);
-                        inv.arg(&instance);
-                        inv.invoke_async::<i64>(&mut conn).await
+                        inv.arg(instance).arg(token);
+                        let purged = inv.invoke_async::<i64>(&mut conn).await;
+                        (text, purged)
                     })
                 });
                 // One step's purges travel together over the multiplexed connection.
                 let results = futures_util::future::join_all(purges).await;
-                for result in results {
+                let mut fenced = Vec::new();
+                for (text, result) in results {
                     match result.map_err(unavailable)? {
                         1 => purged += 1,
-                        // Its lease is alive again: it registers its sessions itself.
-                        _ => {
-                            log::info!("instance {instance} came back while being swept");
-                            return Ok(swept);
-                        }
+                        _ => fenced.push(text),
                     }
+                }
+                if !fenced.is_empty() {
+                    // It came back and registered its sessions there again: it keeps those
+                    // boards in its record, and registers the rest itself.
+                    conn.sadd::<_, _, ()>(&record, fenced)
+                        .await
+                        .map_err(unavailable)?;
+                    log::info!("instance {instance} came back while being swept");
+                    return Ok(swept);
                 }
             }
             let ended: i64 = self

@@ -18,21 +18,28 @@
 //! | `P:{board\|tenant}:ch` | channel | the board's events |
 //! | `P:user:{tenant\|user}` | channel | events for one user |
 //! | `P:instances` | sorted set | instance id → lease expiry (ms) |
-//! | `P:instance:ID:boards` | set | boards where instance ID has sessions now |
+//! | `P:instance:ID:boards` | set | boards where instance ID may have sessions now |
 //! | `P:{board\|tenant}:p:inst` | hash | instance id → its sessions on the board |
-//! | `P:instance:ID:swept` | string | set while instance ID is swept, for an hour |
+//! | `P:{board\|tenant}:p:fence` | hash | instance id → the sweep it re-registered after |
+//! | `P:instance:ID:swept` | string | the sweep's token while instance ID is swept, for an hour |
 //! | `P:{board\|tenant}:wh` | stream | webhook outbox: the events not yet delivered, id `N-1` |
 //! | `P:{board\|tenant}:wh:*` | | its counter `n`, cursor `cur`, delivery `lease`, failures `tries` |
 //! | `P:wh:due` | sorted set | board → when its outbox is next due for delivery (ms) |
 //!
+//! On a Redis Cluster (`REDIS_CLUSTER=on`) the instance keys are named `P:{instances}`,
+//! `P:{instances}:ID:boards` and `P:{instances}:ID:swept`, one slot of their own, and the
+//! channels are sharded (`SPUBLISH`, `SSUBSCRIBE`).
+//!
 //! Everything that must be atomic is a Lua script (`lua/`): a durable operation is checked,
 //! written, sequenced, logged and published in one script, so `seq` has no gaps and pub/sub
 //! order is `seq` order; presence transitions are decided and published in one script each.
+//! Every script touches the keys of one slot only: a board's, or the instances'.
 //!
 //! This file holds the connection, the key names and the scripts; the work is split by concern:
 //! [`durable`] events, [`presence`], instance [`liveness`], [`pubsub`] channels, and [`reply`]
 //! parsing.
 
+mod conn;
 mod durable;
 mod liveness;
 mod presence;
@@ -40,6 +47,7 @@ mod pubsub;
 mod reply;
 mod webhook;
 
+pub use self::conn::Conn;
 pub(crate) use self::pubsub::{decode_board_message, Outgoing};
 use self::reply::*;
 
@@ -47,7 +55,6 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytestring::ByteString;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value as RedisValue};
 use serde_json::{json, Value};
 
@@ -81,9 +88,11 @@ const SWEEP_BATCH: usize = 64;
 #[derive(Clone)]
 pub struct RedisBackend {
     /// One multiplexed RESP3 connection: commands, and pub/sub pushes to the broker.
-    conn: ConnectionManager,
+    conn: Conn,
     /// A connection for lease renewals only, so they never wait behind other commands.
-    lease_conn: ConnectionManager,
+    lease_conn: Conn,
+    /// Redis is a cluster: instance keys share one slot, channels are sharded.
+    cluster: bool,
     /// Key prefix (`REDIS_PREFIX`).
     prefix: String,
     /// This instance's id, random per process.
@@ -95,6 +104,9 @@ pub struct RedisBackend {
     scripts: std::sync::Arc<Scripts>,
     /// Set when the instance stops: it registers no more sessions in the shared presence.
     retired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The token of the last sweep of this instance it learnt of ('' = none): its
+    /// registrations carry it, so that a late purge of that sweep leaves them alone.
+    fence: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 struct Scripts {
@@ -118,10 +130,11 @@ struct Scripts {
 }
 
 /// A script that makes board events: the webhook outbox helper in front, with its bound
-/// (0: webhooks off).
-fn event_script(hook_cap: usize, body: &str) -> Script {
+/// (0: webhooks off), and the command that publishes.
+fn event_script(hook_cap: usize, cluster: bool, body: &str) -> Script {
+    let publish = conn::publish_command(cluster);
     Script::new(&format!(
-        "local HOOK_CAP = {hook_cap}\n{HOOK_LUA}\n{body}\n"
+        "local HOOK_CAP = {hook_cap}\nlocal PUBLISH = '{publish}'\n{HOOK_LUA}\n{body}\n"
     ))
 }
 
@@ -168,31 +181,34 @@ impl RedisBackend {
     /// A backend over `conn`. With `hook_cap` above 0, the board events go to webhook
     /// outboxes too, each keeping at most that many.
     pub fn new(
-        conn: ConnectionManager,
-        lease_conn: ConnectionManager,
+        conn: Conn,
+        lease_conn: Conn,
         prefix: String,
         instance: String,
         limits: BoardLimits,
         hook_cap: usize,
     ) -> Self {
+        let cluster = conn.is_cluster();
         let presence_script =
-            |entry: &str| event_script(hook_cap, &format!("{PRESENCE_LUA}\n{entry}"));
+            |entry: &str| event_script(hook_cap, cluster, &format!("{PRESENCE_LUA}\n{entry}"));
         RedisBackend {
             conn,
             lease_conn,
+            cluster,
             prefix,
             instance,
             limits,
             retired: Default::default(),
+            fence: Default::default(),
             scripts: std::sync::Arc::new(Scripts {
-                commit: event_script(hook_cap, COMMIT_LUA),
+                commit: event_script(hook_cap, cluster, COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
                 join: presence_script("join_many()\nreturn listing()"),
                 join_quiet: presence_script(
                     "join_many()\nreturn {tonumber(redis.call('GET', K[7]) or '0'), {}}",
                 ),
-                leave: presence_script("leave_one(ARGV[16])\nreturn 1"),
-                purge: presence_script("return purge_dead(ARGV[16])"),
+                leave: presence_script("leave_one(ARGV[16])\nreturn sessions_of(ARGV[17])"),
+                purge: presence_script("return purge_dead(ARGV[16], ARGV[17])"),
                 retire: presence_script("purge(ARGV[16], nil)\nreturn 1"),
                 status: presence_script("set_status(ARGV[16], ARGV[17], ARGV[18])\nreturn 1"),
                 list: presence_script("return listing()"),
@@ -229,22 +245,52 @@ impl RedisBackend {
         format!("{}:user:{{{tenant}|{user_id}}}", self.prefix)
     }
 
-    /// Boards whose webhook outbox is due, by when.
-    fn webhook_due_key(&self) -> String {
+    /// Boards whose webhook outbox is due, by when. On a cluster, where webhooks are not
+    /// offered, a key of the board's own that nothing reads, so that the scripts that name it
+    /// stay within the board's slot.
+    fn webhook_due_key(&self, board: &BoardKey) -> String {
+        if self.cluster {
+            self.board(board).key("wh:due")
+        } else {
+            self.due_set_key()
+        }
+    }
+
+    /// The set of boards whose webhook outbox is due, by when.
+    fn due_set_key(&self) -> String {
         format!("{}:wh:due", self.prefix)
     }
 
     fn instances_key(&self) -> String {
-        format!("{}:instances", self.prefix)
+        if self.cluster {
+            format!("{}:{{instances}}", self.prefix)
+        } else {
+            format!("{}:instances", self.prefix)
+        }
     }
 
+    /// The boards where an instance may have sessions.
     fn instance_boards_key(&self, instance: &str) -> String {
-        format!("{}:instance:{instance}:boards", self.prefix)
+        self.instance_key(instance, "boards")
     }
 
-    /// Set while an instance is being swept, so that it learns of it if it comes back.
+    /// The sweep's token while an instance is being swept, so that it learns of it if it
+    /// comes back.
     fn swept_key(&self, instance: &str) -> String {
-        format!("{}:instance:{instance}:swept", self.prefix)
+        self.instance_key(instance, "swept")
+    }
+
+    fn instance_key(&self, instance: &str, suffix: &str) -> String {
+        if self.cluster {
+            format!("{}:{{instances}}:{instance}:{suffix}", self.prefix)
+        } else {
+            format!("{}:instance:{instance}:{suffix}", self.prefix)
+        }
+    }
+
+    /// The fence this instance's registrations carry now.
+    fn fence(&self) -> String {
+        self.fence.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Runs a script on the shared connection; any failure of it is the backend being
@@ -259,7 +305,7 @@ impl RedisBackend {
     }
 
     /// A connection handle (cheap clone of the multiplexed connection).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

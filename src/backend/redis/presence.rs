@@ -21,20 +21,18 @@ impl RedisBackend {
             "p:rev",
             "ch",
             "p:inst",
+            "p:fence",
+            "p:places",
         ] {
             inv.key(keys.key(suffix));
         }
-        inv.key(self.instances_key());
-        inv.key(keys.key("p:places"));
         inv.key(keys.key("wh"))
             .key(keys.key("wh:n"))
-            .key(self.webhook_due_key());
+            .key(self.webhook_due_key(board));
         for color in PALETTE {
             inv.arg(if board.is_workspace() { "" } else { color });
         }
-        inv.arg(format!("{}:instance:", self.prefix))
-            .arg(board_record(board))
-            .arg(now_ms());
+        inv.arg(self.fence()).arg(board_record(board)).arg(now_ms());
         inv
     }
 
@@ -63,6 +61,9 @@ impl RedisBackend {
         } else {
             &self.scripts.join_quiet
         };
+        if !sessions.is_empty() {
+            self.record_board(board).await?;
+        }
         let mut inv = self.presence_invocation(script, board);
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
@@ -89,8 +90,11 @@ impl RedisBackend {
             return Ok(());
         }
         let mut inv = self.presence_invocation(&self.scripts.leave, board);
-        inv.arg(session.0.to_string());
-        self.run::<RedisValue>(&inv).await?;
+        inv.arg(session.0.to_string()).arg(&self.instance);
+        let left: i64 = self.run(&inv).await?;
+        if left == 0 {
+            self.forget_board(board).await?;
+        }
         Ok(())
     }
 
@@ -127,11 +131,43 @@ impl RedisBackend {
         sessions: &[Local],
     ) -> Result<(u64, Vec<PresentUser>), BackendError> {
         self.check_not_retired()?;
+        if !sessions.is_empty() {
+            self.record_board(board).await?;
+        }
         let mut inv = self.presence_invocation(&self.scripts.sync, board);
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
         let reply: RedisValue = self.run(&inv).await?;
+        if sessions.is_empty() {
+            self.forget_board(board).await?;
+        }
         listing(reply)
+    }
+
+    /// Adds a board to this instance's record before a session of it is registered there,
+    /// so that a sweep after its death finds the board. A board recorded with no session
+    /// left costs a sweep one purge that finds nothing.
+    async fn record_board(&self, board: &BoardKey) -> Result<(), BackendError> {
+        self.conn()
+            .sadd::<_, _, ()>(
+                self.instance_boards_key(&self.instance),
+                board_record(board),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Takes a board out of this instance's record once the scripts said it has no session
+    /// left there. Requests of one board run one after the other (see the presence actor), so
+    /// no registration of this instance on the board runs in between.
+    async fn forget_board(&self, board: &BoardKey) -> Result<(), BackendError> {
+        self.conn()
+            .srem::<_, _, ()>(
+                self.instance_boards_key(&self.instance),
+                board_record(board),
+            )
+            .await
+            .map_err(unavailable)
     }
 
     /// Who is online in a tenant, with the boards each is on.

@@ -17,10 +17,17 @@ impl RedisBackend {
             "-"
         };
         let json = serde_json::to_string(event).map_err(bad_data)?;
-        let mut conn = self.conn();
-        conn.publish::<_, _, ()>(self.board_channel(board), format!("{origin}\n{json}"))
+        self.publish_command(&self.board_channel(board), &format!("{origin}\n{json}"))
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
+    }
+
+    /// The command that publishes `payload` on `channel`: sharded on a cluster.
+    fn publish_command(&self, channel: &str, payload: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(conn::publish_command(self.cluster));
+        cmd.arg(channel).arg(payload);
+        cmd
     }
 
     /// Publishes ephemeral events in one round trip, in order. Each board's events from one
@@ -64,10 +71,25 @@ impl RedisBackend {
                 }
             }
         }
+        if self.cluster {
+            // A cluster takes a pipeline within one slot only: each message goes on its own,
+            // all at once, each over the connection to its channel's node.
+            let sends = messages.iter().map(|message| async move {
+                self.publish_command(&self.board_channel(message.board), &message.payload)
+                    .query_async::<()>(&mut self.conn())
+                    .await
+            });
+            for sent in futures_util::future::join_all(sends).await {
+                sent.map_err(unavailable)?;
+            }
+            return Ok(());
+        }
         let mut pipe = ::redis::pipe();
         for message in &messages {
-            pipe.publish(self.board_channel(message.board), &message.payload)
-                .ignore();
+            pipe.add_command(
+                self.publish_command(&self.board_channel(message.board), &message.payload),
+            )
+            .ignore();
         }
         pipe.query_async::<()>(&mut self.conn())
             .await
@@ -81,8 +103,8 @@ impl RedisBackend {
         user_id: &str,
         frame: &str,
     ) -> Result<(), BackendError> {
-        let mut conn = self.conn();
-        conn.publish::<_, _, ()>(self.user_channel(tenant, user_id), frame)
+        self.publish_command(&self.user_channel(tenant, user_id), frame)
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
     }

@@ -26,7 +26,7 @@ impl RedisBackend {
         for suffix in ["wh", "wh:cur", "wh:lease"] {
             inv.key(keys.key(suffix));
         }
-        inv.key(self.webhook_due_key())
+        inv.key(self.webhook_due_key(board))
             .key(keys.key("wh:tries"))
             .arg(&self.instance)
             .arg(board_record(board))
@@ -37,7 +37,7 @@ impl RedisBackend {
     /// Boards whose outbox is due for delivery now, at most `limit`.
     pub async fn webhook_due(&self, limit: usize) -> Result<Vec<BoardKey>, BackendError> {
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.webhook_due_key())
+            .arg(self.due_set_key())
             .arg("-inf")
             .arg(now_ms())
             .arg("LIMIT")

@@ -1,7 +1,7 @@
 //! Shared test support, by job: the server in process ([`app`]), tokens ([`tokens`]), a
 //! WebSocket client that waits with timeouts ([`client`]), the real binary as a child process
-//! ([`instances`]), a `redis-server` of a test's own ([`redis_server`]) and a webhook
-//! [`receiver`].
+//! ([`instances`]), a `redis-server` of a test's own ([`redis_server`]) or a Redis Cluster
+//! ([`redis_cluster`]), and a webhook [`receiver`].
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -10,6 +10,7 @@ pub mod app;
 pub mod client;
 pub mod instances;
 pub mod receiver;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod tokens;
 
@@ -17,6 +18,7 @@ pub use app::*;
 pub use client::*;
 pub use instances::*;
 pub use receiver::*;
+pub use redis_cluster::*;
 pub use redis_server::*;
 pub use tokens::*;
 

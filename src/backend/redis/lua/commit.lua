@@ -114,7 +114,7 @@ if record ~= '' then
 end
 hook(KEYS[12], KEYS[13], KEYS[14], ARGV[22], tonumber(ARGV[17]),
   string.sub(frame, 1, -2) .. ',"at":' .. ARGV[17] .. '}')
-redis.call('PUBLISH', KEYS[5],
+redis.call(PUBLISH, KEYS[5],
   '-\n{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) .. ',"ack":' .. ARGV[9] ..
   ',"epoch":"' .. epoch .. '"}}')
 return seq

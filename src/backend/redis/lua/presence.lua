@@ -2,33 +2,39 @@
 -- one dispatch line appended. A session is recorded with its instance, so that the sessions
 -- of a dead instance can be purged; transitions (first session in, last out) take the next
 -- revision and are published on the board channel inside the script, so publication order is
--- revision order on every instance.
+-- revision order on every instance. Every key is the board's, so that the scripts run under
+-- Redis Cluster too.
 --
--- Each instance's record of the boards where it has sessions (`PREFIX:instance:ID:boards`, a
--- set) is kept here too, in the same step: a board enters it with the instance's first session
--- and leaves it with the last, so a sweep after the instance's death finds exactly the boards
--- to purge. Those keys are named from ARGV[13] and the instance id.
+-- Each instance keeps a record of the boards where it has sessions, outside these scripts (a
+-- board enters it before the instance's first session is registered, and leaves it once the
+-- scripts say the instance has none left there), so that a sweep after its death finds the
+-- boards to purge.
+--
+-- An instance swept while it was only paused re-registers its sessions when it learns of it;
+-- those registrations carry the sweep's token (the fence), and a purge by that same sweep
+-- leaves a board fenced with it alone, however late it runs.
 --
 -- A tenant's workspace is kept by these same scripts, as a board that holds every session of
 -- the tenant; there each session also records the board it is on (KEYS[11]).
 --
 -- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
 --       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
---       8 board channel, 9 sessions per instance (instance -> count), 10 instance leases,
---       11 places (sid -> the board a workspace session is on), 12 webhook outbox, 13 its
---       counter, 14 boards due for webhook delivery (a board's joins and leaves go there; a
---       workspace's do not)
--- ARGV: 1..12 the palette (empty for a workspace), 13 prefix of instance board records, 14 this board as recorded
---       there, 15 now (ms), then the entry point's own arguments from 16 on.
+--       8 board channel, 9 sessions per instance (instance -> count), 10 fences (instance ->
+--       the token of the sweep it re-registered after), 11 places (sid -> the board a
+--       workspace session is on), 12 webhook outbox, 13 its counter, 14 boards due for webhook
+--       delivery (a board's joins and leaves go there; a workspace's do not)
+-- ARGV: 1..12 the palette (empty for a workspace), 13 the fence registrations carry ('' =
+--       none), 14 this board as the due set holds it, 15 now (ms), then the entry point's own
+--       arguments from 16 on.
 local K = KEYS
 local palette = {}
 for i = 1, 12 do palette[i] = ARGV[i] end
-local record_prefix, board_text, now = ARGV[13], ARGV[14], tonumber(ARGV[15])
+local fence, board_text, now = ARGV[13], ARGV[14], tonumber(ARGV[15])
 
 -- Boards without anyone keep no revision counter for long.
 local IDLE_TTL = 86400
 
-local function publish(json) redis.call('PUBLISH', K[8], '-\n' .. json) end
+local function publish(json) redis.call(PUBLISH, K[8], '-\n' .. json) end
 
 local function hook_presence(kind, payload)
   if palette[1] == '' then return end
@@ -36,15 +42,11 @@ local function hook_presence(kind, payload)
     '{"type":"presence.' .. kind .. '","payload":' .. payload .. ',"at":' .. now .. '}')
 end
 
-local function record_key(inst) return record_prefix .. inst .. ':boards' end
-
 local function join_one(sid, inst, uid, info, place)
   if redis.call('HEXISTS', K[1], sid) == 1 then return end
   redis.call('HSET', K[1], sid, inst .. '|' .. uid)
   if place and place ~= '' then redis.call('HSET', K[11], sid, place) end
-  if redis.call('HINCRBY', K[9], inst, 1) == 1 then
-    redis.call('SADD', record_key(inst), board_text)
-  end
+  redis.call('HINCRBY', K[9], inst, 1)
   if redis.call('HINCRBY', K[5], uid, 1) > 1 then return end
   redis.call('PERSIST', K[7])
   -- A workspace (no palette given) has no colors: its users are not drawn.
@@ -78,7 +80,7 @@ local function leave_one(sid)
   local inst, uid = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
   if redis.call('HINCRBY', K[9], inst, -1) <= 0 then
     redis.call('HDEL', K[9], inst)
-    redis.call('SREM', record_key(inst), board_text)
+    redis.call('HDEL', K[10], inst)
   end
   if redis.call('HINCRBY', K[5], uid, -1) > 0 then return end
   for i = 2, 6 do redis.call('HDEL', K[i], uid) end
@@ -122,30 +124,38 @@ local function set_status(uid, status, origin)
     ',"status":"' .. status .. '","origin":' .. origin .. '}}')
 end
 
--- Purges the sessions of a dead instance, unless its lease is alive again (it came back
--- while it was being swept: then it registers its sessions itself).
-local function purge_dead(inst)
-  local lease = redis.call('ZSCORE', K[10], inst)
-  if lease and tonumber(lease) >= now then return 0 end
+-- Purges the sessions of a dead instance, unless it re-registered them after this same sweep
+-- (ARGV[17], the sweep's token): it came back while it was being swept. Returns 0 then.
+local function purge_dead(inst, token)
+  if redis.call('HGET', K[10], inst) == token then return 0 end
   purge(inst, nil)
   return 1
 end
 
+-- Marks the instance's registrations on this board as made after the sweep whose token they
+-- carry.
+local function fence_for(inst)
+  if fence ~= '' then redis.call('HSET', K[10], inst, fence) end
+end
+
+-- How many sessions the instance has on this board.
+local function sessions_of(inst) return tonumber(redis.call('HGET', K[9], inst) or '0') end
+
 -- ARGV from 16: this instance, then (sid, user, info, place) quadruples: sessions arriving.
 local function join_many()
+  fence_for(ARGV[16])
   for i = 17, #ARGV, 4 do join_one(ARGV[i], ARGV[16], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 end
 
 -- ARGV from 16: instance, then (sid, user, info, place) quadruples: the instance's sessions
--- on this board, exactly; others of the instance are removed. The board goes back into the
--- instance's record when it has sessions here, whatever happened to the record meanwhile.
+-- on this board, exactly; others of the instance are removed.
 local function sync()
   local inst = ARGV[16]
   local keep = {}
   for i = 17, #ARGV, 4 do keep[ARGV[i]] = true end
   purge(inst, keep)
+  if #ARGV >= 17 then fence_for(inst) end
   for i = 17, #ARGV, 4 do join_one(ARGV[i], inst, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
-  if #ARGV >= 17 then redis.call('SADD', record_key(inst), board_text) end
   return listing()
 end
 
