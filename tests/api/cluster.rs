@@ -1390,3 +1390,85 @@ async fn boards_live_on_the_master_of_their_slot_and_spread_over_all_three() {
     let used: std::collections::HashSet<u16> = boards.iter().map(|(_, m)| *m).collect();
     assert_eq!(used.len(), 3, "the boards spread over every master");
 }
+
+/// An instance paused long enough to be swept, and back while the sweep is still under way,
+/// registers its sessions again carrying the sweep's token: the sweep's purge of that board,
+/// however late it comes, leaves it alone, ends the sweep and puts the board back in the
+/// instance's record. Its user is present at the end, and stays so.
+#[actix_web::test]
+async fn an_instance_back_during_its_own_sweep_keeps_its_sessions() {
+    let (redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (mut watcher, _) = nodes[1].app().join("f", "watcher").await;
+    let (_ann, _) = nodes[0].app().join("f", "ann").await;
+    assert_eq!(
+        watcher.next_of("presence.join").await["payload"]["userId"],
+        "ann"
+    );
+    let line = nodes[0].logged("this is instance ").await;
+    let id = line
+        .split("this is instance ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the instance's id")
+        .to_string();
+    let record = format!("bc:instance:{id}:boards");
+    let swept = format!("bc:instance:{id}:swept");
+    let mut conn = redis.connection();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&record)
+        .query(&mut conn)
+        .expect("SMEMBERS");
+    let board_f = members
+        .iter()
+        .find(|m| m.contains(r#""f""#))
+        .expect("board f on record")
+        .clone();
+    // Boards of its past, enough to keep a sweep busy for seconds.
+    for chunk in (0..200_000).collect::<Vec<_>>().chunks(10_000) {
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(&record);
+        for n in chunk {
+            sadd.arg(board_f.replace(r#""f""#, &format!(r#""past{n}""#)));
+        }
+        let _: () = sadd.query(&mut conn).expect("SADD");
+    }
+
+    nodes[0].signal("STOP");
+    // The sweep begins once the lease ran out: then the instance comes back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let flagged: bool = redis::cmd("EXISTS")
+            .arg(&swept)
+            .query(&mut conn)
+            .expect("EXISTS");
+        if flagged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused instance was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[0].signal("CONT");
+    nodes[1]
+        .logged(&format!("instance {id} came back while being swept"))
+        .await;
+    let on_record: bool = redis::cmd("SISMEMBER")
+        .arg(&record)
+        .arg(&board_f)
+        .query(&mut conn)
+        .expect("SISMEMBER");
+    assert!(on_record, "board f is back on the instance's record");
+    // Whether board f was purged before the instance came back (ann left, then joined again)
+    // or only reached after (left alone), ann is present now for anyone who looks.
+    let (_late, snapshot) = nodes[1].app().join("f", "late").await;
+    let users: Vec<&str> = snapshot["payload"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    assert!(users.contains(&"ann"), "ann is present: {users:?}");
+}
