@@ -1452,9 +1452,18 @@ async fn an_instance_back_during_its_own_sweep_keeps_its_sessions() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nodes[0].signal("CONT");
-    nodes[1]
-        .logged(&format!("instance {id} came back while being swept"))
-        .await;
+    // The sweep meets board f again at a random point of the 200,000: allow it the time the
+    // whole sweep may take on a busy machine.
+    let came_back = format!("instance {id} came back while being swept");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !nodes[1].log().contains(&came_back) {
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never met the fence; its log:\n{}",
+            nodes[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let on_record: bool = redis::cmd("SISMEMBER")
         .arg(&record)
         .arg(&board_f)
