@@ -107,6 +107,18 @@ pub struct Appended {
     pub replayed: bool,
 }
 
+/// What a room's gap fill found.
+#[derive(Debug)]
+pub enum Filled {
+    /// The events after the room's last seq, in order.
+    Events(Vec<crate::event::BoardEvent>),
+    /// They are no longer retained: the room's sessions resync.
+    Gone,
+    /// The board is of this other epoch: the store lost it, or no longer holds the last event
+    /// the room delivered (it lost events and gave their seqs to others) and took a new one.
+    Reset(String),
+}
+
 /// What a joining session starts from: a snapshot, or the events it missed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Catchup {

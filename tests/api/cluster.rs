@@ -1481,3 +1481,168 @@ async fn an_instance_back_during_its_own_sweep_keeps_its_sessions() {
         .collect();
     assert!(users.contains(&"ann"), "ann is present: {users:?}");
 }
+
+/// A master SIGKILLed while its replica was behind (stopped while three events were acked):
+/// the replica takes over; meanwhile the API answers a write 202 or 503, never anything else;
+/// an operation retried with its key applies once; and the three events the new master never
+/// got are noticed, so every client resyncs (its resume from the old epoch gets a snapshot)
+/// instead of diverging. Cursor moves cross again on the board afterwards.
+#[actix_web::test]
+async fn a_master_killed_with_its_replica_behind_fails_over_and_clients_resync() {
+    let (running, nodes) = Shared::Cluster.start(2, &[]);
+    let Running::Cluster(mut redis) = running else {
+        unreachable!("a cluster was asked for")
+    };
+    ready(&nodes).await;
+    let master = redis.master_of("bc:{fo|default}:seq");
+    let replica = redis.replica_of(master);
+    let (mut watcher, first) = nodes[1].app().join("fo", "watcher").await;
+    let (mut writer, _) = nodes[0].app().join("fo", "writer").await;
+    watcher.next_of("presence.join").await;
+    writer
+        .request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    assert_eq!(watcher.next_sequenced().await["seq"], 1);
+    let old_epoch = first["payload"]["epoch"]
+        .as_str()
+        .expect("an epoch")
+        .to_string();
+    redis.wait_replicated(master);
+
+    // The replica falls behind: stopped, its link cut (so that nothing more waits for it in
+    // its socket), three events acked by the master alone.
+    redis.signal(replica, "STOP");
+    assert_eq!(
+        redis
+            .cli(master, &["CLIENT", "KILL", "TYPE", "replica"])
+            .trim(),
+        "1"
+    );
+    for n in 1..=3u64 {
+        let op = json!({"itemId":"i","columnId":"c","value":n});
+        let ack = writer.request("value.set", op, &format!("v{n}")).await;
+        assert_eq!(ack["payload"]["seq"], n + 1, "{ack}");
+    }
+    for seq in 2..=4u64 {
+        assert_eq!(watcher.next_sequenced().await["seq"], seq);
+    }
+    redis.kill(master);
+    redis.signal(replica, "CONT");
+
+    // Meanwhile, writes through the API are accepted or refused as unavailable, with a key
+    // that makes their retries apply once.
+    let api = nodes[0].app();
+    let write = json!({"type":"item.created","payload":{"item":{"id":"during"}}});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    let first_answer = loop {
+        let (status, body) = api
+            .post_with_key("/api/boards/fo/events", "during-1", &write)
+            .await;
+        if status == 202 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "never accepted after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    redis.wait_ok();
+    assert_eq!(
+        redis.master_of("bc:{fo|default}:seq"),
+        replica,
+        "the replica took over"
+    );
+    eprintln!("failover: {refused} writes refused before {first_answer}");
+    // The same write again, with its key: the first answer, not a second item.
+    let (status, again) = api
+        .post_with_key("/api/boards/fo/events", "during-1", &write)
+        .await;
+    assert_eq!((status, &again), (202, &first_answer));
+
+    // The clients that saw the lost events are told to reconnect...
+    assert_eq!(watcher.expect_close().await, 1012);
+    // ...and a resume from the old epoch's seq 4 gets the board as the new master has it.
+    let url = format!(
+        "{}&last_seq=4&epoch={old_epoch}",
+        nodes[1].app().ws_url("fo", &token("watcher"))
+    );
+    let mut back = TestClient::connect(&url).await;
+    let snapshot = back.next_frame().await;
+    assert_eq!(snapshot["type"], "board.snapshot", "{snapshot}");
+    assert_eq!(snapshot["payload"]["resync"], true, "{snapshot}");
+    assert_ne!(snapshot["payload"]["epoch"], json!(old_epoch));
+    let items: Vec<&str> = snapshot["payload"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(items, ["during", "i"], "{snapshot}");
+    assert_eq!(
+        snapshot["payload"]["values"],
+        json!([]),
+        "the lost values are gone"
+    );
+
+    // Ephemeral events cross instances again on the board.
+    let (mut bob, _) = nodes[1].app().join("fo", "bob").await;
+    let (mut ann, _) = nodes[0].app().join("fo", "ann").await;
+    bob.next_of("presence.join").await;
+    ann.send_type("cursor.move", json!({"position":{"x":1,"y":2}}))
+        .await;
+    assert_eq!(bob.next_of("cursor.move").await["payload"]["userId"], "ann");
+}
+
+/// A room checks, when it catches up, that the store still holds the last event it delivered:
+/// a log whose seq 3 is now another event (as after a failover to a replica that was behind,
+/// followed by new writes) gives the board a new epoch, and the room's clients resync.
+#[actix_web::test]
+async fn a_delivered_seq_that_now_holds_another_event_makes_clients_resync() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (mut writer, _) = app.join("b", "writer").await;
+    let (mut watcher, first) = app.join("b", "watcher").await;
+    let old_epoch = first["payload"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_string();
+    for n in 1..=3 {
+        let item = json!({"item":{"id":format!("i{n}")}});
+        writer.request("item.created", item, &n.to_string()).await;
+    }
+    for seq in 1..=3u64 {
+        assert_eq!(watcher.next_sequenced().await["seq"], seq);
+    }
+    // Seq 3 of the log becomes another event; the board's seq stays 3.
+    let mut conn = redis.connection();
+    let frame = r#"{"type":"item.created","payload":{"item":{"id":"other","version":1}},"seq":3}"#;
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg("bc:{b|default}:log")
+        .cmd("XADD")
+        .arg("bc:{b|default}:log")
+        .arg("3-1")
+        .arg("f")
+        .arg(frame)
+        .arg("a")
+        .arg("null")
+        .query(&mut conn)
+        .expect("the log rewritten");
+    // Redis restarts: the room catches up, and finds its seq 3 is not the store's.
+    redis.stop();
+    redis.restart();
+    assert_eq!(watcher.expect_close().await, 1012);
+    let url = format!(
+        "{}&last_seq=3&epoch={old_epoch}",
+        app.ws_url("b", &token("watcher"))
+    );
+    let mut back = TestClient::connect(&url).await;
+    let snapshot = back.next_frame().await;
+    assert_eq!(snapshot["payload"]["resync"], true, "{snapshot}");
+    assert_ne!(snapshot["payload"]["epoch"], json!(old_epoch));
+}

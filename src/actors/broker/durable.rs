@@ -136,28 +136,35 @@ impl Handler<GetCatchup> for Broker {
     }
 }
 
-/// The durable events after `after`, with their acks, for a room that missed some; `None`
-/// when they are no longer retained, or the board's epoch is no longer `epoch`.
+/// The durable events after `after`, with their acks, for a room that missed some (or that
+/// checks that the store still holds what it delivered).
 #[derive(Message)]
-#[rtype(result = "Result<Option<Vec<BoardEvent>>, BackendError>")]
+#[rtype(result = "Result<Filled, BackendError>")]
 pub struct GetEvents {
     pub board: BoardKey,
     /// The last seq the room delivered.
     pub after: u64,
+    /// The frame of that seq as the room delivered it, when it did (not from a snapshot).
+    pub frame: Option<ByteString>,
     /// The epoch of that seq ("" when the room knows none).
     pub epoch: String,
 }
 
 impl Handler<GetEvents> for Broker {
-    type Result = ResponseFuture<Result<Option<Vec<BoardEvent>>, BackendError>>;
+    type Result = ResponseFuture<Result<Filled, BackendError>>;
 
     fn handle(&mut self, msg: GetEvents, _: &mut Self::Context) -> Self::Result {
         match self.redis() {
             // In memory every event reaches the room directly: there is never a gap.
-            None => Box::pin(async { Ok(Some(vec![])) }),
-            Some(redis) => {
-                Box::pin(async move { redis.events_after(&msg.board, msg.after, &msg.epoch).await })
+            None => Box::pin(async { Ok(Filled::Events(vec![])) }),
+            Some(_) if !self.ready.load(Ordering::Relaxed) => {
+                Box::pin(async { Err(unreachable()) })
             }
+            Some(redis) => Box::pin(async move {
+                redis
+                    .events_after(&msg.board, (msg.after, msg.frame.as_deref()), &msg.epoch)
+                    .await
+            }),
         }
     }
 }

@@ -42,7 +42,7 @@ pub use self::channels::{
     UnsubscribeUser,
 };
 pub use self::durable::GetEvents;
-use crate::backend::{Appended, Catchup};
+use crate::backend::{Appended, Catchup, Filled};
 
 /// Where shared state lives.
 enum Backend {

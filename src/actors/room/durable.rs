@@ -13,7 +13,7 @@ impl Room {
         }
         if !self.epoch.is_empty() {
             log::warn!(
-                "{}: the board's epoch changed (its store lost it): sessions resync",
+                "{}: the board's epoch changed (its store lost it, or events of it): sessions resync",
                 self.key
             );
             for (sid, member) in &mut self.members {
@@ -40,9 +40,21 @@ impl Room {
         ctx: &mut Context<Self>,
     ) {
         self.see_epoch(epoch, None);
+        // A seq delivered already, perhaps with another event: a duplicate (a gap fill and the
+        // channel both carried it), or the store lost events and gave their seqs to others (a
+        // Redis failover to a replica that was behind). A gap fill sends the last frame
+        // delivered, and the store tells (a new epoch) when it no longer holds it. At most one
+        // such check a second: duplicates come in bursts after a gap fill.
+        let check = self.sequencer.may_differ(seq, &frame)
+            && self
+                .verified_at
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
         let (ready, gap) = self.sequencer.offer(seq, frame, ack);
         self.deliver_all(ready, ctx);
-        if gap {
+        if gap || check {
+            if check {
+                self.verified_at = Some(std::time::Instant::now());
+            }
             self.fill_gap(ctx);
         }
     }
@@ -75,18 +87,19 @@ impl Room {
     }
     /// Reads the events after the last delivered one from the log and delivers them.
     pub(super) fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.sequencer.fill_from() else {
+        let Some((after, frame)) = self.sequencer.fill_from() else {
             return;
         };
         let request = self.broker.send(GetEvents {
             board: self.key.clone(),
             after,
+            frame,
             epoch: self.epoch.clone(),
         });
         ctx.spawn(request.into_actor(self).map(|result, room, ctx| {
             room.sequencer.fill_done();
             match result {
-                Ok(Ok(Some(events))) => {
+                Ok(Ok(Filled::Events(events))) => {
                     let events = events.into_iter().filter_map(|event| match event {
                         BoardEvent::Durable {
                             seq, frame, ack, ..
@@ -99,7 +112,11 @@ impl Room {
                         room.fill_gap(ctx);
                     }
                 }
-                Ok(Ok(None)) => {
+                Ok(Ok(Filled::Reset(epoch))) => {
+                    // The board is of a new epoch: its sessions are closed with 1012.
+                    room.see_epoch(&epoch, None);
+                }
+                Ok(Ok(Filled::Gone)) => {
                     // The missed events are gone from the log: every session must resync.
                     log::warn!(
                         "{}: missed events are no longer retained; sessions resync",
@@ -109,8 +126,13 @@ impl Room {
                     room.sequencer.forget();
                     room.epoch.clear();
                 }
-                // The backend is out of reach; the next resync tries again.
-                _ => {}
+                // The backend is out of reach: try again in a second (the broker answers at once
+                // while it knows Redis is out of reach).
+                _ => {
+                    ctx.run_later(std::time::Duration::from_secs(1), |room, ctx| {
+                        room.fill_gap(ctx)
+                    });
+                }
             }
         }));
     }

@@ -28,7 +28,7 @@ use crate::actors::broker::{
 use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
 use crate::backend::presence::{Arrived, Local};
-use crate::backend::Catchup;
+use crate::backend::{Catchup, Filled};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresenceEntry, PresentUser, SessionId, UserInfo};
 use crate::frames;
 use crate::limits::{Offer, Throttle};
@@ -96,6 +96,9 @@ pub struct Room {
     sequencer: Sequencer,
     /// The board's epoch the sequencer's seq belongs to ("" until one is seen).
     epoch: String,
+    /// When the room last asked the store to confirm the events it delivered, after one came
+    /// again that may not be the same (see `on_durable`).
+    verified_at: Option<std::time::Instant>,
     /// Present users as this room last heard, to tell its sessions what changed while the
     /// backend was out of reach. Kept only with a shared backend (Redis): the embedded one is
     /// never out of reach.
@@ -131,6 +134,7 @@ impl Room {
             retry_scheduled: false,
             sequencer: Sequencer::default(),
             epoch: String::new(),
+            verified_at: None,
             present: HashMap::new(),
             subscribed: None,
             settings,

@@ -19,6 +19,10 @@ pub(super) type Sequenced = (u64, ByteString, Option<AckTo>);
 pub(super) struct Sequencer {
     /// The last seq handed out, once one is known.
     last: Option<u64>,
+    /// The frame of that seq, when it was handed out here (not when the seq came from a
+    /// snapshot): a gap fill sends it so that the store can tell whether it still holds that
+    /// same event (a failed-over Redis may have lost it and given its seq to another).
+    last_frame: Option<ByteString>,
     /// Events that arrived past a gap, held until the gap is filled.
     ahead: BTreeMap<u64, (ByteString, Option<AckTo>)>,
     /// A gap fill is under way.
@@ -30,6 +34,7 @@ impl Sequencer {
     pub(super) fn know(&mut self, seq: u64) {
         if self.last.is_none() {
             self.last = Some(seq);
+            self.last_frame = None;
         }
     }
 
@@ -38,6 +43,18 @@ impl Sequencer {
     pub(super) fn forget(&mut self) {
         self.ahead.clear();
         self.last = None;
+        self.last_frame = None;
+    }
+
+    /// Whether an event at or below the last seq handed out may not be the one handed out:
+    /// at the last seq with another frame, or below it (only the last frame is kept). Such an
+    /// event is a duplicate, or the store lost events and gave their seqs to others.
+    pub(super) fn may_differ(&self, seq: u64, frame: &ByteString) -> bool {
+        match self.last {
+            Some(last) if seq < last => true,
+            Some(last) if seq == last => self.last_frame.as_ref().is_some_and(|f| f != frame),
+            _ => false,
+        }
     }
 
     /// An event from the channel: what may be delivered now, in order, and whether a gap opened
@@ -57,6 +74,7 @@ impl Sequencer {
             }
             _ => {
                 self.last = Some(seq);
+                self.last_frame = Some(frame.clone());
                 ready.push((seq, frame, ack));
                 self.drain(&mut ready);
             }
@@ -64,14 +82,15 @@ impl Sequencer {
         (ready, false)
     }
 
-    /// Starts a gap fill: the seq to read after, unless one is under way or no seq is known.
-    pub(super) fn fill_from(&mut self) -> Option<u64> {
+    /// Starts a gap fill: the seq to read after and its frame when known here, unless one is
+    /// under way or no seq is known.
+    pub(super) fn fill_from(&mut self) -> Option<(u64, Option<ByteString>)> {
         if self.filling {
             return None;
         }
         let after = self.last?;
         self.filling = true;
-        Some(after)
+        Some((after, self.last_frame.clone()))
     }
 
     /// The gap fill ended, whatever its outcome.
@@ -89,6 +108,7 @@ impl Sequencer {
         for (seq, frame, ack) in events {
             if self.last.is_none_or(|last| seq > last) {
                 self.last = Some(seq);
+                self.last_frame = Some(frame.clone());
                 ready.push((seq, frame, ack));
             }
         }
@@ -105,6 +125,7 @@ impl Sequencer {
             } else if *entry.key() == next {
                 let (frame, ack) = entry.remove();
                 self.last = Some(next);
+                self.last_frame = Some(frame.clone());
                 ready.push((next, frame, ack));
             } else {
                 break;
@@ -129,6 +150,33 @@ mod tests {
         let (seq, frame, ack) = event(seq);
         let (ready, gap) = s.offer(seq, frame, ack);
         (seqs(&ready), gap)
+    }
+
+    #[test]
+    fn an_event_at_or_below_the_last_seq_may_differ_unless_it_is_the_last_frame_again() {
+        let mut s = Sequencer::default();
+        assert!(
+            !s.may_differ(1, &ByteString::from("1")),
+            "nothing known yet"
+        );
+        s.know(4);
+        assert!(
+            !s.may_differ(4, &ByteString::from("x")),
+            "a seq known from a snapshot has no frame to compare"
+        );
+        assert_eq!(offer(&mut s, 5), (vec![5], false));
+        assert!(
+            !s.may_differ(5, &ByteString::from("5")),
+            "the same event again"
+        );
+        assert!(s.may_differ(5, &ByteString::from("another")));
+        assert!(
+            s.may_differ(3, &ByteString::from("3")),
+            "below the last: not kept"
+        );
+        assert!(!s.may_differ(6, &ByteString::from("6")), "a new seq");
+        s.forget();
+        assert!(!s.may_differ(5, &ByteString::from("another")));
     }
 
     #[test]
@@ -159,7 +207,7 @@ mod tests {
         s.know(1);
         assert_eq!(offer(&mut s, 4), (vec![], true));
         assert_eq!(offer(&mut s, 5), (vec![], true));
-        assert_eq!(s.fill_from(), Some(1));
+        assert_eq!(s.fill_from(), Some((1, None)), "1 came from a snapshot");
         assert_eq!(s.fill_from(), None, "one fill at a time");
         s.fill_done();
         // The log has 2..=4; 4 arrives twice and passes once.
@@ -173,14 +221,14 @@ mod tests {
         let mut s = Sequencer::default();
         s.know(1);
         offer(&mut s, 5);
-        assert_eq!(s.fill_from(), Some(1));
+        assert_eq!(s.fill_from(), Some((1, None)));
         s.fill_done();
         let (ready, gap) = s.filled([event(2)]);
         assert_eq!((seqs(&ready), gap), (vec![2], true));
         assert_eq!(
             s.fill_from(),
-            Some(2),
-            "the next fill starts after what came"
+            Some((2, Some(ByteString::from("2")))),
+            "the next fill starts after what came, with its frame"
         );
     }
 

@@ -22,6 +22,25 @@ impl Conn {
         matches!(self, Conn::Cluster(_))
     }
 
+    /// Whether Redis answers: on a cluster, every master, so that a master that died is
+    /// noticed (until its replica has taken over) whichever slots the instance uses.
+    pub(crate) async fn ping(&mut self) -> bool {
+        let ping = redis::cmd("PING");
+        match self {
+            Conn::Single(conn) => ping.query_async::<String>(conn).await.is_ok(),
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                };
+                let every_master = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                conn.route_command(ping, every_master).await.is_ok()
+            }
+        }
+    }
+
     /// Starts hearing a channel (sharded on a cluster).
     pub(crate) async fn listen(&mut self, channel: &str) -> RedisResult<()> {
         match self {

@@ -225,7 +225,7 @@ impl RedisBackend {
         board: &BoardKey,
         last_seq: Option<u64>,
         mode: &str,
-        epoch: &str,
+        (epoch, frame): (&str, &str),
     ) -> Result<RedisValue, BackendError> {
         let keys = self.board(board);
         let mut conn = self.conn();
@@ -240,6 +240,7 @@ impl RedisBackend {
             .arg(mode)
             .arg(epoch)
             .arg(new_epoch())
+            .arg(frame)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)
@@ -254,7 +255,7 @@ impl RedisBackend {
         epoch: Option<&str>,
     ) -> Result<Catchup, BackendError> {
         let reply = self
-            .run_catchup(board, last_seq, "session", epoch.unwrap_or_default())
+            .run_catchup(board, last_seq, "session", (epoch.unwrap_or_default(), ""))
             .await?;
         let parts = array(reply)?;
         let tag = parts.first().and_then(status_text).unwrap_or_default();
@@ -311,24 +312,37 @@ impl RedisBackend {
         }
     }
 
-    /// The events after `after`, with their acks, for a room filling a gap; `None` when they
-    /// are no longer retained or the board is no longer of `epoch` ("": not known).
+    /// The events after `after`, with their acks, for a room filling a gap; gone when they are
+    /// no longer retained; the board's epoch when it is no longer `epoch` ("": not known), or
+    /// a new one when the store no longer holds `after` as the room delivered it (its `frame`,
+    /// when known): the store lost events (a failover to a replica behind its master), and
+    /// every client must resync.
     pub async fn events_after(
         &self,
         board: &BoardKey,
-        after: u64,
+        (after, frame): (u64, Option<&str>),
         epoch: &str,
-    ) -> Result<Option<Vec<BoardEvent>>, BackendError> {
+    ) -> Result<Filled, BackendError> {
         let reply = self
-            .run_catchup(board, Some(after), "events", epoch)
+            .run_catchup(
+                board,
+                Some(after),
+                "events",
+                (epoch, frame.unwrap_or_default()),
+            )
             .await?;
         let parts = array(reply)?;
-        if parts.first().and_then(status_text).as_deref() != Some("R") {
-            return Ok(None);
+        match parts.first().and_then(status_text).as_deref() {
+            Some("R") => {}
+            Some("L") => {
+                let epoch = parts.get(2).and_then(text_of).unwrap_or_default();
+                return Ok(Filled::Reset(epoch));
+            }
+            _ => return Ok(Filled::Gone),
         }
         let epoch = parts.get(3).and_then(text_of).unwrap_or_default();
         let entries = log_entries(parts.into_iter().nth(2).unwrap_or(RedisValue::Nil))?;
-        Ok(Some(
+        Ok(Filled::Events(
             entries
                 .into_iter()
                 .map(|(seq, frame, ack)| BoardEvent::Durable {

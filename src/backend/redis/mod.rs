@@ -60,7 +60,7 @@ use serde_json::{json, Value};
 
 use crate::backend::ops::{self, OpKey};
 use crate::backend::presence::{online_users, Arrived, Local, OnlineUser, PALETTE};
-use crate::backend::{new_epoch, Appended, BackendError, Catchup};
+use crate::backend::{new_epoch, Appended, BackendError, Catchup, Filled};
 use crate::board::{BoardLimits, BoardState, DurableOp, Refusal};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::protocol::{encode, Status};
@@ -309,13 +309,9 @@ impl RedisBackend {
         self.conn.clone()
     }
 
-    /// Answers `PING`.
+    /// Whether Redis answers `PING` (on a cluster, every master).
     pub async fn ping(&self) -> bool {
-        let mut conn = self.conn();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
+        self.conn().ping().await
     }
 
     /// Warns when Redis does not persist its data: a restart then loses every board (clients

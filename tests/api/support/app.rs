@@ -192,6 +192,22 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs JSON to `path` with a server token and an `Idempotency-Key`, answered within 15
+    /// seconds; returns status and body.
+    pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .bearer_auth(server_token())
+            .header("Idempotency-Key", key)
+            .timeout(Duration::from_secs(15))
+            .json(body)
+            .send()
+            .await
+            .expect("an answer within 15 s");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs `path` without a token; returns status and body as text.
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(self.url(path)).await.expect("request");

@@ -184,6 +184,70 @@ impl RedisCluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// The port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let node = self.running().next().expect("a running node");
+        let nodes = self.cli(node.port, &["CLUSTER", "NODES"]);
+        let port_of =
+            |address: &str| -> Option<u16> { address.split([':', '@']).nth(1)?.parse().ok() };
+        let master_id = nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && port_of(f[1]) == Some(master))
+            .map(|f| f[0].to_string())
+            .expect("the master is known");
+        nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[2].contains("slave") && f[3] == master_id)
+            .and_then(|f| port_of(f[1]))
+            .expect("the master has a replica")
+    }
+
+    /// Waits until the replica of the master on `master` has everything the master wrote.
+    pub fn wait_replicated(&self, master: u16) {
+        let field = |info: &str, name: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|line| line.trim().strip_prefix(name))
+                .and_then(|rest| {
+                    rest.split(',')
+                        .find_map(|kv| kv.strip_prefix("offset="))
+                        .or(Some(rest))
+                })
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let info = self.cli(master, &["INFO", "replication"]);
+            let written = field(&info, "master_repl_offset:");
+            let acked = field(&info, "slave0:");
+            if written.is_some() && written == acked {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica never caught up: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to a node.
+    pub fn signal(&self, port: u16, name: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .expect("a running node of this cluster");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(node.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Kills a node with SIGKILL.
     pub fn kill(&mut self, port: u16) {
         let node = self
