@@ -1646,3 +1646,94 @@ async fn a_delivered_seq_that_now_holds_another_event_makes_clients_resync() {
     assert_eq!(snapshot["payload"]["resync"], true, "{snapshot}");
     assert_ne!(snapshot["payload"]["epoch"], json!(old_epoch));
 }
+
+/// A board's slot moved to another master (`redis-cli --cluster reshard`) while a writer keeps
+/// writing to it: every operation is acked once (a retry of one answered `unavailable` gets
+/// the first answer), a watcher on the other instance sees every seq once and in order, and
+/// the board's events are heard from its new master afterwards.
+#[actix_web::test]
+async fn a_board_s_slot_moved_mid_run_loses_and_duplicates_nothing() {
+    // The writer sends its operations one after the other, faster than the default rate.
+    let (running, nodes) =
+        Shared::Cluster.start(2, &[("RATE_LIMIT", "10000"), ("RATE_BURST", "10000")]);
+    let Running::Cluster(redis) = running else {
+        unreachable!("a cluster was asked for")
+    };
+    ready(&nodes).await;
+    let masters = redis.masters();
+    let (from, to) = (masters[0], masters[1]);
+    // A board in the lowest slot of the first master: the one a reshard of one slot moves.
+    let (_, ranges) = redis.master_slots(from);
+    let lowest = ranges.iter().map(|(first, _)| *first).min().expect("slots");
+    let board = (0..)
+        .map(|n| format!("m{n}"))
+        .find(|b| key_slot(&format!("{{{b}|default}}")) == lowest)
+        .expect("a board in that slot");
+    let seq_key = format!("bc:{{{board}|default}}:seq");
+    assert_eq!(redis.master_of(&seq_key), from);
+
+    let (mut watcher, _) = nodes[1].app().join(&board, "watcher").await;
+    let (mut writer, _) = nodes[0].app().join(&board, "writer").await;
+    watcher.next_of("presence.join").await;
+    writer
+        .request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    // Operations go on until 30 after the move has finished.
+    let mut reshard = None;
+    let mut refused = 0;
+    let mut moved_at = None;
+    let mut n = 0u64;
+    while moved_at.is_none_or(|at| n < at + 30) {
+        n += 1;
+        assert!(n < 100_000, "the reshard never finished");
+        if n == 20 {
+            let mut command = redis.reshard_command(from, to, 1);
+            reshard = Some(std::thread::spawn(move || command.output()));
+        }
+        if moved_at.is_none() && reshard.as_ref().is_some_and(|r| r.is_finished()) {
+            moved_at = Some(n);
+        }
+        let op = json!({"itemId":"i","columnId":"c","value":n});
+        let id = format!("v{n}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = writer.request("value.set", op.clone(), &id).await;
+            if answer["type"] == "ack" {
+                assert_eq!(answer["payload"]["seq"], n + 1, "applied once: {answer}");
+                break;
+            }
+            assert_eq!(answer["payload"]["code"], "unavailable", "{answer}");
+            refused += 1;
+            assert!(Instant::now() < deadline, "never acked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let output = reshard
+        .expect("the reshard started")
+        .join()
+        .expect("the reshard thread")
+        .expect("redis-cli runs");
+    assert!(
+        output.status.success(),
+        "the reshard failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    eprintln!("{refused} operations answered unavailable during the move");
+    eprintln!("the move finished at operation {moved_at:?} of {n}");
+    for seq in 1..=n + 1 {
+        assert_eq!(
+            watcher.next_sequenced().await["seq"],
+            seq,
+            "every seq once, in order"
+        );
+    }
+    assert_eq!(redis.master_of(&seq_key), to, "the slot moved");
+    writer
+        .send_type("cursor.move", json!({"position":{"x":3,"y":4}}))
+        .await;
+    assert_eq!(
+        watcher.next_of("cursor.move").await["payload"]["userId"],
+        "writer",
+        "cursor moves cross over the new master"
+    );
+}

@@ -12,8 +12,17 @@ pub(super) struct Pushed(pub(super) ::redis::PushInfo);
 impl Handler<Pushed> for Broker {
     type Result = ();
 
-    fn handle(&mut self, Pushed(push): Pushed, _: &mut Self::Context) {
+    fn handle(&mut self, Pushed(push): Pushed, ctx: &mut Self::Context) {
         match push.kind {
+            // A cluster moved a sharded channel's slot to another node: the old node
+            // unsubscribed us. A channel still wanted is heard again from its new node, and its
+            // room catches up on what was said meanwhile (acks included).
+            ::redis::PushKind::SUnsubscribe => {
+                let channel = push.data.into_iter().next().and_then(bytes);
+                if let Some(channel) = channel.and_then(|c| String::from_utf8(c).ok()) {
+                    self.listen_again(channel, ctx);
+                }
+            }
             // A sharded channel's message (Redis Cluster) reads the same.
             ::redis::PushKind::Message | ::redis::PushKind::SMessage => {
                 self.message(push);
@@ -36,6 +45,38 @@ impl Handler<Pushed> for Broker {
 }
 
 impl Broker {
+    /// Subscribes again to a channel the server dropped, if it is still wanted, then tells
+    /// its room to catch up.
+    fn listen_again(&mut self, channel: String, ctx: &mut Context<Self>) {
+        let Some(wanted) = self.channels.get(&channel) else {
+            return;
+        };
+        let Some(redis) = self.redis() else { return };
+        let board = match wanted {
+            Channel::Board(board) => Some(board.clone()),
+            Channel::User(..) => None,
+        };
+        log::info!("{channel} moved to another redis node: listening there");
+        ctx.spawn(
+            subscribe_channel(redis, channel.clone())
+                .into_actor(self)
+                .map(move |result, broker, ctx| match result {
+                    Ok(()) => {
+                        if let Some(room) = board.and_then(|b| broker.rooms.get(&b)) {
+                            room.resync.do_send(Resync);
+                        }
+                    }
+                    // The cluster is still settling: try again in a second.
+                    Err(e) => {
+                        log::warn!("{e}");
+                        ctx.run_later(Duration::from_secs(1), move |broker, ctx| {
+                            broker.listen_again(channel, ctx)
+                        });
+                    }
+                }),
+        );
+    }
+
     /// A pub/sub message: delivered to the board's room or the user's sessions.
     fn message(&mut self, push: ::redis::PushInfo) {
         let mut data = push.data.into_iter();

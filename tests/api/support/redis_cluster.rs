@@ -248,6 +248,46 @@ impl RedisCluster {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// The id and the slots (first, last) of the master on `port`.
+    pub fn master_slots(&self, port: u16) -> (String, Vec<(u16, u16)>) {
+        let node = self.running().next().expect("a running node");
+        for line in self.cli(node.port, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let on_port = fields
+                .get(1)
+                .and_then(|a| a.split([':', '@']).nth(1))
+                .and_then(|p| p.parse::<u16>().ok());
+            if on_port != Some(port) || fields.len() < 9 {
+                continue;
+            }
+            let ranges = fields[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .filter_map(|r| {
+                    let mut ends = r.split('-');
+                    let from: u16 = ends.next()?.parse().ok()?;
+                    let to = ends.next().and_then(|t| t.parse().ok()).unwrap_or(from);
+                    Some((from, to))
+                })
+                .collect();
+            return (fields[0].to_string(), ranges);
+        }
+        panic!("no master on port {port}");
+    }
+
+    /// `redis-cli --cluster reshard` moving `slots` slots (the lowest first) from the master
+    /// on `from` to the master on `to`, keys and all, to run where the test needs it.
+    pub fn reshard_command(&self, from: u16, to: u16, slots: u16) -> std::process::Command {
+        let (from_id, _) = self.master_slots(from);
+        let (to_id, _) = self.master_slots(to);
+        let mut command = std::process::Command::new("redis-cli");
+        command
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"]);
+        command
+    }
+
     /// Kills a node with SIGKILL.
     pub fn kill(&mut self, port: u16) {
         let node = self
@@ -272,4 +312,29 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The cluster slot of `key` (CRC16/XMODEM of its hash tag, modulo 16,384), as Redis computes
+/// it.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tag = key
+        .find('{')
+        .and_then(|open| {
+            let close = key[open + 1..].find('}')? + open + 1;
+            (close > open + 1).then(|| &bytes[open + 1..close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &byte in tag {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
 }
