@@ -315,13 +315,6 @@ impl Config {
             };
         }
         config.webhook = webhook_from(&lookup, &get)?;
-        if config.webhook.is_some() && config.redis_cluster {
-            return Err(ConfigError {
-                var: "WEBHOOK_URL",
-                value: "(set)".into(),
-                expected: "no webhooks with REDIS_CLUSTER=on (not offered on a cluster yet)",
-            });
-        }
         Ok(config)
     }
 }
@@ -510,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_cluster_takes_seed_nodes_and_no_webhooks() {
+    fn a_redis_cluster_takes_seed_nodes() {
         let seeds = "redis://10.0.0.1:7000, redis://10.0.0.2:7000";
         let config = with(&[("REDIS_URL", seeds), ("REDIS_CLUSTER", "on")]).expect("a cluster");
         assert!(config.redis_cluster);
@@ -529,15 +522,6 @@ mod tests {
             (
                 vec![("REDIS_URL", "redis://a"), ("REDIS_CLUSTER", "sometimes")],
                 "REDIS_CLUSTER",
-            ),
-            (
-                vec![
-                    ("REDIS_URL", "redis://a"),
-                    ("REDIS_CLUSTER", "on"),
-                    ("WEBHOOK_URL", "http://app/hooks"),
-                    ("WEBHOOK_SECRET", "0123456789abcdef"),
-                ],
-                "WEBHOOK_URL",
             ),
         ] {
             let err = with(&pairs).expect_err("refused");

@@ -69,11 +69,12 @@ impl RedisBackend {
             let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
             let refusal = match self.commit_reply(reply, key)? {
                 CommitReply::Seq(seq) => {
+                    self.hint_due(board).await;
                     return Ok(Appended {
                         seq,
                         version: applied.version,
                         replayed: false,
-                    })
+                    });
                 }
                 CommitReply::Earlier(outcome) => return replayed(outcome),
                 CommitReply::Retry => continue,
@@ -212,7 +213,10 @@ impl RedisBackend {
         self.commit_args(&mut inv, board, &keys, key, None);
         let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         match self.commit_reply(reply, key)? {
-            CommitReply::Seq(seq) => Ok(seq),
+            CommitReply::Seq(seq) => {
+                self.hint_due(board).await;
+                Ok(seq)
+            }
             CommitReply::Earlier(outcome) => Ok(outcome.map(|(seq, _)| seq)?),
             CommitReply::Retry | CommitReply::Refused(_) => {
                 Err(bad_data("a custom event was refused"))

@@ -78,6 +78,7 @@ impl RedisBackend {
                         let mut inv = self.presence_invocation(&self.scripts.purge, &board);
                         inv.arg(instance).arg(token);
                         let purged = inv.invoke_async::<i64>(&mut conn).await;
+                        self.hint_due(&board).await;
                         (text, purged)
                     })
                 });
@@ -137,7 +138,9 @@ impl RedisBackend {
                 Some(async move {
                     let mut inv = self.presence_invocation(&self.scripts.retire, &board);
                     inv.arg(&self.instance);
-                    inv.invoke_async::<i64>(&mut conn).await
+                    let retired = inv.invoke_async::<i64>(&mut conn).await;
+                    self.hint_due(&board).await;
+                    retired
                 })
             });
             for result in futures_util::future::join_all(purges).await {

@@ -27,8 +27,9 @@
 //! | `P:wh:due` | sorted set | board → when its outbox is next due for delivery (ms) |
 //!
 //! On a Redis Cluster (`REDIS_CLUSTER=on`) the instance keys are named `P:{instances}`,
-//! `P:{instances}:ID:boards` and `P:{instances}:ID:swept`, one slot of their own, and the
-//! channels are sharded (`SPUBLISH`, `SSUBSCRIBE`).
+//! `P:{instances}:ID:boards` and `P:{instances}:ID:swept`, one slot of their own; the due set
+//! is one per slot, `P:wh:due:{T}` with `T` a text that hashes to the slot, and `P:{wh}:slots`
+//! hints which slots hold due boards; the channels are sharded (`SPUBLISH`, `SSUBSCRIBE`).
 //!
 //! Everything that must be atomic is a Lua script (`lua/`): a durable operation is checked,
 //! written, sequenced, logged and published in one script, so `seq` has no gaps and pub/sub
@@ -107,6 +108,49 @@ pub struct RedisBackend {
     /// The token of the last sweep of this instance it learnt of ('' = none): its
     /// registrations carry it, so that a late purge of that sweep leaves them alone.
     fence: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Board events go to webhook outboxes.
+    hooks: bool,
+    /// On a cluster, for every slot a text that hashes to it: the webhook due set of a slot
+    /// is named with it, so that the scripts of the slot's boards reach it.
+    slot_tags: Option<std::sync::Arc<Vec<String>>>,
+    /// On a cluster, the next slot whose due set a poll reads besides the hinted ones.
+    due_cursor: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// The cluster slot of a hash tag's text (CRC16/XMODEM modulo 16,384), as Redis computes it.
+pub(crate) fn key_slot(tag: &[u8]) -> usize {
+    let mut crc: u16 = 0;
+    for &byte in tag {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    usize::from(crc) % SLOTS
+}
+
+/// For every slot, the first decimal number whose text hashes to it.
+fn slot_tags() -> Vec<String> {
+    let mut tags = vec![String::new(); SLOTS];
+    let mut left = SLOTS;
+    let mut n: u64 = 0;
+    while left > 0 {
+        let text = n.to_string();
+        let slot = key_slot(text.as_bytes());
+        if tags[slot].is_empty() {
+            tags[slot] = text;
+            left -= 1;
+        }
+        n += 1;
+    }
+    tags
 }
 
 struct Scripts {
@@ -200,6 +244,9 @@ impl RedisBackend {
             limits,
             retired: Default::default(),
             fence: Default::default(),
+            hooks: hook_cap > 0,
+            slot_tags: cluster.then(|| std::sync::Arc::new(slot_tags())),
+            due_cursor: Default::default(),
             scripts: std::sync::Arc::new(Scripts {
                 commit: event_script(hook_cap, cluster, COMMIT_LUA),
                 catchup: Script::new(CATCHUP_LUA),
@@ -245,20 +292,39 @@ impl RedisBackend {
         format!("{}:user:{{{tenant}|{user_id}}}", self.prefix)
     }
 
-    /// Boards whose webhook outbox is due, by when. On a cluster, where webhooks are not
-    /// offered, a key of the board's own that nothing reads, so that the scripts that name it
-    /// stay within the board's slot.
+    /// Boards whose webhook outbox is due, by when: one set, or on a cluster one per slot
+    /// (in the slot of the board, so that the scripts stay within it).
     fn webhook_due_key(&self, board: &BoardKey) -> String {
-        if self.cluster {
-            self.board(board).key("wh:due")
-        } else {
-            self.due_set_key()
+        match &self.slot_tags {
+            Some(_) => self.slot_due_key(self.board_slot(board)),
+            None => self.webhook_due_key_of_one(),
         }
     }
 
-    /// The set of boards whose webhook outbox is due, by when.
-    fn due_set_key(&self) -> String {
+    /// The one due set of a single Redis.
+    fn webhook_due_key_of_one(&self) -> String {
         format!("{}:wh:due", self.prefix)
+    }
+
+    /// On a cluster, the due set of a slot's boards.
+    fn slot_due_key(&self, slot: usize) -> String {
+        let tag = self
+            .slot_tags
+            .as_ref()
+            .and_then(|tags| tags.get(slot))
+            .map_or("", String::as_str);
+        format!("{}:wh:due:{{{tag}}}", self.prefix)
+    }
+
+    /// The cluster slot of a board's keys.
+    fn board_slot(&self, board: &BoardKey) -> usize {
+        key_slot(format!("{}|{}", board.board, board.tenant).as_bytes())
+    }
+
+    /// On a cluster, the slots whose due sets may hold boards: a hint for the deliverers,
+    /// who also read every slot's due set in turn.
+    fn due_slots_key(&self) -> String {
+        format!("{}:{{wh}}:slots", self.prefix)
     }
 
     fn instances_key(&self) -> String {
@@ -331,6 +397,24 @@ impl RedisBackend {
             Ok(_) => {}
             // CONFIG may be disabled (managed Redis): nothing to tell.
             Err(err) => log::debug!("CONFIG GET appendonly: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_redis_cluster_s_and_every_slot_has_a_tag_of_its_own() {
+        // CLUSTER KEYSLOT answers these.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"somekey"), 11058);
+        assert_eq!(key_slot(b""), 0);
+        let tags = slot_tags();
+        assert_eq!(tags.len(), SLOTS);
+        for (slot, tag) in tags.iter().enumerate() {
+            assert_eq!(key_slot(tag.as_bytes()), slot, "{tag}");
         }
     }
 }

@@ -68,6 +68,7 @@ impl RedisBackend {
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
         let reply: RedisValue = self.run(&inv).await?;
+        self.hint_due(board).await;
         let (rev, users) = listing(reply)?;
         let first = sessions.first().map(|s| s.user_id.as_str());
         let color = users
@@ -92,6 +93,7 @@ impl RedisBackend {
         let mut inv = self.presence_invocation(&self.scripts.leave, board);
         inv.arg(session.0.to_string()).arg(&self.instance);
         let left: i64 = self.run(&inv).await?;
+        self.hint_due(board).await;
         if left == 0 {
             self.forget_board(board).await?;
         }
@@ -138,6 +140,7 @@ impl RedisBackend {
         inv.arg(&self.instance);
         push_sessions(&mut inv, sessions);
         let reply: RedisValue = self.run(&inv).await?;
+        self.hint_due(board).await;
         if sessions.is_empty() {
             self.forget_board(board).await?;
         }
