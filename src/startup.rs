@@ -119,7 +119,7 @@ impl Application {
                 log::info!(
                     "scale-out mode: Redis {}at {}",
                     if config.redis_cluster { "Cluster " } else { "" },
-                    redact(url)
+                    redact_all(url)
                 );
                 Broker::start_redis(
                     url,
@@ -292,6 +292,11 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Redis URLs with their passwords hidden, each of a comma-separated list (cluster seeds).
+fn redact_all(urls: &str) -> String {
+    urls.split(',').map(redact).collect::<Vec<_>>().join(",")
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -334,5 +339,18 @@ fn tune_socket(tcp: &TcpStream, _: &mut Extensions) {
         if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
             log::debug!("cannot set TCP user timeout: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_node_s_password_is_hidden() {
+        assert_eq!(
+            redact_all("redis://:pw1@a:7000/,redis://user:pw2@b:7000/,redis://c:7000/"),
+            "redis://***@a:7000/,redis://***@b:7000/,redis://c:7000/"
+        );
     }
 }
