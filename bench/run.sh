@@ -131,6 +131,34 @@ sleep 1
 run idle --label boardcast-redis --url "ws://127.0.0.1:$port" --pid "$PID" --connections "$IDLE" --boards $((IDLE / 10)) --seconds 5 --threads 2 --prefix "i-redis" || true
 stop "$PID"
 
+echo "== boardcast, two instances on a Redis Cluster of three masters and three replicas"
+# Six nodes on ports whose cluster bus port (plus 10,000) is free too.
+CLUSTER_PORTS=(); CLUSTER_PIDS=()
+while [ ${#CLUSTER_PORTS[@]} -lt 6 ]; do
+  p=$(free_port)
+  [ "$p" -lt 55000 ] || continue
+  python3 -c "import socket; socket.socket().bind(('127.0.0.1', $p + 10000))" 2>/dev/null || continue
+  redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-node-timeout 5000 --save "" \
+    --appendonly no --dir "$(mktemp -d "$OUT/cluster.XXXXXX")" >/dev/null &
+  CLUSTER_PIDS+=("$!"); PIDS+=("$!"); CLUSTER_PORTS+=("$p"); wait_port "$p"
+done
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") --cluster-replicas 1 --cluster-yes >/dev/null
+for _ in $(seq 1 100); do
+  redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
+done
+CLUSTER_URL=$(printf 'redis://127.0.0.1:%s/,' "${CLUSTER_PORTS[@]}"); CLUSTER_URL=${CLUSTER_URL%,}
+p1=$(free_port); start_target boardcast "$p1" REDIS_CLUSTER=on REDIS_URL="$CLUSTER_URL"; pid1=$PID
+p2=$(free_port); start_target boardcast "$p2" REDIS_CLUSTER=on REDIS_URL="$CLUSTER_URL"; pid2=$PID
+sleep 1
+XC=(--url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2")
+for pid in "${CLUSTER_PIDS[@]}"; do XC+=(--pid "$pid"); done
+run cursors --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$BOARDS" --users 30 --hz 20 --seconds "$SECONDS_RUN" --prefix c-xc-30 || true
+run cursors --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-xc || true
+run durable --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-xc || true
+stop "$pid1"; stop "$pid2"
+for pid in "${CLUSTER_PIDS[@]}"; do stop "$pid"; done
+rm -rf "$OUT"/cluster.*
+
 echo "== boardcast, mass reconnect after SIGKILL of an instance"
 p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL" MAX_SESSIONS_PER_USER=100000; pid1=$PID
 p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL" MAX_SESSIONS_PER_USER=100000; pid2=$PID

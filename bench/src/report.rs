@@ -144,8 +144,11 @@ pub fn markdown(lines: &str) -> String {
     let cpu = |t: &str| of("cursors", t).map(|r| f(r, &["server_cpu_s_per_million"]));
     let _ = writeln!(
         out,
-        "\nThe server CPU of `boardcast-redis-x2` counts both instances and Redis."
+        "\nThe server CPU of `boardcast-redis-x2` counts both instances and Redis; that of \
+         `boardcast-redis-cluster-x2` (two instances on a Redis Cluster of three masters and \
+         three replicas, sharded pub/sub) both instances and the six cluster nodes."
     );
+    cluster_beside_one_redis(&mut out, &runs);
     if let (Some(b), Some(relay), Some(node)) = (cpu("boardcast"), cpu("relay"), cpu("node")) {
         let _ = writeln!(out, "\nServer CPU per million deliveries: boardcast is **{:.2}×** the relay's (target ≤ 1.3×) and **{:.2}×** the Node reference's (target ≤ 0.33×).", b / relay.max(1e-9), b / node.max(1e-9));
     }
@@ -471,14 +474,16 @@ pub fn markdown(lines: &str) -> String {
     }
 
     let _ = writeln!(out, "\n## Reading the misses\n");
+    let _ = writeln!(out, "Written from the profiles and the report of 2 December 2026; the figures of this run are in the tables above, and vary by ±20% between runs on this machine.\n");
     let misses = [
         "**The load generator against the relay.** p99 is 1.7 to 2.2 ms at 380k deliveries/s over runs, at half a core. What remains is the two cores: the relay (0.6 to 0.7 core), the load generator (0.5) and the kernel's loopback work for both share them, and a board's burst (20 sends, then 380 receptions) waits for a thread of the generator. On one thread the generator reported p99 3.7 to 5.7 ms at 0.43 core.",
-        "**cursors at 380k deliveries/s, one instance.** p99 lands either side of 10 ms over runs (4.6 and 10.5 ms in this one, at the same load). The relay costs 0.76× boardcast's CPU per delivery at this load: both write what queued meanwhile in one write, and what boardcast adds is its actors (a room mailbox turn, a session mailbox per delivery). A profile of boardcast at 190k deliveries/s (`perf record -e cpu-clock -g -p PID`; no hardware counters on this machine) puts about 60% of its time in the kernel's TCP send and, on loopback, the receiver's side of it.",
+        "**cursors at 380k deliveries/s, one instance.** p99 lands either side of 10 ms over runs (4.6 and 10.5 ms in two runs of the same report, at the same load). The relay costs 0.76× boardcast's CPU per delivery at this load: both write what queued meanwhile in one write, and what boardcast adds is its actors (a room mailbox turn, a session mailbox per delivery). A profile of boardcast at 190k deliveries/s (`perf record -e cpu-clock -g -p PID`; no hardware counters on this machine) puts about 60% of its time in the kernel's TCP send and, on loopback, the receiver's side of it.",
         "**Unsynchronized senders (`--spread socket`).** With every socket sending at its own instant, fewer frames share a write (one per delivery at the extreme), and both servers spend 30 to 55% more CPU per delivery; at 380k/s the cores saturate and p99 goes to 60 to 100 ms, the relay's as well as boardcast's. Real browsers are unsynchronized, but a busy board's moves are throttled to 20 Hz per user, so they come in bursts per turn of the room; the default spread measures that case.",
         "**Two instances with Redis.** Before this run the instances published each ephemeral event with a PUBLISH of its own, in a task spawned on the broker; under a load they could not keep up with, those tasks piled up without bound (4 GB per instance within 12 s at 380k/s, 0.46 delivered). Events now go to Redis in batches, one pipeline in flight, a board's run of events as one message, bounded by `REDIS_PUBLISH_BACKLOG` (dropped and counted past it). What remains is CPU: both instances and Redis cost 1.6× the embedded instance per delivery and saturate the two cores from 228k/s on. A profile of an instance at 380k/s is flat: decoding and publishing the Redis messages are under 2% of it and Redis uses 6% of a core; the rest is the same session work as embedded, in two processes, with a board's moves reaching a session from two sources (its own room, and the broker's messages) in separate turns, so fewer share a write (about 8 deliveries per write, counted with `perf stat -e syscalls:sys_enter_sendto`).",
         "**Idle memory.** 7.1 KiB per connection embedded and 6.6 KiB with Redis; it was 5.6 KiB in the previous report, before every session also became a member of its tenant's workspace (its entry in the workspace actor's maps and in the presence kept for the workspace). What an idle connection holds (heaptrack, 3,000 connections, before the workspace): its session's task (about 2.1 KiB: the actix context, the WebSocket context and the session's own state), its share of the room's and the presence actor's maps (about 0.9 KiB at 10 users per board), the runtime's I/O registration (0.25 KiB) and the actix mailboxes and timers. 4 KiB would take a leaner context than actix-web-actors' WebSocket context and a workspace that keeps its members in the presence it already has. The run holds 19,000 connections, the machine's open-file limit (20,000) less a margin.",
         "**Connect rate with Redis.** A connection in Redis mode runs two presence scripts before its snapshot (the board's and the workspace's; a workspace batches arrivals up to 500 per script, but the board's runs one per session) and reads the board's state through Redis; 0.66× the embedded rate here, 0.89× in the previous run.",
         "**Durable, embedded with SQLite at SYNC=normal.** The throughput holds (22,000 to 33,000 acks/s over runs on this machine); the tail does not. 320 operations are in flight, server and load generator saturate the two cores, and every 1,000 WAL pages (4 MiB) the writer thread checkpoints, syncing the WAL and the database while commits wait (20 to 70 ms each, measured). `SYNC=full` syncs the WAL at every commit group, so its checkpoints find little to sync, and it measures better. Checkpointing from a thread of its own removed the stalls (41,000/s, p99 21 to 26 ms) but a WAL checkpointed from another connection while commits go on never starts over and grew without bound (740 MB in 8 s), so it was left out. `boardcast-memory` is the same path with SQLite in memory.",
+        "**Redis Cluster (not a target).** Two instances on three masters and three replicas, beside the same loads on one Redis: the lines under the cursors table. Not profiled. What differs: Redis's work is spread over three processes (sharded pub/sub keeps a board's messages on its own master), and the six nodes, two instances and the load generator share the two cores.",
         "**Durable through Redis.** The commit script costs Redis 57 µs a call (`INFO commandstats`, evalsha), of which about 20 µs are its 18 commands and the rest the script's own work, so Redis alone would stop near 17,000 commits/s on a core of this machine; the two instances spend about 90 µs of CPU per operation, and Redis, both instances and the load generator share two cores. Two costs were removed before this run: every operation's future was polled at each wake-up of the broker together with all others in flight (it is a task of its own now), and every request copied the backend's seventeen scripts (14% of an instance's CPU). Committing several operations of a board in one script call would save the per-call overhead, not the script's work; not done.",
     ];
     for miss in misses {
@@ -488,6 +493,37 @@ pub fn markdown(lines: &str) -> String {
     let _ = writeln!(out, "\n## How to reproduce\n");
     let _ = writeln!(out, "```sh\nbench/run.sh            # everything above; raw lines in target/bench/results.jsonl, output in target/bench/log.txt\nQUICK=1 bench/run.sh    # a small load\ntarget/release/loadgen cursors --url ws://127.0.0.1:8080 --secret S --pid PID --boards 50 --users 20 --hz 20 --seconds 10\n```");
     out
+}
+
+/// The cursors runs over two instances on a Redis Cluster beside the same loads on one Redis.
+fn cluster_beside_one_redis(out: &mut String, runs: &[Value]) {
+    let run = |target: &str, users: u64| {
+        runs.iter()
+            .find(|r| r["scenario"] == "cursors" && r["target"] == target && r["users"] == users)
+    };
+    for users in [20, 30] {
+        let (Some(cluster), Some(one)) = (
+            run("boardcast-redis-cluster-x2", users),
+            run("boardcast-redis-x2", users),
+        ) else {
+            continue;
+        };
+        let line = |r: &Value| {
+            format!(
+                "delivered {:.4}, p99 {:.1} ms, {:.2} CPU s per million",
+                f(r, &["delivered_ratio"]),
+                f(r, &["latency", "p99"]),
+                f(r, &["server_cpu_s_per_million"])
+            )
+        };
+        let _ = writeln!(
+            out,
+            "\nAt {:.0} deliveries/s over two instances: on the cluster {}; on one Redis {}.",
+            f(cluster, &["offered_per_s"]),
+            line(cluster),
+            line(one)
+        );
+    }
 }
 
 #[cfg(test)]
