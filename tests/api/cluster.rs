@@ -39,6 +39,45 @@ enum Running {
 }
 
 impl Running {
+    /// The instances' lease key and the pattern of their records of boards.
+    fn instance_names(&self) -> (&'static str, &'static str) {
+        match self {
+            Running::Single(_) => ("bc:instances", "bc:instance:*:boards"),
+            Running::Cluster(_) => ("bc:{instances}", "bc:{instances}:*:boards"),
+        }
+    }
+
+    /// How many members a sorted set has.
+    fn zcard(&self, key: &str) -> usize {
+        match self {
+            Running::Single(redis) => redis::cmd("ZCARD")
+                .arg(key)
+                .query(&mut redis.connection())
+                .expect("ZCARD"),
+            Running::Cluster(cluster) => cluster
+                .cli(cluster.master_of(key), &["ZCARD", key])
+                .trim()
+                .parse()
+                .expect("a count"),
+        }
+    }
+
+    /// The keys matching a pattern (on a cluster, those of the pattern's own slot).
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        match self {
+            Running::Single(redis) => redis::cmd("KEYS")
+                .arg(pattern)
+                .query(&mut redis.connection())
+                .expect("KEYS"),
+            Running::Cluster(cluster) => cluster
+                .cli(cluster.master_of(pattern), &["KEYS", pattern])
+                .lines()
+                .map(str::to_string)
+                .filter(|k| !k.is_empty())
+                .collect(),
+        }
+    }
+
     /// The value of a string key, read from the node that holds it.
     fn get(&self, key: &str) -> Option<String> {
         match self {
@@ -572,9 +611,10 @@ async fn an_instance_records_only_the_boards_it_has_sessions_on() {
     }
 }
 
-#[actix_web::test]
-async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_records() {
-    let (redis, mut nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_records(redis) {
+    let (running, mut nodes) = redis.start(2, &[]);
+    let (leases, records_pattern) = running.instance_names();
     ready(&nodes).await;
     let (a, b) = (nodes[0].app(), nodes[1].app());
     const BOARDS: usize = 100;
@@ -591,25 +631,15 @@ async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_record
         snapshot["payload"]["users"].as_array().map(Vec::len),
         Some(PER_BOARD + 1)
     );
-    let mut conn = redis.connection();
-    let instance_count = |conn: &mut redis::Connection| -> usize {
-        redis::cmd("ZCARD")
-            .arg("bc:instances")
-            .query(conn)
-            .expect("ZCARD")
-    };
-    assert_eq!(instance_count(&mut conn), 2);
+    assert_eq!(running.zcard(leases), 2);
 
     nodes[1].signal("TERM");
     let stopped = Instant::now();
     let status = nodes[1].wait_exit().await;
     assert!(status.success(), "{status:?}");
     // Its lease and records went with it: nobody has to sweep it.
-    assert_eq!(instance_count(&mut conn), 1, "the lease is left behind");
-    let records: Vec<String> = redis::cmd("KEYS")
-        .arg("bc:instance:*:boards")
-        .query(&mut conn)
-        .expect("KEYS");
+    assert_eq!(running.zcard(leases), 1, "the lease is left behind");
+    let records = running.keys(records_pattern);
     assert_eq!(records.len(), 1, "{records:?}");
     // Every board is empty on the other instance already.
     for board in 0..BOARDS {
@@ -637,6 +667,7 @@ async fn a_clean_stop_publishes_thousands_of_leaves_at_once_and_leaves_no_record
         stopped.elapsed()
     );
     drop(sessions);
+    }
 }
 
 #[actix_web::test]
@@ -1308,9 +1339,9 @@ on_one_redis_and_a_cluster! {
     }
 }
 
-#[actix_web::test]
-async fn a_paused_instance_s_users_go_offline_and_come_back_online_in_the_workspace() {
-    let (_redis, nodes) = cluster(2, &[]);
+on_one_redis_and_a_cluster! {
+    async fn a_paused_instance_s_users_go_offline_and_come_back_online_in_the_workspace(redis) {
+    let (_redis, nodes) = redis.start(2, &[]);
     ready(&nodes).await;
     let (a, b) = (nodes[0].app(), nodes[1].app());
     let mut watcher = a
@@ -1349,6 +1380,7 @@ async fn a_paused_instance_s_users_go_offline_and_come_back_online_in_the_worksp
         Some(json!(["x"])),
         "{body}"
     );
+    }
 }
 
 /// On a Redis Cluster each board's keys and sharded channel live on the master that owns the
