@@ -62,6 +62,21 @@ impl Running {
         }
     }
 
+    /// How many members a set has.
+    fn scard(&self, key: &str) -> usize {
+        match self {
+            Running::Single(redis) => redis::cmd("SCARD")
+                .arg(key)
+                .query(&mut redis.connection())
+                .expect("SCARD"),
+            Running::Cluster(cluster) => cluster
+                .cli(cluster.master_of(key), &["SCARD", key])
+                .trim()
+                .parse()
+                .expect("a count"),
+        }
+    }
+
     /// The keys matching a pattern (on a cluster, those of the pattern's own slot).
     fn keys(&self, pattern: &str) -> Vec<String> {
         match self {
@@ -632,6 +647,16 @@ on_one_redis_and_a_cluster! {
         Some(PER_BOARD + 1)
     );
     assert_eq!(running.zcard(leases), 2);
+    // Every session registered: the stopping instance has all its boards on record.
+    let deadline = Instant::now() + WAIT;
+    while !running
+        .keys(records_pattern)
+        .iter()
+        .any(|record| running.scard(record) == BOARDS + 1)
+    {
+        assert!(Instant::now() < deadline, "the sessions never all registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     nodes[1].signal("TERM");
     let stopped = Instant::now();

@@ -264,6 +264,11 @@ impl Broker {
     /// Stops listening on a Redis channel nothing here needs any more.
     fn leave_channel(&mut self, channel: String, ctx: &mut Context<Self>) {
         self.channels.remove(&channel);
+        // A stopping instance's connection goes with it: unsubscribing each of its channels
+        // would only queue commands in front of its leaving the shared presence.
+        if self.retired {
+            return;
+        }
         let Some(redis) = self.redis() else { return };
         ctx.spawn(
             async move {
@@ -343,6 +348,16 @@ impl Broker {
                     instance.unwrap_or_default()
                 );
                 broker.resync_rooms();
+                if let Some(redis) = broker.redis() {
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = redis.load_scripts().await {
+                                log::debug!("scripts not loaded ahead: {e}");
+                            }
+                        }
+                        .into_actor(broker),
+                    );
+                }
                 if !broker.durability_checked {
                     broker.durability_checked = true;
                     if let Some(redis) = broker.redis() {
@@ -423,6 +438,9 @@ impl Handler<Retire> for Broker {
     fn handle(&mut self, _: Retire, _: &mut Self::Context) -> Self::Result {
         self.retired = true;
         let redis = self.redis();
+        if let Some(redis) = &redis {
+            redis.stop_registering();
+        }
         Box::pin(
             async move {
                 let Some(redis) = redis else { return };
@@ -430,7 +448,7 @@ impl Handler<Retire> for Broker {
                     Ok(boards) => {
                         log::info!("left {boards} boards and workspaces in the shared presence")
                     }
-                    Err(e) => log::warn!("could not leave the shared presence: {e}"),
+                    Err(e) => log::warn!("could not leave the shared presence: {e} ({e:?})"),
                 }
             }
             .into_actor(self),

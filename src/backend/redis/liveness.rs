@@ -121,13 +121,20 @@ impl RedisBackend {
         Ok(swept)
     }
 
+    /// From now on this instance registers nothing in the shared presence, and its sessions'
+    /// departures are left to [`Self::retire`] (one script per board instead of one per
+    /// session).
+    pub fn stop_registering(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// On a clean stop: publishes the leaves of this instance's sessions, board by board in
     /// steps, and removes its lease and records, so that nobody needs to sweep it.
     pub async fn retire(&self) -> Result<usize, BackendError> {
-        // From now on nothing registers; what was sent before runs before the purges below
-        // (one connection, in order).
-        self.retired
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // What was sent before runs before the purges below (one connection to each node, in
+        // order).
+        self.stop_registering();
         let mut conn = self.conn();
         let record = self.instance_boards_key(&self.instance);
         let boards: Vec<String> = conn.smembers(&record).await.map_err(unavailable)?;

@@ -69,6 +69,7 @@ impl RedisBackend {
         push_sessions(&mut inv, sessions);
         let reply: RedisValue = self.run(&inv).await?;
         self.hint_due(board).await;
+        self.undo_if_retired(board).await?;
         let (rev, users) = listing(reply)?;
         let first = sessions.first().map(|s| s.user_id.as_str());
         let color = users
@@ -141,10 +142,26 @@ impl RedisBackend {
         push_sessions(&mut inv, sessions);
         let reply: RedisValue = self.run(&inv).await?;
         self.hint_due(board).await;
+        self.undo_if_retired(board).await?;
         if sessions.is_empty() {
             self.forget_board(board).await?;
         }
         listing(reply)
+    }
+
+    /// A registration that was under way when the instance began to retire may land after the
+    /// retirement purged its board: it purges the board again itself, so that nothing of a
+    /// stopped instance stays present with nobody to sweep it. (A retirement that begins after
+    /// this check finds the board on the record and purges it.)
+    async fn undo_if_retired(&self, board: &BoardKey) -> Result<(), BackendError> {
+        if !self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut inv = self.presence_invocation(&self.scripts.retire, board);
+        inv.arg(&self.instance);
+        self.run::<i64>(&inv).await?;
+        self.forget_board(board).await?;
+        Err(BackendError::unavailable_now("the instance is stopping"))
     }
 
     /// Adds a board to this instance's record before a session of it is registered there,
