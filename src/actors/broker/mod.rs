@@ -348,16 +348,6 @@ impl Broker {
                     instance.unwrap_or_default()
                 );
                 broker.resync_rooms();
-                if let Some(redis) = broker.redis() {
-                    ctx.spawn(
-                        async move {
-                            if let Err(e) = redis.load_scripts().await {
-                                log::debug!("scripts not loaded ahead: {e}");
-                            }
-                        }
-                        .into_actor(broker),
-                    );
-                }
                 if !broker.durability_checked {
                     broker.durability_checked = true;
                     if let Some(redis) = broker.redis() {

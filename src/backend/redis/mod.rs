@@ -380,38 +380,6 @@ impl RedisBackend {
         self.conn().ping().await
     }
 
-    /// Loads every script into Redis (on a cluster, into every node), so that the first
-    /// calls of a script after a start or a failover do not each find it missing and send its
-    /// source again: thousands of sessions arriving at once, or a clean stop's purges, would
-    /// otherwise each carry tens of kilobytes to every node.
-    pub async fn load_scripts(&self) -> Result<(), BackendError> {
-        let s = &self.scripts;
-        let all = [
-            &s.commit,
-            &s.catchup,
-            &s.join,
-            &s.join_quiet,
-            &s.leave,
-            &s.purge,
-            &s.retire,
-            &s.renew,
-            &s.sweep_begin,
-            &s.sweep_end,
-            &s.status,
-            &s.list,
-            &s.sync,
-            &s.places,
-            &s.webhook_claim,
-            &s.webhook_done,
-            &s.webhook_fail,
-        ];
-        let mut conn = self.conn();
-        for script in all {
-            script.load_async(&mut conn).await.map_err(unavailable)?;
-        }
-        Ok(())
-    }
-
     /// Warns when Redis does not persist its data: a restart then loses every board (clients
     /// resync, by the board's epoch, but the boards are gone).
     pub async fn warn_if_not_durable(&self) {
