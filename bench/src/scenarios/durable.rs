@@ -129,8 +129,12 @@ pub async fn durable(target: &Target, opts: &DurableOpts) -> Result<DurableRepor
                 if now >= end && in_flight.is_empty() {
                     break;
                 }
-                let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout_at(deadline, ws.next()).await else {
-                    break;
+                // The server's pings (every 30 s) are answered by the client; only a close,
+                // an error or the deadline ends the run.
+                let text = match tokio::time::timeout_at(deadline, ws.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                    _ => break,
                 };
                 let Some(frame) = parse(&text) else { continue };
                 if let Some(seq) = frame.seq {
