@@ -174,7 +174,7 @@ impl BoardState {
         let cells = self.values.get(item_id).map_or(0, |cells| {
             cells
                 .iter()
-                .map(|(column, cell)| column.len() + json_len(&cell_json(cell)))
+                .map(|(column, cell)| cell_bytes(column, cell))
                 .sum()
         });
         json_len(item) + cells
@@ -184,6 +184,11 @@ impl BoardState {
     /// that grew it past a bound (the caller then undoes the change).
     fn resize(&mut self, item_id: &str, limits: BoardLimits) -> Result<(), Refusal> {
         let new = self.measure(item_id);
+        self.resize_to(item_id, new, limits)
+    }
+
+    /// [`resize`](Self::resize) with the item's new size known.
+    fn resize_to(&mut self, item_id: &str, new: usize, limits: BoardLimits) -> Result<(), Refusal> {
         let old = self.sizes.get(item_id).copied().unwrap_or(0);
         if new > old {
             if new > limits.max_item_bytes {
@@ -218,7 +223,17 @@ impl BoardState {
         let item_id = op.item_id().to_string();
         let undo = self.undo_record(&op);
         let applied = self.apply_unchecked(op, user_id, limits)?;
-        if let Err(err) = self.resize(&item_id, limits) {
+        // A value set changes one cell's share of its item's size: measuring the whole item
+        // would serialize every cell it has at each set.
+        let new = match (&undo, self.sizes.get(&item_id)) {
+            (Undo::Cell(column, old), Some(size)) => {
+                let cell = self.values.get(&item_id).and_then(|c| c.get(column));
+                size.saturating_sub(old.as_ref().map_or(0, |c| cell_bytes(column, c)))
+                    + cell.map_or(0, |c| cell_bytes(column, c))
+            }
+            _ => self.measure(&item_id),
+        };
+        if let Err(err) = self.resize_to(&item_id, new, limits) {
             self.restore(&item_id, undo);
             return Err(err);
         }
@@ -511,6 +526,11 @@ fn stored_cell(text: &str) -> Result<Cell, String> {
 
 fn cell_json(cell: &Cell) -> Value {
     json!({"value": cell.value, "version": cell.version})
+}
+
+/// A cell's share of its item's size: the column id and the cell's stored text.
+fn cell_bytes(column: &str, cell: &Cell) -> usize {
+    column.len() + json_len(&cell_json(cell))
 }
 
 /// Length of a value's JSON text, without keeping the text.
