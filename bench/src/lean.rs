@@ -1,5 +1,5 @@
-//! A lean WebSocket client for `cursors`, the scenario whose load generator must cost less than
-//! the server it measures. Through tungstenite, every received frame was copied, allocated as a
+//! A lean WebSocket client for `cursors` and `durable`, the scenarios whose load generator must
+//! cost less than the server it measures. Through tungstenite, every received frame was copied, allocated as a
 //! message and checked as UTF-8 behind a lock shared with the sending half, and every read
 //! zero-filled its buffer: the load generator spent more CPU than the relay it measured.
 //! Here a socket's bytes are read into one buffer without zero-filling, frames are handed out as
@@ -168,8 +168,22 @@ fn header(bytes: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
 impl Writer {
     /// Sends one frame, masked as a client must.
     pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.push(opcode, payload);
+        self.flush().await
+    }
+
+    /// Queues one frame for the next [`flush`](Self::flush): frames queued together go out in
+    /// one write.
+    pub fn push(&mut self, opcode: u8, payload: &[u8]) {
         encode(&mut self.out, opcode, payload, rand::random());
-        self.half.write_all(&self.out).await
+    }
+
+    /// Writes every queued frame.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let written = self.half.write_all(&self.out).await;
+        self.out.clear();
+        written
     }
 
     /// Sends a close frame and shuts the sending side.
@@ -179,9 +193,8 @@ impl Writer {
     }
 }
 
-/// Writes a final, masked frame of `payload` into `out`.
+/// Appends a final, masked frame of `payload` to `out`.
 fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.clear();
     out.push(0x80 | opcode);
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | n as u8),
@@ -213,6 +226,7 @@ mod tests {
             .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4])
             .collect();
         assert_eq!(unmasked, b"abcde");
+        out.clear();
         encode(&mut out, BINARY, &[0; 300], [0; 4]);
         assert_eq!(&out[..4], &[0x82, 0x80 | 126, 1, 44]);
     }

@@ -1,15 +1,15 @@
 //! `durable`: writers sending `value.set` with acks, checked for seq gaps.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::parse;
+use crate::client::{parse, Encoding};
+use crate::lean;
 use crate::stats::{Latencies, Summary};
 
 use super::*;
@@ -80,31 +80,36 @@ impl SeqCheck {
 pub async fn durable(target: &Target, opts: &DurableOpts) -> Result<DurableReport, String> {
     let per_board = opts.writers + 1;
     let prefix = target.prefix.clone();
-    let mut sockets = open_all(target, opts.boards * per_board, |n| {
+    let mut sockets = open_all_lean(target, opts.boards * per_board, Encoding::Json, |n| {
         (format!("{prefix}-d{}", n / per_board), format!("w{n}"))
     })
     .await?;
     // The first writer of each board creates the item the others set values on.
     for b in 0..opts.boards {
-        let ws = &mut sockets[b * per_board];
+        let (reader, writer) = &mut sockets[b * per_board];
         let create = r#"{"type":"item.created","payload":{"item":{"id":"i"}},"id":"create"}"#;
-        ws.send(Message::text(create))
+        writer
+            .send(lean::TEXT, create.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        loop {
-            let Some(Ok(Message::Text(text))) = ws.next().await else {
+        let mut created = false;
+        while !created {
+            if reader.fill().await.map_err(|e| e.to_string())? == 0 {
                 return Err("closed while creating the item".into());
-            };
-            if parse(&text).is_some_and(|f| f.payload.id.as_deref() == Some("create")) {
-                break;
             }
+            reader
+                .frames(|_, payload| {
+                    let frame = std::str::from_utf8(payload).ok().and_then(parse);
+                    created |= frame.is_some_and(|f| f.payload.id.as_deref() == Some("create"));
+                })
+                .map_err(|e| e.to_string())?;
         }
     }
     let start = Instant::now() + Duration::from_millis(500);
     let end = start + Duration::from_secs_f64(opts.seconds);
     let acked = Arc::new(AtomicU64::new(0));
     let mut tasks = vec![];
-    for (n, mut ws) in sockets.into_iter().enumerate() {
+    for (n, (mut reader, mut ws)) in sockets.into_iter().enumerate() {
         let writer = n % per_board != per_board - 1;
         let depth = opts.depth;
         let acked = Arc::clone(&acked);
@@ -112,55 +117,70 @@ pub async fn durable(target: &Target, opts: &DurableOpts) -> Result<DurableRepor
             let (mut latencies, mut check, mut errors) = (Latencies::default(), SeqCheck::default(), 0u64);
             let mut in_flight: HashMap<u64, Instant> = HashMap::new();
             let mut next = 0u64;
+            let mut frame = String::new();
             tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            let deadline = tokio::time::Instant::from_std(end + GRACE);
             loop {
+                // Every operation a turn can send goes out in one write.
                 let now = Instant::now();
+                let mut queued = false;
                 while writer && now < end && in_flight.len() < depth {
                     next += 1;
-                    let frame = format!(
+                    frame.clear();
+                    let _ = write!(
+                        frame,
                         r#"{{"type":"value.set","payload":{{"itemId":"i","columnId":"c{n}","value":{next}}},"id":"{next}"}}"#
                     );
-                    if ws.send(Message::text(frame)).await.is_err() {
-                        return (latencies, check.gaps, errors);
-                    }
-                    in_flight.insert(next, Instant::now());
+                    ws.push(lean::TEXT, frame.as_bytes());
+                    in_flight.insert(next, now);
+                    queued = true;
                 }
-                let deadline = tokio::time::Instant::from_std(end + GRACE);
+                if queued && ws.flush().await.is_err() {
+                    break;
+                }
                 if now >= end && in_flight.is_empty() {
                     break;
                 }
-                // The server's pings (every 30 s) are answered by the client; only a close,
-                // an error or the deadline ends the run.
-                let text = match tokio::time::timeout_at(deadline, ws.next()).await {
-                    Ok(Some(Ok(Message::Text(text)))) => text,
-                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                match tokio::time::timeout_at(deadline, reader.fill()).await {
+                    Ok(Ok(read)) if read > 0 => {}
                     _ => break,
-                };
-                let Some(frame) = parse(&text) else { continue };
-                if let Some(seq) = frame.seq {
-                    check.see(seq);
                 }
-                match &*frame.kind {
-                    "ack" => {
-                        if let Some(seq) = frame.payload.seq {
-                            check.see(seq);
-                        }
-                        let id = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok());
-                        if let Some(sent) = id.and_then(|i| in_flight.remove(&i)) {
-                            latencies.record(sent.elapsed());
-                            acked.fetch_add(1, Ordering::Relaxed);
-                        }
+                // Frames other than text (the server's pings, every 30 s) are skipped.
+                let handled = reader.frames(|opcode, payload| {
+                    let Some(frame) = (opcode == lean::TEXT)
+                        .then(|| std::str::from_utf8(payload).ok().and_then(parse))
+                        .flatten()
+                    else {
+                        return;
+                    };
+                    if let Some(seq) = frame.seq {
+                        check.see(seq);
                     }
-                    "error" => {
-                        errors += 1;
-                        if let Some(i) = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
-                            in_flight.remove(&i);
+                    match &*frame.kind {
+                        "ack" => {
+                            if let Some(seq) = frame.payload.seq {
+                                check.see(seq);
+                            }
+                            let id = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+                            if let Some(sent) = id.and_then(|i| in_flight.remove(&i)) {
+                                latencies.record(sent.elapsed());
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        "error" => {
+                            errors += 1;
+                            if let Some(i) = frame.payload.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
+                                in_flight.remove(&i);
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                });
+                if handled.is_err() {
+                    break;
                 }
             }
-            let _ = ws.close(None).await;
+            let _ = ws.close().await;
             (latencies, check.gaps, errors)
         }));
     }
