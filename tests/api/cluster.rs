@@ -863,6 +863,58 @@ async fn an_operation_answered_unavailable_and_retried_elsewhere_applies_once() 
 }
 
 #[actix_web::test]
+async fn a_starting_instance_does_not_take_its_first_lease_for_a_lost_one() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (mut bob, _) = app.join("b", "bob").await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    assert_eq!(
+        bob.next_of("presence.join").await["payload"]["userId"],
+        "ann"
+    );
+    // Two renewals of the lease after its first.
+    let line = nodes[0].logged("this is instance ").await;
+    let id = line
+        .split("this is instance ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the instance's id")
+        .to_string();
+    let mut conn = redis.connection();
+    let expiry = |conn: &mut redis::Connection| -> Option<u64> {
+        redis::cmd("ZSCORE")
+            .arg("bc:instances")
+            .arg(&id)
+            .query(conn)
+            .expect("ZSCORE")
+    };
+    let mut seen = vec![];
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < 3 {
+        let now = expiry(&mut conn);
+        if now.is_some() && seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        assert!(Instant::now() < deadline, "the lease was renewed {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Before, the first renewal always found no lease and, the instance being ready by then,
+    // re-registered every room's sessions (a purge racing the joins under way).
+    let log = nodes[0].log();
+    assert!(!log.contains("lease was missing"), "{log}");
+    ann.request("item.created", json!({"item":{"id":"i"}}), "1")
+        .await;
+    loop {
+        let frame = bob.next_frame().await;
+        assert_ne!(frame["type"], "presence.leave", "{frame}");
+        if frame["type"] == "item.created" {
+            break;
+        }
+    }
+}
+
+#[actix_web::test]
 async fn a_redis_that_lost_its_data_makes_clients_resync_instead_of_diverging() {
     let (redis, nodes) = cluster(1, &[]);
     ready(&nodes).await;

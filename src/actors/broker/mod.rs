@@ -136,6 +136,8 @@ pub struct Broker {
     ticking: bool,
     /// A lease renewal is under way.
     renewing: bool,
+    /// A renewal has answered once: before it, a missing lease is only the first one.
+    leased: bool,
     /// The instance is stopping and has left the shared presence: no more liveness work.
     retired: bool,
     /// Redis's persistence setting was looked at (once, when first reached).
@@ -220,6 +222,7 @@ impl Broker {
             ready_since: None,
             ticking: false,
             renewing: false,
+            leased: false,
             retired: false,
             durability_checked: false,
             pushes: Arc::new(PushBacklog::new(usize::MAX)),
@@ -287,7 +290,9 @@ impl Broker {
 
     /// Renews this instance's lease, on a connection and a task of its own: a long sweep or a
     /// slow command never holds it up. A lease found missing (swept while this instance was
-    /// paused, or lost by Redis) makes every room register its sessions again.
+    /// paused, or lost by Redis) makes every room register its sessions again; not at the first
+    /// renewal, which always finds none (and a session registered before it was never swept:
+    /// a sweep only purges instances whose lease it saw).
     fn renew_lease(&mut self, ctx: &mut Context<Self>) {
         let Some(redis) = self.redis() else { return };
         if self.renewing || self.retired {
@@ -297,8 +302,10 @@ impl Broker {
         let work = async move { redis.renew().await };
         ctx.spawn(work.into_actor(self).map(|result, broker, _| {
             broker.renewing = false;
+            let first = !broker.leased;
+            broker.leased |= result.is_ok();
             if let Ok(true) = result {
-                if broker.ready.load(Ordering::Relaxed) {
+                if !first && broker.ready.load(Ordering::Relaxed) {
                     log::info!("this instance's lease was missing: registering its sessions again");
                     broker.resync_rooms();
                 }
