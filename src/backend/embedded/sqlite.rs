@@ -257,9 +257,20 @@ fn start_checkpointer(path: &Path, level: &'static str) -> Option<mpsc::SyncSend
     let spawned = std::thread::Builder::new()
         .name("boardcast-checkpoint".into())
         .spawn(move || {
+            let mut failing = false;
             while woken.recv().is_ok() {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    log::warn!("storage: a checkpoint failed: {e}");
+                // Said once, not at every commit, while it keeps failing; the writer's own
+                // checkpoint still bounds the WAL meanwhile.
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Err(e) if !failing => {
+                        failing = true;
+                        log::warn!("storage: the checkpointer failed: {e}");
+                    }
+                    Ok(()) if failing => {
+                        failing = false;
+                        log::info!("storage: the checkpointer works again");
+                    }
+                    _ => {}
                 }
                 // The writer's next commit runs its own checkpoint before it nudges again:
                 // waiting for that nudge leaves it the window to finish and restart the WAL.
