@@ -874,13 +874,7 @@ async fn a_starting_instance_does_not_take_its_first_lease_for_a_lost_one() {
         "ann"
     );
     // Two renewals of the lease after its first.
-    let line = nodes[0].logged("this is instance ").await;
-    let id = line
-        .split("this is instance ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .expect("the instance's id")
-        .to_string();
+    let id = nodes[0].id().await;
     let mut conn = redis.connection();
     let expiry = |conn: &mut redis::Connection| -> Option<u64> {
         redis::cmd("ZSCORE")
@@ -1526,13 +1520,7 @@ async fn an_instance_back_during_its_own_sweep_keeps_its_sessions() {
         watcher.next_of("presence.join").await["payload"]["userId"],
         "ann"
     );
-    let line = nodes[0].logged("this is instance ").await;
-    let id = line
-        .split("this is instance ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .expect("the instance's id")
-        .to_string();
+    let id = nodes[0].id().await;
     let record = format!("bc:instance:{id}:boards");
     let swept = format!("bc:instance:{id}:swept");
     let mut conn = redis.connection();

@@ -97,6 +97,16 @@ impl Instance {
         }
     }
 
+    /// Its instance id in Redis mode, as it logs it once Redis is reached.
+    pub async fn id(&self) -> String {
+        let line = self.logged("this is instance ").await;
+        line.split("this is instance ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .expect("the instance's id")
+            .to_string()
+    }
+
     /// What it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
