@@ -894,7 +894,8 @@ async fn a_starting_instance_does_not_take_its_first_lease_for_a_lost_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Before, the first renewal always found no lease and, the instance being ready by then,
-    // re-registered every room's sessions (a purge racing the joins under way).
+    // re-registered every room's sessions: needless work at every start, and a purge of the
+    // instance's sessions running beside the first joins.
     let log = nodes[0].log();
     assert!(!log.contains("lease was missing"), "{log}");
     ann.request("item.created", json!({"item":{"id":"i"}}), "1")
