@@ -127,6 +127,16 @@ impl RedisBackend {
         if let RedisValue::Int(seq) = reply {
             return Ok(CommitReply::Seq(seq as u64));
         }
+        if let RedisValue::Push { kind, .. } = &reply {
+            // On a cluster, a node that lost a slot sends its subscribers an unasked
+            // `sunsubscribe`, and the client takes it for the reply to the oldest request on
+            // that connection. Whether the script ran is unknown: the client retries, and an
+            // operation with an id is then answered from its record.
+            log::warn!("redis answered a commit with a {kind:?} push; the client retries");
+            return Err(BackendError::unavailable_now(
+                "the backend answered out of turn; retry",
+            ));
+        }
         if let RedisValue::Array(parts) = &reply {
             if let (Some(tag), Some(text), Some(key)) = (
                 parts.first().and_then(status_text),
