@@ -62,6 +62,17 @@ start_target() {
 
 run() { "$LOADGEN" "$@" --secret "$SECRET" | tee -a "$OUT/log.txt" | grep '^{' >> "$RESULTS"; }
 
+# start_pair [ENV...]: two boardcast instances with the same settings; sets pid1, pid2 and PAIR
+# (their --url and --pid options).
+start_pair() {
+  local p1 p2
+  p1=$(free_port); start_target boardcast "$p1" "$@"; pid1=$PID
+  p2=$(free_port); start_target boardcast "$p2" "$@"; pid2=$PID
+  sleep 1
+  PAIR=(--url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2")
+}
+stop_pair() { stop "$pid1"; stop "$pid2"; }
+
 # saturate LABEL PREFIX TARGET...: `cursors` against TARGET (its --url and --pid options) at
 # each board count of STEPS, until a delivery is lost or p99 passes 50 ms.
 saturate() {
@@ -115,16 +126,21 @@ done
 rm -rf "$OUT"/data.*
 
 echo "== boardcast, two instances with Redis (server CPU counts both instances and Redis)"
-p1=$(free_port); start_target boardcast "$p1" REDIS_URL="$REDIS_URL"; pid1=$PID
-p2=$(free_port); start_target boardcast "$p2" REDIS_URL="$REDIS_URL"; pid2=$PID
-sleep 1
-X2=(--url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2" --pid "$REDIS_PID")
-run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 30 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2-30 || true
-run cursors --label boardcast-redis-x2 "${X2[@]}" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-x2 || true
-run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-x2 || true
-run durable --label boardcast-redis-x2 "${X2[@]}" --boards "$DURABLE_BOARDS" --writers 1 --depth 1 --seconds "$SECONDS_RUN" --prefix d-x2-light || true
-saturate boardcast-redis-x2-saturation sx- "${X2[@]}" || true
-stop "$pid1"; stop "$pid2"
+# Each scenario runs on two fresh instances, so that none inherits what an overloaded run
+# before it left queued.
+for scenario in \
+  "cursors --boards $BOARDS --users 30 --hz 20 --prefix c-x2-30" \
+  "cursors --boards $BOARDS --users 20 --hz 20 --prefix c-x2" \
+  "durable --boards $DURABLE_BOARDS --writers 4 --depth 4 --prefix d-x2" \
+  "durable --boards $DURABLE_BOARDS --writers 1 --depth 1 --prefix d-x2-light"; do
+  start_pair REDIS_URL="$REDIS_URL"
+  # shellcheck disable=SC2086 # the scenario's words are options
+  run $scenario --label boardcast-redis-x2 "${PAIR[@]}" --pid "$REDIS_PID" --seconds "$SECONDS_RUN" || true
+  stop_pair
+done
+start_pair REDIS_URL="$REDIS_URL"
+saturate boardcast-redis-x2-saturation sx- "${PAIR[@]}" --pid "$REDIS_PID" || true
+stop_pair
 # Memory per idle connection and connect rate with Redis, on a fresh instance.
 port=$(free_port); start_target boardcast "$port" REDIS_URL="$REDIS_URL"
 sleep 1
@@ -147,15 +163,17 @@ for _ in $(seq 1 100); do
   redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
 done
 CLUSTER_URL=$(printf 'redis://127.0.0.1:%s/,' "${CLUSTER_PORTS[@]}"); CLUSTER_URL=${CLUSTER_URL%,}
-p1=$(free_port); start_target boardcast "$p1" REDIS_CLUSTER=on REDIS_URL="$CLUSTER_URL"; pid1=$PID
-p2=$(free_port); start_target boardcast "$p2" REDIS_CLUSTER=on REDIS_URL="$CLUSTER_URL"; pid2=$PID
-sleep 1
-XC=(--url "ws://127.0.0.1:$p1" --url "ws://127.0.0.1:$p2" --pid "$pid1" --pid "$pid2")
-for pid in "${CLUSTER_PIDS[@]}"; do XC+=(--pid "$pid"); done
-run cursors --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$BOARDS" --users 30 --hz 20 --seconds "$SECONDS_RUN" --prefix c-xc-30 || true
-run cursors --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$BOARDS" --users 20 --hz 20 --seconds "$SECONDS_RUN" --prefix c-xc || true
-run durable --label boardcast-redis-cluster-x2 "${XC[@]}" --boards "$DURABLE_BOARDS" --writers 4 --depth 4 --seconds "$SECONDS_RUN" --prefix d-xc || true
-stop "$pid1"; stop "$pid2"
+CLUSTER_OPTS=()
+for pid in "${CLUSTER_PIDS[@]}"; do CLUSTER_OPTS+=(--pid "$pid"); done
+for scenario in \
+  "cursors --boards $BOARDS --users 30 --hz 20 --prefix c-xc-30" \
+  "cursors --boards $BOARDS --users 20 --hz 20 --prefix c-xc" \
+  "durable --boards $DURABLE_BOARDS --writers 4 --depth 4 --prefix d-xc"; do
+  start_pair REDIS_CLUSTER=on REDIS_URL="$CLUSTER_URL"
+  # shellcheck disable=SC2086 # the scenario's words are options
+  run $scenario --label boardcast-redis-cluster-x2 "${PAIR[@]}" "${CLUSTER_OPTS[@]}" --seconds "$SECONDS_RUN" || true
+  stop_pair
+done
 for pid in "${CLUSTER_PIDS[@]}"; do stop "$pid"; done
 rm -rf "$OUT"/cluster.*
 
