@@ -126,8 +126,8 @@ done
 rm -rf "$OUT"/data.*
 
 echo "== boardcast, two instances with Redis (server CPU counts both instances and Redis)"
-# Each scenario runs on two fresh instances, so that none inherits what an overloaded run
-# before it left queued.
+# Each scenario runs on two fresh instances, so that no figure depends on the run before it
+# (one right after an overloaded run measured worse; see the report).
 for scenario in \
   "cursors --boards $BOARDS --users 30 --hz 20 --prefix c-x2-30" \
   "cursors --boards $BOARDS --users 20 --hz 20 --prefix c-x2" \
