@@ -663,7 +663,17 @@ on_one_redis_and_a_cluster! {
     let status = nodes[1].wait_exit().await;
     assert!(status.success(), "{status:?}");
     // Its lease and records went with it: nobody has to sweep it.
-    assert_eq!(running.zcard(leases), 1, "the lease is left behind");
+    if running.zcard(leases) != 1 {
+        let log = nodes[1].log();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .collect();
+        panic!(
+            "the lease is left behind; the stopping instance logged:\n{}",
+            warnings.join("\n")
+        );
+    }
     let records = running.keys(records_pattern);
     assert_eq!(records.len(), 1, "{records:?}");
     // Every board is empty on the other instance already.

@@ -138,21 +138,43 @@ impl RedisBackend {
         let mut conn = self.conn();
         let record = self.instance_boards_key(&self.instance);
         let boards: Vec<String> = conn.smembers(&record).await.map_err(unavailable)?;
-        for chunk in boards.chunks(SWEEP_BATCH) {
-            let purges = chunk.iter().filter_map(|text| {
-                let board = serde_json::from_str::<BoardKey>(text).ok()?;
-                let mut conn = self.conn();
-                Some(async move {
-                    let mut inv = self.presence_invocation(&self.scripts.retire, &board);
-                    inv.arg(&self.instance);
-                    let retired = inv.invoke_async::<i64>(&mut conn).await;
-                    self.hint_due(&board).await;
-                    retired
-                })
-            });
-            for result in futures_util::future::join_all(purges).await {
-                result.map_err(unavailable)?;
+        let mut pending: Vec<BoardKey> = boards
+            .iter()
+            .filter_map(|text| serde_json::from_str::<BoardKey>(text).ok())
+            .collect();
+        // A board whose purge failed (a reply lost to a moved slot, a node failing over) is
+        // tried again: the purge is idempotent. The lease and record go only when every board
+        // is purged; otherwise another instance sweeps them when the lease runs out.
+        let mut last_error = None;
+        for _attempt in 0..RETIRE_ATTEMPTS {
+            if pending.is_empty() {
+                break;
             }
+            let mut failed = Vec::new();
+            for chunk in pending.chunks(SWEEP_BATCH) {
+                let purges = chunk.iter().map(|board| {
+                    let mut conn = self.conn();
+                    async move {
+                        let mut inv = self.presence_invocation(&self.scripts.retire, board);
+                        inv.arg(&self.instance);
+                        let retired = inv.invoke_async::<i64>(&mut conn).await;
+                        self.hint_due(board).await;
+                        retired
+                    }
+                });
+                let results = futures_util::future::join_all(purges).await;
+                for (board, result) in chunk.iter().zip(results) {
+                    if let Err(e) = result {
+                        log::warn!("leaving board {board:?} failed, trying again: {e}");
+                        failed.push(board.clone());
+                        last_error = Some(e);
+                    }
+                }
+            }
+            pending = failed;
+        }
+        if let Some(e) = last_error.filter(|_| !pending.is_empty()) {
+            return Err(unavailable(e));
         }
         redis::pipe()
             .zrem(self.instances_key(), &self.instance)

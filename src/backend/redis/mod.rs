@@ -84,6 +84,9 @@ const SWEEP_END_LUA: &str = include_str!("lua/sweep_end.lua");
 /// Boards of a dead instance purged per step of a sweep; the instance's lease is checked again
 /// before each step.
 const SWEEP_BATCH: usize = 64;
+/// Passes over the boards whose purge failed when an instance stops cleanly, before it leaves
+/// them to a sweep.
+const RETIRE_ATTEMPTS: usize = 3;
 
 /// Connection, key names and scripts of the Redis backend; cheap to clone.
 #[derive(Clone)]
