@@ -16,7 +16,7 @@ use bytestring::ByteString;
 
 use crate::actors::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::actors::presence::SetStatus;
-use crate::actors::room::{Join, Leave, MoveCursor, Outbound, Room, SetTyping};
+use crate::actors::room::{Join, Leave, MoveCursor, Outbound, ReplayedAck, Room, SetTyping};
 use crate::actors::workspace::{Enter, Exit, Workspace};
 use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
@@ -35,10 +35,10 @@ use crate::wire::{pack, parse_packed_frame, Encoding, WireFrame};
 /// answered `unavailable` at once (the backend is slow or stalled, and a client that retries
 /// later does better than one whose operations apply long after it gave up on them).
 const DURABLE_QUEUE: usize = 32;
-/// Durable operations a session may have in flight in the embedded mode, whose broker applies
-/// them in the order they arrive; with Redis, where each is a round trip of its own, one at a
-/// time keeps them in the order the client sent them.
-const EMBEDDED_WINDOW: usize = 32;
+/// Durable operations a session may have in flight. The broker applies a board's operations in
+/// the order they arrive, in both modes (with Redis, a board's operations go in batches, one
+/// batch at a time, and a batch stops at the first operation that must be tried again).
+const DURABLE_WINDOW: usize = 32;
 
 /// How a session joins: where its client resumes from, and whether it wants the workspace.
 pub struct Joining {
@@ -311,12 +311,7 @@ impl Session {
     /// Sends queued durable operations while the window allows, so that a session's
     /// operations apply in the order it sent them.
     fn next_durable(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let window = if self.shared.config.redis_url.is_none() {
-            EMBEDDED_WINDOW
-        } else {
-            1
-        };
-        while self.durable_in_flight < window {
+        while self.durable_in_flight < DURABLE_WINDOW {
             let Some((id, op)) = self.durable_queue.pop_front() else {
                 return;
             };
@@ -345,10 +340,19 @@ impl Session {
         ctx.spawn(append.into_actor(self).map(move |result, session, ctx| {
             session.durable_in_flight -= 1;
             let err = match result {
-                // A retry of an operation applied before: its event went out then, and the
-                // ack is sent here since no event carries it now.
+                // A retry of an operation applied before: no event carries its ack now. The
+                // room writes it once it delivered the event applied then (a moment ago,
+                // perhaps), so that acks stay in seq order.
                 Ok(Ok(appended)) if appended.replayed => {
-                    session.write(frames::ack(&id, appended.seq, appended.version), ctx);
+                    let frame = frames::ack(&id, appended.seq, appended.version);
+                    match &session.room {
+                        Some(room) => room.do_send(ReplayedAck {
+                            session: session.id,
+                            seq: appended.seq,
+                            frame: frame.into(),
+                        }),
+                        None => session.write(frame, ctx),
+                    }
                     None
                 }
                 Ok(Ok(_)) => None,

@@ -40,36 +40,111 @@ pub(super) fn unreachable() -> BackendError {
     BackendError::unavailable_now("the backend is out of reach; retry")
 }
 
-// A plain future, run as a task of its own: a future spawned on the broker's context would be
-// polled at every wake-up of the broker, with all others in flight (hundreds under load).
+// In Redis mode a board's operations go in batches, one batch of a board in flight at a time:
+// what arrives meanwhile waits in the board's lane and goes with the next batch, so that a busy
+// board costs one read and one script call per batch instead of per operation.
 impl Handler<Append> for Broker {
     type Result = ResponseFuture<Result<Appended, BackendError>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
-        let redis = match &mut self.backend {
-            Backend::Embedded(embedded) => {
-                let (tx, rx) = oneshot::channel();
-                embedded.request(Request::Append(msg, tx));
-                return Box::pin(answer(rx));
-            }
-            Backend::Redis(redis) => RedisBackend::clone(redis),
-        };
+        let (tx, rx) = oneshot::channel();
+        if let Backend::Embedded(embedded) = &mut self.backend {
+            embedded.request(Request::Append(msg, tx));
+            return Box::pin(answer(rx));
+        }
         if !self.ready.load(Ordering::Relaxed) {
             return Box::pin(std::future::ready(Err(unreachable())));
         }
-        let me = ctx.address();
-        Box::pin(async move {
-            let result = redis
-                .append(&msg.board, msg.op, &msg.user_id, msg.ack, msg.key.as_ref())
-                .await;
-            match &result {
-                Ok(_) => crate::metrics::DURABLE_EVENTS.inc(),
-                // Redis did not answer in time: refuse what follows at once until a ping succeeds.
-                Err(e) if e.is_unavailable() => me.do_send(Unanswered),
-                Err(_) => {}
+        match self.lanes.get_mut(&msg.board) {
+            Some(lane) if lane.len() >= LANE_BOUND => {
+                return Box::pin(std::future::ready(Err(BackendError::unavailable_now(
+                    "too many operations are waiting on this board; retry",
+                ))));
             }
-            result
-        })
+            Some(lane) => lane.push((msg, tx)),
+            None => {
+                self.lanes.insert(msg.board.clone(), Vec::new());
+                self.commit_batch(vec![(msg, tx)], ctx);
+            }
+        }
+        Box::pin(answer(rx))
+    }
+}
+
+/// Operations of a board waiting for its batch in flight, each with where its answer goes.
+pub(super) type Lane = Vec<(Append, oneshot::Sender<Result<Appended, BackendError>>)>;
+
+/// Operations that may wait in a board's lane; past it an operation is refused with
+/// `unavailable` at once (sessions hold their own queue behind this one).
+const LANE_BOUND: usize = 1024;
+
+/// Operations of a board committed in one script call at most.
+const COMMIT_BATCH: usize = 64;
+
+impl Broker {
+    /// Commits `batch` (operations of one board) as a task of its own: a future spawned on the
+    /// broker's context would be polled at every wake-up of the broker, with all others in
+    /// flight. When it is answered, the board's lane sends its next batch.
+    fn commit_batch(&self, batch: Lane, ctx: &mut Context<Self>) {
+        let Backend::Redis(redis) = &self.backend else {
+            return;
+        };
+        let redis = RedisBackend::clone(redis);
+        let me = ctx.address();
+        actix::spawn(async move {
+            let (appends, senders): (Vec<Append>, Vec<_>) = batch.into_iter().unzip();
+            let Some(board) = appends.first().map(|a| a.board.clone()) else {
+                return;
+            };
+            let answers = redis.append_batch(&board, &appends).await;
+            let mut unanswered = false;
+            for (answer, tx) in answers.into_iter().zip(senders) {
+                match &answer {
+                    Ok(_) => crate::metrics::DURABLE_EVENTS.inc(),
+                    // Redis did not answer in time: refuse what follows at once until a ping
+                    // succeeds.
+                    Err(e) if e.is_unavailable() => unanswered = true,
+                    Err(_) => {}
+                }
+                let _ = tx.send(answer);
+            }
+            if unanswered {
+                me.do_send(Unanswered);
+            }
+            me.do_send(BatchDone(board));
+        });
+    }
+}
+
+/// A board's batch of operations was answered: the next one may go.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BatchDone(BoardKey);
+
+impl Handler<BatchDone> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, BatchDone(board): BatchDone, ctx: &mut Self::Context) {
+        let Some(lane) = self.lanes.get_mut(&board) else {
+            return;
+        };
+        if lane.is_empty() {
+            self.lanes.remove(&board);
+            return;
+        }
+        let rest = lane.split_off(lane.len().min(COMMIT_BATCH));
+        let batch = std::mem::replace(lane, rest);
+        if !self.ready.load(Ordering::Relaxed) {
+            // Redis is known to be out of reach: what waited is refused, not sent late.
+            for (_, tx) in batch
+                .into_iter()
+                .chain(self.lanes.remove(&board).unwrap_or_default())
+            {
+                let _ = tx.send(Err(unreachable()));
+            }
+            return;
+        }
+        self.commit_batch(batch, ctx);
     }
 }
 

@@ -151,6 +151,9 @@ pub struct Broker {
     publishing: bool,
     /// Where stored durable events go for webhooks (embedded mode, with `WEBHOOK_URL`).
     hooks: Option<Recipient<Hook>>,
+    /// Redis mode: per board with a batch of durable operations in flight, those waiting for
+    /// the next batch, at most `LANE_BOUND`.
+    lanes: HashMap<BoardKey, durable::Lane>,
 }
 
 impl Broker {
@@ -230,6 +233,7 @@ impl Broker {
             publish_backlog: usize::MAX,
             publishing: false,
             hooks: None,
+            lanes: HashMap::new(),
         }
     }
 

@@ -62,6 +62,21 @@ impl Room {
         for (seq, frame, ack) in ready {
             self.deliver_durable(seq, frame, ack, ctx);
         }
+        self.release_acks(ctx);
+    }
+
+    /// Writes the held acks whose events went out (all of them once the seq is forgotten).
+    pub(super) fn release_acks(&mut self, ctx: &mut Context<Self>) {
+        if self.held_acks.is_empty() {
+            return;
+        }
+        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_acks)
+            .into_iter()
+            .partition(|ack| self.sequencer.handed_out(ack.seq));
+        self.held_acks = held;
+        for ack in ready {
+            self.send(ack.session, ack.frame, Order::None, None, ctx);
+        }
     }
     pub(super) fn deliver_durable(
         &mut self,
@@ -124,6 +139,7 @@ impl Room {
                     );
                     room.members.values_mut().for_each(Member::lag);
                     room.sequencer.forget();
+                    room.release_acks(ctx);
                     room.epoch.clear();
                 }
                 // The backend is out of reach: try again in a second (the broker answers at once
@@ -135,5 +151,31 @@ impl Room {
                 }
             }
         }));
+    }
+}
+
+/// The ack of a retry answered from its operation's record. The operation may have been
+/// applied a moment ago, its event still on its way to the room: the ack waits for that event,
+/// so that a session's acks stay in `seq` order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplayedAck {
+    /// The session to ack.
+    pub session: SessionId,
+    /// The seq the operation was applied at.
+    pub seq: u64,
+    /// The ack frame.
+    pub frame: WireFrame,
+}
+
+impl Handler<ReplayedAck> for Room {
+    type Result = ();
+
+    fn handle(&mut self, ack: ReplayedAck, ctx: &mut Self::Context) {
+        if self.sequencer.handed_out(ack.seq) {
+            self.send(ack.session, ack.frame, Order::None, None, ctx);
+        } else {
+            self.held_acks.push(ack);
+        }
     }
 }

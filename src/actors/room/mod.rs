@@ -44,6 +44,7 @@ mod sequencer;
 
 pub use self::delivery::Outbound;
 use self::delivery::{keep_aside, Member, Order, SlowCursors};
+pub use self::durable::ReplayedAck;
 use self::ephemeral::{Cursor, Typing};
 pub use self::ephemeral::{MoveCursor, SetTyping};
 pub use self::join::Join;
@@ -94,6 +95,10 @@ pub struct Room {
     retry_scheduled: bool,
     /// Durable events in `seq` order.
     sequencer: Sequencer,
+    /// Acks of retries answered from their records, waiting for the room to deliver the event
+    /// they ack (see [`ReplayedAck`]); at most the durable operations its members have in
+    /// flight.
+    held_acks: Vec<ReplayedAck>,
     /// The board's epoch the sequencer's seq belongs to ("" until one is seen).
     epoch: String,
     /// When the room last asked the store to confirm the events it delivered, after one came
@@ -133,6 +138,7 @@ impl Room {
             draining: HashSet::new(),
             retry_scheduled: false,
             sequencer: Sequencer::default(),
+            held_acks: Vec::new(),
             epoch: String::new(),
             verified_at: None,
             present: HashMap::new(),

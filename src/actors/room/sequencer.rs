@@ -30,6 +30,12 @@ pub(super) struct Sequencer {
 }
 
 impl Sequencer {
+    /// Whether the event of `seq` was handed out already, or no seq is known (nothing to wait
+    /// for).
+    pub(super) fn handed_out(&self, seq: u64) -> bool {
+        self.last.is_none_or(|last| last >= seq)
+    }
+
     /// Takes the board's seq from a snapshot or replay, when none is known yet.
     pub(super) fn know(&mut self, seq: u64) {
         if self.last.is_none() {

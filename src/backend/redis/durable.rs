@@ -2,103 +2,158 @@
 //! one script (`lua/commit.lua`), retries answered from their records, and catch-ups.
 
 use super::*;
+use crate::backend::Append;
 
 impl RedisBackend {
-    /// Applies a durable operation, sequencing and publishing its event. A retry of an
-    /// operation answered before (same `key`) gets that answer again, applied or refused.
-    pub async fn append(
+    /// Applies durable operations of one board in order, sequencing and publishing their
+    /// events with one script call (and one read before it) for the whole batch; an answer
+    /// per operation, in order. A retry of an operation answered before (same `key`) gets that
+    /// answer again, applied or refused.
+    pub async fn append_batch(
         &self,
         board: &BoardKey,
-        op: DurableOp,
-        user_id: &str,
-        ack: Option<(SessionId, Option<String>)>,
-        key: Option<&OpKey>,
-    ) -> Result<Appended, BackendError> {
-        let keys = self.board(board);
-        let item_id = op.item_id().to_string();
-        let column = op.column_id().map(str::to_string);
-        let items_key = keys.key("items");
-        let values_key = keys.key(&format!("v:{item_id}"));
-        let mut conn = self.conn();
-        for _ in 0..COMMIT_TRIES {
-            // What the rules need, and the answer to an earlier try, in one round trip.
-            let (item_text, cell_text, record): (Option<String>, Option<String>, Option<String>) =
-                redis::pipe()
-                    .hget(&items_key, &item_id)
-                    .hget(&values_key, column.as_deref().unwrap_or_default())
-                    .hget(keys.key("ops"), key.map_or("", |k| k.field.as_str()))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-            let cell_text = cell_text.filter(|_| column.is_some());
-            if let Some(outcome) = key.and_then(|k| earlier_answer(k, record.as_deref())) {
-                return replayed(outcome);
+        batch: &[Append],
+    ) -> Vec<Result<Appended, BackendError>> {
+        let mut answers: Vec<Option<Result<Appended, BackendError>>> =
+            batch.iter().map(|_| None).collect();
+        if let Err(e) = self.commit_batch(board, batch, &mut answers).await {
+            for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                *answer = Some(Err(e.clone()));
             }
-            let cell = column.as_deref().zip(cell_text.as_deref());
-            let mut state =
-                BoardState::from_stored(item_text.as_deref(), cell).map_err(bad_data)?;
-            // The bounds are checked by the script, which sees the whole board.
-            let applied = match state.apply(op.clone(), user_id, BoardLimits::NONE) {
-                Ok(applied) => applied,
-                Err(err) => return Err(self.remember_refusal(&keys, key, err).await),
-            };
-            let kind = match op {
-                DurableOp::Create { .. } => "create",
-                DurableOp::Delete { .. } => "delete",
-                DurableOp::SetValue { .. } => "value",
-                _ => "update",
-            };
-            let ack_json = ack_json(&ack, applied.version);
-            let new_cell = column
-                .as_deref()
-                .and_then(|c| state.cell_text(&item_id, c))
-                .unwrap_or_default();
-            let mut inv = self.scripts.commit.prepare_invoke();
-            inv.key(&items_key)
-                .key(&values_key)
-                .arg(kind)
-                .arg(&item_id)
-                .arg(item_text.as_deref().unwrap_or_default())
-                .arg(state.item_text(&item_id).unwrap_or_default())
-                .arg(column.as_deref().unwrap_or_default())
-                .arg(cell_text.as_deref().unwrap_or_default())
-                .arg(new_cell)
-                .arg(frame_prefix(applied.kind, &applied.payload))
-                .arg(ack_json);
-            self.commit_args(&mut inv, board, &keys, key, applied.version);
-            let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-            let refusal = match self.commit_reply(reply, key)? {
-                CommitReply::Seq(seq) => {
-                    self.hint_due(board).await;
-                    return Ok(Appended {
-                        seq,
-                        version: applied.version,
-                        replayed: false,
-                    });
-                }
-                CommitReply::Earlier(outcome) => return replayed(outcome),
-                CommitReply::Retry => continue,
-                CommitReply::Refused(refusal) => refusal,
-            };
-            return Err(self.remember_refusal(&keys, key, refusal).await);
         }
-        Err(BackendError::unavailable_now(
-            "the item changes too fast; retry",
-        ))
+        let committed = answers.iter().any(|a| {
+            matches!(
+                a,
+                Some(Ok(Appended {
+                    replayed: false,
+                    ..
+                }))
+            )
+        });
+        if committed {
+            self.hint_due(board).await;
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(BackendError::unavailable_now(
+                        "the item changes too fast; retry",
+                    ))
+                })
+            })
+            .collect()
     }
 
-    /// The keys and arguments every commit takes after the operation's own.
-    pub(super) fn commit_args(
+    /// Fills `answers` for the operations of `batch` that get one; those whose item kept
+    /// changing under them for [`COMMIT_TRIES`] rounds stay `None`.
+    async fn commit_batch(
         &self,
-        inv: &mut redis::ScriptInvocation<'_>,
+        board: &BoardKey,
+        batch: &[Append],
+        answers: &mut [Option<Result<Appended, BackendError>>],
+    ) -> Result<(), BackendError> {
+        let keys = self.board(board);
+        let mut conn = self.conn();
+        let mut todo: Vec<usize> = (0..batch.len()).collect();
+        let mut conflicts = 0;
+        while !todo.is_empty() && conflicts < COMMIT_TRIES {
+            // What the rules need, and the answers to earlier tries, in one round trip.
+            let mut read = redis::pipe();
+            for &i in &todo {
+                let append = &batch[i];
+                let item_id = append.op.item_id();
+                read.hget(keys.key("items"), item_id)
+                    .hget(
+                        keys.key(&format!("v:{item_id}")),
+                        append.op.column_id().unwrap_or_default(),
+                    )
+                    .hget(
+                        keys.key("ops"),
+                        append.key.as_ref().map_or("", |k| k.field.as_str()),
+                    );
+            }
+            let stored: Vec<Option<String>> =
+                read.query_async(&mut conn).await.map_err(unavailable)?;
+            if stored.len() != todo.len() * 3 {
+                return Err(bad_data(format!(
+                    "{} answers to {} reads",
+                    stored.len(),
+                    todo.len() * 3
+                )));
+            }
+            // Each operation is judged on the state the ones before it in the batch leave. A
+            // refusal is final only when it was judged on the board as read: after an operation
+            // staged before it, whose commit may still fail, it waits for the next round with
+            // the operations after it.
+            let mut view = BatchView::default();
+            let mut staged: Vec<(usize, Staged)> = Vec::new();
+            let mut deferred = Vec::new();
+            for (&i, read) in todo.iter().zip(stored.chunks(3)) {
+                let append = &batch[i];
+                let key = append.key.as_ref();
+                if !deferred.is_empty() {
+                    deferred.push(i);
+                    continue;
+                }
+                if let Some(outcome) = key.and_then(|k| earlier_answer(k, read[2].as_deref())) {
+                    answers[i] = Some(replayed(outcome));
+                    continue;
+                }
+                match stage(append, &mut view, (read[0].clone(), read[1].clone())) {
+                    Ok(Ok(op)) => staged.push((i, op)),
+                    Ok(Err(_)) if !staged.is_empty() => deferred.push(i),
+                    Ok(Err(refusal)) => {
+                        answers[i] = Some(Err(self.remember_refusal(&keys, key, refusal).await))
+                    }
+                    Err(e) => answers[i] = Some(Err(e)),
+                }
+            }
+            if staged.is_empty() {
+                todo = deferred;
+                continue;
+            }
+            let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
+            let replies = self.commit(board, &keys, &ops).await?;
+            let mut again = Vec::new();
+            for ((i, op), reply) in staged.iter().zip(replies) {
+                let key = batch[*i].key.as_ref();
+                answers[*i] = Some(match reply {
+                    CommitReply::Seq(seq) => Ok(Appended {
+                        seq,
+                        version: op.version,
+                        replayed: false,
+                    }),
+                    CommitReply::Earlier(outcome) => replayed(outcome),
+                    CommitReply::Retry => {
+                        again.push(*i);
+                        continue;
+                    }
+                    CommitReply::Refused(refusal) => {
+                        Err(self.remember_refusal(&keys, key, refusal).await)
+                    }
+                });
+            }
+            if !again.is_empty() {
+                conflicts += 1;
+            }
+            again.extend(deferred);
+            todo = again;
+        }
+        Ok(())
+    }
+
+    /// Runs the commit script over the staged operations of a board; a reply per operation.
+    async fn commit(
+        &self,
         board: &BoardKey,
         keys: &BoardKeys,
-        key: Option<&OpKey>,
-        version: Option<u64>,
-    ) {
+        staged: &[&Staged],
+    ) -> Result<Vec<CommitReply>, BackendError> {
+        let mut inv = self.scripts.commit.prepare_invoke();
         for suffix in [
-            "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder", "epoch", "wh",
-            "wh:n",
+            "items", "seq", "log", "ch", "sizes", "bytes", "logbytes", "ops", "opsorder", "epoch",
+            "wh", "wh:n",
         ] {
             inv.key(keys.key(suffix));
         }
@@ -108,17 +163,59 @@ impl RedisBackend {
             .arg(self.limits.max_item_bytes)
             .arg(self.limits.max_board_bytes)
             .arg(self.limits.replay_bytes)
-            .arg(key.map_or("", |k| k.field.as_str()))
-            .arg(key.map_or("", |k| k.digest.as_str()))
             .arg(now_ms())
             .arg(ops::RETENTION.as_millis() as u64)
             .arg(ops::MAX_RECORDS)
-            .arg(version.map_or_else(|| "null".to_string(), |v| v.to_string()))
             .arg(new_epoch())
             .arg(board_record(board));
+        for op in staged {
+            let key = op.key.as_ref();
+            inv.key(keys.key(&format!("v:{}", op.item_id)));
+            inv.arg(op.kind)
+                .arg(&op.item_id)
+                .arg(&op.item_read)
+                .arg(&op.new_item)
+                .arg(&op.column)
+                .arg(&op.cell_read)
+                .arg(&op.new_cell)
+                .arg(&op.prefix)
+                .arg(&op.ack)
+                .arg(key.map_or("", |k| k.field.as_str()))
+                .arg(key.map_or("", |k| k.digest.as_str()))
+                .arg(
+                    op.version
+                        .map_or_else(|| "null".to_string(), |v| v.to_string()),
+                );
+        }
+        let reply: RedisValue = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let parts = match reply {
+            RedisValue::Array(parts) if parts.len() == staged.len() => parts,
+            other => return Err(self.out_of_turn(other)),
+        };
+        parts
+            .into_iter()
+            .zip(staged)
+            .map(|(part, op)| self.commit_reply(part, op.key.as_ref()))
+            .collect()
     }
 
-    /// Reads what the commit script answered.
+    /// The error for a commit answered with something else than an answer per operation.
+    fn out_of_turn(&self, reply: RedisValue) -> BackendError {
+        if let RedisValue::Push { kind, .. } = &reply {
+            // On a cluster, a node that lost a slot sends its subscribers an unasked
+            // `sunsubscribe`, and the client takes it for the reply to the oldest request on
+            // that connection. Whether the script ran is unknown: the client retries, and an
+            // operation with an id is then answered from its record.
+            log::warn!("redis answered a commit with a {kind:?} push; the client retries");
+            return BackendError::unavailable_now("the backend answered out of turn; retry");
+        }
+        bad_data(format!("commit answered {reply:?}"))
+    }
+
+    /// Reads what the commit script answered for one operation.
     pub(super) fn commit_reply(
         &self,
         reply: RedisValue,
@@ -126,16 +223,6 @@ impl RedisBackend {
     ) -> Result<CommitReply, BackendError> {
         if let RedisValue::Int(seq) = reply {
             return Ok(CommitReply::Seq(seq as u64));
-        }
-        if let RedisValue::Push { kind, .. } = &reply {
-            // On a cluster, a node that lost a slot sends its subscribers an unasked
-            // `sunsubscribe`, and the client takes it for the reply to the oldest request on
-            // that connection. Whether the script ran is unknown: the client retries, and an
-            // operation with an id is then answered from its record.
-            log::warn!("redis answered a commit with a {kind:?} push; the client retries");
-            return Err(BackendError::unavailable_now(
-                "the backend answered out of turn; retry",
-            ));
         }
         if let RedisValue::Array(parts) = &reply {
             if let (Some(tag), Some(text), Some(key)) = (
@@ -153,7 +240,7 @@ impl RedisBackend {
         }
         let limit = |message: String| Ok(CommitReply::Refused(too_large(message)));
         match status_text(&reply).as_deref() {
-            Some("retry") => Ok(CommitReply::Retry),
+            Some("retry") | Some("later") => Ok(CommitReply::Retry),
             Some("full") => limit(format!(
                 "a board holds at most {} items",
                 self.limits.max_items
@@ -207,30 +294,27 @@ impl RedisBackend {
         key: Option<&OpKey>,
     ) -> Result<u64, BackendError> {
         let keys = self.board(board);
-        let mut conn = self.conn();
-        let mut inv = self.scripts.commit.prepare_invoke();
-        inv.key(keys.key("items"))
-            .key(keys.key("v:"))
-            .arg("custom")
-            .arg("")
-            .arg("")
-            .arg("")
-            .arg("")
-            .arg("")
-            .arg("")
-            .arg(frame_prefix(kind, payload))
-            .arg("null");
-        self.commit_args(&mut inv, board, &keys, key, None);
-        let reply: RedisValue = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        match self.commit_reply(reply, key)? {
-            CommitReply::Seq(seq) => {
+        let op = Staged {
+            kind: "custom",
+            item_id: String::new(),
+            column: String::new(),
+            key: key.cloned(),
+            item_read: String::new(),
+            new_item: String::new(),
+            cell_read: String::new(),
+            new_cell: String::new(),
+            prefix: frame_prefix(kind, payload),
+            ack: "null".into(),
+            version: None,
+        };
+        let reply = self.commit(board, &keys, &[&op]).await?.into_iter().next();
+        match reply {
+            Some(CommitReply::Seq(seq)) => {
                 self.hint_due(board).await;
                 Ok(seq)
             }
-            CommitReply::Earlier(outcome) => Ok(outcome.map(|(seq, _)| seq)?),
-            CommitReply::Retry | CommitReply::Refused(_) => {
-                Err(bad_data("a custom event was refused"))
-            }
+            Some(CommitReply::Earlier(outcome)) => Ok(outcome.map(|(seq, _)| seq)?),
+            _ => Err(bad_data("a custom event was refused")),
         }
     }
 
@@ -418,4 +502,118 @@ pub(super) fn replayed(outcome: ops::Outcome) -> Result<Appended, BackendError> 
         version,
         replayed: true,
     })?)
+}
+
+/// Applies the board rules to one operation on what `view` holds of its item and cell
+/// (else what was read), and records its result in `view` for the operations after it.
+fn stage(
+    append: &Append,
+    view: &mut BatchView,
+    (item_read, cell_read): (Option<String>, Option<String>),
+) -> Result<Result<Staged, Refusal>, BackendError> {
+    let item_id = append.op.item_id().to_string();
+    let column = append.op.column_id().map(str::to_string);
+    let item_text = view.item(&item_id, item_read);
+    let cell_text = column
+        .as_deref()
+        .and_then(|c| view.cell(&item_id, c, cell_read));
+    let cell = column.as_deref().zip(cell_text.as_deref());
+    let mut state = BoardState::from_stored(item_text.as_deref(), cell).map_err(bad_data)?;
+    // The bounds are checked by the script, which sees the whole board.
+    let applied = match state.apply(append.op.clone(), &append.user_id, BoardLimits::NONE) {
+        Ok(applied) => applied,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let kind = match append.op {
+        DurableOp::Create { .. } => "create",
+        DurableOp::Delete { .. } => "delete",
+        DurableOp::SetValue { .. } => "value",
+        _ => "update",
+    };
+    let new_item = state.item_text(&item_id);
+    let new_cell = column.as_deref().and_then(|c| state.cell_text(&item_id, c));
+    view.wrote(
+        &item_id,
+        kind,
+        new_item.clone(),
+        column.as_deref(),
+        new_cell.clone(),
+    );
+    Ok(Ok(Staged {
+        kind,
+        key: append.key.clone(),
+        column: column.unwrap_or_default(),
+        item_id,
+        item_read: item_text.unwrap_or_default(),
+        new_item: new_item.unwrap_or_default(),
+        cell_read: cell_text.unwrap_or_default(),
+        new_cell: new_cell.unwrap_or_default(),
+        prefix: frame_prefix(applied.kind, &applied.payload),
+        ack: ack_json(&append.ack, applied.version),
+        version: applied.version,
+    }))
+}
+
+/// One operation of a batch as the commit script takes it: the texts it read and those it
+/// writes, its event up to the seq, and its ack.
+pub(super) struct Staged {
+    kind: &'static str,
+    item_id: String,
+    column: String,
+    key: Option<OpKey>,
+    item_read: String,
+    new_item: String,
+    cell_read: String,
+    new_cell: String,
+    prefix: String,
+    ack: String,
+    version: Option<u64>,
+}
+
+/// What the operations staged so far in a batch left of the items and cells they touched;
+/// what they did not touch is read from the store.
+#[derive(Default)]
+pub(super) struct BatchView {
+    /// Item id → its text after the batch's operations so far (`None`: absent).
+    items: HashMap<String, Option<String>>,
+    /// (item id, column) → the cell's text after them.
+    cells: HashMap<(String, String), Option<String>>,
+    /// Items deleted in the batch: their cells are gone, whatever the store held.
+    deleted: std::collections::HashSet<String>,
+}
+
+impl BatchView {
+    fn item(&self, item_id: &str, read: Option<String>) -> Option<String> {
+        match self.items.get(item_id) {
+            Some(text) => text.clone(),
+            None => read,
+        }
+    }
+
+    fn cell(&self, item_id: &str, column: &str, read: Option<String>) -> Option<String> {
+        match self.cells.get(&(item_id.to_string(), column.to_string())) {
+            Some(text) => text.clone(),
+            None if self.deleted.contains(item_id) => None,
+            None => read,
+        }
+    }
+
+    fn wrote(
+        &mut self,
+        item_id: &str,
+        kind: &str,
+        item: Option<String>,
+        column: Option<&str>,
+        cell: Option<String>,
+    ) {
+        if kind == "delete" {
+            self.deleted.insert(item_id.to_string());
+            self.cells.retain(|(item, _), _| item != item_id);
+        }
+        self.items.insert(item_id.to_string(), item);
+        if let Some(column) = column {
+            self.cells
+                .insert((item_id.to_string(), column.to_string()), cell);
+        }
+    }
 }
