@@ -140,6 +140,44 @@ async fn seq_is_contiguous_and_identical_for_every_receiver_under_concurrent_wri
 }
 
 in_both_modes! {
+async fn a_retry_sent_right_behind_its_original_is_acked_after_it(mode) {
+    let app = spawn_app_in(mode).await;
+    let (mut ann, _) = app.join("b", "ann").await;
+    ann.request("item.created", json!({"item":{"id":"i"}}), "c")
+        .await;
+    // Each operation sent twice at once, the second a retry of the first, while the first may
+    // still be on its way.
+    const OPS: u64 = 12;
+    for n in 0..OPS {
+        let frame = json!({"type":"value.set","payload":{"itemId":"i","columnId":"c","value":n},"id":format!("v{n}")});
+        ann.send(frame.clone()).await;
+        ann.send(frame).await;
+    }
+    // Acks by id, in the order they came.
+    let mut acks: Vec<(String, u64)> = vec![];
+    while acks.len() < 2 * OPS as usize {
+        let frame = ann.next_frame().await;
+        assert_ne!(frame["type"], "error", "{frame}");
+        if frame["type"] == "ack" {
+            let id = frame["payload"]["id"].as_str().unwrap_or_default().to_string();
+            acks.push((id, frame["payload"]["seq"].as_u64().expect("a seq")));
+        }
+    }
+    // Each operation applied once, in the order sent; the first ack of each comes in seq order,
+    // and its retry's ack repeats that seq, after it.
+    let mut first: Vec<(String, u64)> = vec![];
+    for (id, seq) in &acks {
+        match first.iter().find(|(seen, _)| seen == id) {
+            Some((_, earlier)) => assert_eq!(seq, earlier, "{id}: {acks:?}"),
+            None => first.push((id.clone(), *seq)),
+        }
+    }
+    let expected: Vec<(String, u64)> = (0..OPS).map(|n| (format!("v{n}"), n + 2)).collect();
+    assert_eq!(first, expected, "{acks:?}");
+}
+}
+
+in_both_modes! {
 async fn a_stale_expected_version_is_a_conflict_with_the_current_item(mode) {
     let app = spawn_app_in(mode).await;
     let (mut ann, _) = app.join("b", "ann").await;

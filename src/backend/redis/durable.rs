@@ -54,6 +54,7 @@ impl RedisBackend {
         answers: &mut [Option<Result<Appended, BackendError>>],
     ) -> Result<(), BackendError> {
         let keys = self.board(board);
+        let (items_key, ops_key) = (keys.key("items"), keys.key("ops"));
         let mut conn = self.conn();
         let mut todo: Vec<usize> = (0..batch.len()).collect();
         let mut conflicts = 0;
@@ -63,13 +64,13 @@ impl RedisBackend {
             for &i in &todo {
                 let append = &batch[i];
                 let item_id = append.op.item_id();
-                read.hget(keys.key("items"), item_id)
+                read.hget(&items_key, item_id)
                     .hget(
                         keys.key(&format!("v:{item_id}")),
                         append.op.column_id().unwrap_or_default(),
                     )
                     .hget(
-                        keys.key("ops"),
+                        &ops_key,
                         append.key.as_ref().map_or("", |k| k.field.as_str()),
                     );
             }
@@ -82,6 +83,7 @@ impl RedisBackend {
                     todo.len() * 3
                 )));
             }
+            let mut stored = stored.into_iter();
             // Each operation is judged on the state the ones before it in the batch leave. A
             // refusal is final only when it was judged on the board as read: after an operation
             // staged before it, whose commit may still fail, it waits for the next round with
@@ -89,18 +91,23 @@ impl RedisBackend {
             let mut view = BatchView::default();
             let mut staged: Vec<(usize, Staged)> = Vec::new();
             let mut deferred = Vec::new();
-            for (&i, read) in todo.iter().zip(stored.chunks(3)) {
+            for &i in &todo {
+                let (item, cell, record) = (
+                    stored.next().flatten(),
+                    stored.next().flatten(),
+                    stored.next().flatten(),
+                );
                 let append = &batch[i];
                 let key = append.key.as_ref();
                 if !deferred.is_empty() {
                     deferred.push(i);
                     continue;
                 }
-                if let Some(outcome) = key.and_then(|k| earlier_answer(k, read[2].as_deref())) {
+                if let Some(outcome) = key.and_then(|k| earlier_answer(k, record.as_deref())) {
                     answers[i] = Some(replayed(outcome));
                     continue;
                 }
-                match stage(append, &mut view, (read[0].clone(), read[1].clone())) {
+                match stage(append, &mut view, (item, cell)) {
                     Ok(Ok(op)) => staged.push((i, op)),
                     Ok(Err(_)) if !staged.is_empty() => deferred.push(i),
                     Ok(Err(refusal)) => {
@@ -109,9 +116,9 @@ impl RedisBackend {
                     Err(e) => answers[i] = Some(Err(e)),
                 }
             }
+            // Nothing staged means nothing deferred either: every operation is answered.
             if staged.is_empty() {
-                todo = deferred;
-                continue;
+                break;
             }
             let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
             let replies = self.commit(board, &keys, &ops).await?;
