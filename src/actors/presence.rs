@@ -8,17 +8,19 @@
 //! The presence itself is the backend's: `backend/embedded/presence.rs` in this process, or
 //! `backend/redis/presence.rs` (whose scripts publish the transitions themselves).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-
 use std::future::Future;
+use std::rc::Rc;
 
 use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+use tokio::sync::oneshot;
 
 use crate::actors::broker::{Broker, Publish};
 use crate::actors::webhook::Hook;
 use crate::backend::embedded::presence::MemoryPresence;
-use crate::backend::presence::{Arrived, Local, OnlineUser};
+use crate::backend::presence::{color_of, Arrived, Local, OnlineUser};
 use crate::backend::redis::RedisBackend;
 use crate::backend::BackendError;
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId};
@@ -39,7 +41,11 @@ enum Store {
 /// the order they came (a session's arrival always reaches Redis before its departure); those
 /// of different boards run side by side, so that thousands of sessions arriving at once (the
 /// users of a dead instance reconnecting) take as many round trips as the busiest board has
-/// sessions, not as all of them together.
+/// sessions, not as all of them together. A room's arrival (or a departure) that comes while
+/// the board's last request is a batch of arrivals (or departures) not yet started joins that
+/// batch, up to [`BATCH`] requests, so that sessions coming or going at once cost one script
+/// per board and batch; joining only the *last* request keeps every departure behind its
+/// arrival.
 pub struct Presence {
     /// The presence data.
     store: Store,
@@ -51,10 +57,50 @@ pub struct Presence {
     lanes: HashMap<BoardKey, (u64, Lane)>,
     /// Numbers requests, to tell whose completion a lane holds.
     next_request: u64,
+    /// Per board, its latest batch of rooms' arrivals (Redis mode).
+    arrivals: HashMap<BoardKey, Gathering<Asked>>,
+    /// Per board, its latest batch of departures (Redis mode).
+    departures: HashMap<BoardKey, Gathering<SessionId>>,
 }
 
 /// Resolves when a board's latest request has finished.
 type Lane = Shared<LocalBoxFuture<'static, ()>>;
+
+/// The most requests one script serves; past it, a new batch starts behind the full one.
+const BATCH: usize = 500;
+
+/// A board's batch of requests: the lane request that runs them, and what they carry until it
+/// starts (`None` once it has taken them).
+struct Gathering<T> {
+    request: u64,
+    items: Rc<RefCell<Option<Vec<T>>>>,
+}
+
+/// A room's arrival in a batch: its sessions, and where its answer goes.
+type Asked = (Vec<Local>, oneshot::Sender<Result<Arrived, BackendError>>);
+
+/// Adds `item` to the board's batch in `batches` when that batch is the board's last request
+/// and has not started; gives it back otherwise.
+fn gather<T>(
+    batches: &HashMap<BoardKey, Gathering<T>>,
+    lanes: &HashMap<BoardKey, (u64, Lane)>,
+    board: &BoardKey,
+    item: T,
+) -> Result<(), T> {
+    let Some(batch) = batches.get(board) else {
+        return Err(item);
+    };
+    if lanes.get(board).map(|(last, _)| *last) != Some(batch.request) {
+        return Err(item);
+    }
+    match batch.items.borrow_mut().as_mut() {
+        Some(items) if items.len() < BATCH => {
+            items.push(item);
+            Ok(())
+        }
+        _ => Err(item),
+    }
+}
 
 impl Presence {
     /// Runs `work` once every earlier request of `board` has finished.
@@ -83,6 +129,21 @@ impl Presence {
             out
         };
         Box::pin(run.into_actor(self).map(move |out, presence, _| {
+            // A batch at or before this request has started: none to join.
+            if presence
+                .arrivals
+                .get(&board)
+                .is_some_and(|batch| batch.request <= id)
+            {
+                presence.arrivals.remove(&board);
+            }
+            if presence
+                .departures
+                .get(&board)
+                .is_some_and(|batch| batch.request <= id)
+            {
+                presence.departures.remove(&board);
+            }
             // The last request of the board: nothing waits on the lane any more.
             if presence
                 .lanes
@@ -114,6 +175,8 @@ impl Presence {
             hooks,
             lanes: HashMap::new(),
             next_request: 0,
+            arrivals: HashMap::new(),
+            departures: HashMap::new(),
         }
     }
 }
@@ -174,8 +237,46 @@ pub struct Arrive {
 impl Handler<Arrive> for Presence {
     type Result = ResponseActFuture<Self, Result<Arrived, BackendError>>;
 
-    fn handle(&mut self, msg: Arrive, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Arrive, ctx: &mut Self::Context) -> Self::Result {
         let result = match &mut self.store {
+            Store::Redis(redis) if msg.listing => {
+                let redis = redis.clone();
+                let (answer, answered) = oneshot::channel();
+                if let Err(first) = gather(
+                    &self.arrivals,
+                    &self.lanes,
+                    &msg.board,
+                    (msg.sessions, answer),
+                ) {
+                    let items = Rc::new(RefCell::new(Some(vec![first])));
+                    let taken = items.clone();
+                    let board = msg.board.clone();
+                    let work = self.in_lane(&msg.board, async move {
+                        let batch = taken.borrow_mut().take().unwrap_or_default();
+                        let sessions: Vec<Local> =
+                            batch.iter().flat_map(|(s, _)| s.iter().cloned()).collect();
+                        let result = redis.presence_join(&board, &sessions, true).await;
+                        for (sessions, answer) in batch {
+                            let first = sessions.first().map(|s| s.user_id.as_str());
+                            let _ = answer.send(result.clone().map(|all| Arrived {
+                                color: color_of(&all.users, first),
+                                users: all.users,
+                                rev: all.rev,
+                            }));
+                        }
+                    });
+                    ctx.spawn(work);
+                    let request = self.next_request;
+                    self.arrivals
+                        .insert(msg.board, Gathering { request, items });
+                }
+                let answer = async move {
+                    answered.await.unwrap_or_else(|_| {
+                        Err(BackendError::unavailable_now("the presence batch ended"))
+                    })
+                };
+                return Box::pin(answer.into_actor(self));
+            }
             Store::Redis(redis) => {
                 let redis = redis.clone();
                 let board = msg.board.clone();
@@ -214,13 +315,27 @@ impl Handler<Depart> for Presence {
         match &mut self.store {
             Store::Redis(redis) => {
                 let redis = redis.clone();
+                let Err(first) = gather(&self.departures, &self.lanes, &msg.board, msg.session)
+                else {
+                    return Box::pin(fut::ready(()));
+                };
+                let items = Rc::new(RefCell::new(Some(vec![first])));
+                let taken = items.clone();
                 let board = msg.board.clone();
-                self.in_lane(&board, async move {
-                    log_failure(
-                        redis.presence_leave(&msg.board, msg.session).await,
-                        "departure",
-                    )
-                })
+                let work = self.in_lane(&msg.board, async move {
+                    let batch = taken.borrow_mut().take().unwrap_or_default();
+                    if let Err(e) = redis.presence_leave(&board, &batch).await {
+                        log::warn!(
+                            "presence departure of {} sessions not recorded: {e} (repaired when \
+                             the backend is back)",
+                            batch.len()
+                        );
+                    }
+                });
+                let request = self.next_request;
+                self.departures
+                    .insert(msg.board, Gathering { request, items });
+                work
             }
             Store::Memory(memory) => {
                 if let Some(left) = memory.depart(&msg.board, msg.session, &msg.user_id) {

@@ -139,6 +139,15 @@ pub struct Arrived {
     pub rev: u64,
 }
 
+/// The color `user_id` holds among `users` (the first of the palette when not listed).
+pub fn color_of(users: &[PresentUser], user_id: Option<&str>) -> String {
+    users
+        .iter()
+        .find(|u| Some(u.user_id.as_str()) == user_id)
+        .map(|u| u.color.clone())
+        .unwrap_or_else(|| PALETTE[0].to_string())
+}
+
 /// One of this instance's sessions, as the shared presence is told of it again after the
 /// backend was out of reach.
 #[derive(Debug, Clone)]

@@ -705,6 +705,16 @@ on_one_redis_and_a_cluster! {
     }
 }
 
+/// The value of one of an instance's metrics.
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let (_, metrics) = app.get_text("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{name} is not exported"))
+}
+
 /// Script calls Redis has run so far.
 fn evalsha_calls(redis: &RedisServer) -> u64 {
     let stats: String = redis::cmd("INFO")
@@ -877,6 +887,92 @@ async fn a_busy_board_s_operations_commit_in_batches_each_exactly_once() {
     assert!(
         calls <= ops / 2,
         "{calls} script calls for {ops} operations"
+    );
+}
+
+/// Sessions coming or going at once (the users of a dead instance reconnecting, a proxy
+/// restart) reach presence in batches: one script per board and batch, not one per session.
+/// With Redis stopped meanwhile, the first request holds each board's lane and the rest gather
+/// behind it; each session still gets its own color and everyone hears every transition.
+#[actix_web::test]
+async fn sessions_coming_or_going_at_once_reach_presence_in_batches() {
+    let (redis, nodes) = cluster(2, &[]);
+    ready(&nodes).await;
+    let (a, b) = (nodes[0].app(), nodes[1].app());
+    let (mut watcher, _) = b.join("b", "watcher").await;
+    const USERS: usize = 100;
+    let open = || metric(&a, "boardcast_sessions");
+    let until_open = |n: u64| async move {
+        let deadline = Instant::now() + WAIT;
+        while open().await != n {
+            assert!(Instant::now() < deadline, "sessions open: not {n}");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let before = evalsha_calls(&redis);
+    redis.signal("STOP");
+    let names: Vec<String> = (0..USERS).map(|n| format!("u{n}")).collect();
+    let joining = futures_util::future::join_all(names.iter().map(|name| a.join("b", name)));
+    let go_on = async {
+        until_open(USERS as u64).await;
+        redis.signal("CONT");
+    };
+    let (joined, ()) = futures_util::future::join(joining, go_on).await;
+    let calls = evalsha_calls(&redis) - before;
+    eprintln!("{USERS} sessions arrived in {calls} script calls");
+    let mut colors = std::collections::BTreeMap::new();
+    while colors.len() < USERS {
+        let join = watcher.next_of("presence.join").await;
+        let user = join["payload"]["userId"].as_str().unwrap_or_default();
+        colors.insert(user.to_string(), join["payload"]["color"].clone());
+    }
+    for (n, (_, snapshot)) in joined.iter().enumerate() {
+        let user = format!("u{n}");
+        assert_eq!(
+            snapshot["payload"]["self"]["color"], colors[&user],
+            "{user}'s own color is the one others see"
+        );
+        let listed = snapshot["payload"]["users"].as_array().map(Vec::len);
+        assert!(listed >= Some(2), "{user}: {snapshot}");
+    }
+    // Each session reads the board once (a script of its own); its arrivals on the board and in
+    // the workspace took two more before.
+    let presence_calls = calls.saturating_sub(USERS as u64);
+    assert!(
+        presence_calls <= USERS as u64 / 4,
+        "{presence_calls} presence script calls for {USERS} arrivals"
+    );
+
+    let before = evalsha_calls(&redis);
+    redis.signal("STOP");
+    drop(joined);
+    until_open(0).await;
+    redis.signal("CONT");
+    let mut left = std::collections::BTreeSet::new();
+    while left.len() < USERS {
+        let frame = watcher.next_of("presence.leave").await;
+        left.insert(
+            frame["payload"]["userId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(!left.contains("watcher"), "{left:?}");
+    let (status, present) = a.get("/api/boards/b/presence", Some(&server_token())).await;
+    assert_eq!(status, 200, "{present}");
+    assert_eq!(
+        present["users"].as_array().map(Vec::len),
+        Some(1),
+        "{present}"
+    );
+    // The board's and the tenant workspace's departures: two scripts per session before.
+    let calls = evalsha_calls(&redis) - before;
+    eprintln!("{USERS} sessions left in {calls} script calls");
+    assert!(
+        calls <= USERS as u64 / 4,
+        "{calls} script calls for {USERS} departures"
     );
 }
 
@@ -1391,14 +1487,7 @@ async fn ephemeral_events_waiting_for_a_stopped_redis_are_bounded() {
     let (mut watcher, _) = b.join("stall", "watcher").await;
     let (mut ann, _) = a.join("stall", "ann").await;
     watcher.next_of("presence.join").await;
-    let dropped = || async {
-        let (_, metrics) = a.get_text("/metrics").await;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("boardcast_publish_dropped_total "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("the counter is exported")
-    };
+    let dropped = || metric(&a, "boardcast_publish_dropped_total");
     assert_eq!(dropped().await, 0);
     redis.signal("STOP");
     // Moves a throttle interval apart, so each is published: more than the bound waits.

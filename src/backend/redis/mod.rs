@@ -60,7 +60,7 @@ use redis::{AsyncCommands, Script, Value as RedisValue};
 use serde_json::{json, Value};
 
 use crate::backend::ops::{self, OpKey};
-use crate::backend::presence::{online_users, Arrived, Local, OnlineUser, PALETTE};
+use crate::backend::presence::{color_of, online_users, Arrived, Local, OnlineUser, PALETTE};
 use crate::backend::{new_epoch, Appended, BackendError, Catchup, Filled};
 use crate::board::{BoardLimits, BoardState, DurableOp, Refusal};
 use crate::event::{AckTo, BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
@@ -257,7 +257,7 @@ impl RedisBackend {
                 join_quiet: presence_script(
                     "join_many()\nreturn {tonumber(redis.call('GET', K[7]) or '0'), {}}",
                 ),
-                leave: presence_script("leave_one(ARGV[16])\nreturn sessions_of(ARGV[17])"),
+                leave: presence_script("leave_many()\nreturn sessions_of(ARGV[16])"),
                 purge: presence_script("return purge_dead(ARGV[16], ARGV[17])"),
                 retire: presence_script("purge(ARGV[16], nil)\nreturn 1"),
                 status: presence_script("set_status(ARGV[16], ARGV[17], ARGV[18])\nreturn 1"),

@@ -71,28 +71,28 @@ impl RedisBackend {
         self.hint_due(board).await;
         self.undo_if_retired(board).await?;
         let (rev, users) = listing(reply)?;
-        let first = sessions.first().map(|s| s.user_id.as_str());
-        let color = users
-            .iter()
-            .find(|u| Some(u.user_id.as_str()) == first)
-            .map(|u| u.color.clone())
-            .unwrap_or_else(|| PALETTE[0].to_string());
+        let color = color_of(&users, sessions.first().map(|s| s.user_id.as_str()));
         Ok(Arrived { color, users, rev })
     }
 
-    /// Forgets a session; publishes `presence.leave` when it was the user's last.
+    /// Forgets sessions of the board, in order; publishes `presence.leave` for each that was
+    /// its user's last. One script for them all: a mass disconnect costs Redis one call per
+    /// board and batch, not one per session.
     pub async fn presence_leave(
         &self,
         board: &BoardKey,
-        session: SessionId,
+        sessions: &[SessionId],
     ) -> Result<(), BackendError> {
         // A retiring instance purges all its sessions in one script per board; leaving one by
         // one as well would put thousands of scripts in front of the purges.
-        if self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+        if sessions.is_empty() || self.retired.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         let mut inv = self.presence_invocation(&self.scripts.leave, board);
-        inv.arg(session.0.to_string()).arg(&self.instance);
+        inv.arg(&self.instance);
+        for session in sessions {
+            inv.arg(session.0.to_string());
+        }
         let left: i64 = self.run(&inv).await?;
         self.hint_due(board).await;
         if left == 0 {

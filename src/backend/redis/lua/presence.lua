@@ -147,6 +147,11 @@ local function join_many()
   for i = 17, #ARGV, 4 do join_one(ARGV[i], ARGV[16], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 end
 
+-- ARGV from 16: this instance, then the ids of its sessions leaving, in the order they left.
+local function leave_many()
+  for i = 17, #ARGV do leave_one(ARGV[i]) end
+end
+
 -- ARGV from 16: instance, then (sid, user, info, place) quadruples: the instance's sessions
 -- on this board, exactly; others of the instance are removed.
 local function sync()
