@@ -255,10 +255,18 @@ impl Handler<Arrive> for Presence {
                         let batch = taken.borrow_mut().take().unwrap_or_default();
                         let sessions: Vec<Local> =
                             batch.iter().flat_map(|(s, _)| s.iter().cloned()).collect();
-                        let result = redis.presence_join(&board, &sessions, true).await;
-                        for (sessions, answer) in batch {
+                        let mut result = Some(redis.presence_join(&board, &sessions, true).await);
+                        let last = batch.len().saturating_sub(1);
+                        for (n, (sessions, answer)) in batch.into_iter().enumerate() {
+                            // The last answer takes the listing; the others copy it.
+                            let all = if n == last {
+                                result.take()
+                            } else {
+                                result.clone()
+                            };
+                            let Some(all) = all else { break };
                             let first = sessions.first().map(|s| s.user_id.as_str());
-                            let _ = answer.send(result.clone().map(|all| Arrived {
+                            let _ = answer.send(all.map(|all| Arrived {
                                 color: color_of(&all.users, first),
                                 users: all.users,
                                 rev: all.rev,
