@@ -76,6 +76,9 @@ pub struct Workspace {
     broker: Addr<Broker>,
     /// Local sessions of the tenant.
     members: HashMap<SessionId, Member>,
+    /// The members that asked for the workspace frames: a transition goes through these, not
+    /// through every session of the tenant.
+    watchers: HashSet<SessionId>,
     /// Joins handled, compared with the registry's count before stopping.
     joins_seen: u64,
     /// Who is online in the tenant, with the arrival number that orders them.
@@ -117,6 +120,7 @@ impl Workspace {
             presence,
             broker,
             members: HashMap::new(),
+            watchers: HashSet::new(),
             joins_seen: 0,
             online: HashMap::new(),
             next_order: 0,
@@ -140,11 +144,20 @@ impl Workspace {
     /// had their snapshot, or with `all`, every member.
     fn send(&mut self, frame: &ByteString, all: bool) {
         let frame = WireFrame::from(frame.clone());
-        for member in self.members.values_mut() {
-            if member.lagged || !(all || (member.wants && member.ready)) {
-                continue;
+        if all {
+            for member in self.members.values_mut() {
+                if !member.lagged {
+                    deliver(member, frame.clone());
+                }
             }
-            deliver(member, frame.clone());
+            return;
+        }
+        for sid in &self.watchers {
+            if let Some(member) = self.members.get_mut(sid) {
+                if member.ready && !member.lagged {
+                    deliver(member, frame.clone());
+                }
+            }
         }
     }
 
@@ -309,6 +322,9 @@ impl Handler<Enter> for Workspace {
 
     fn handle(&mut self, msg: Enter, ctx: &mut Self::Context) {
         self.joins_seen += 1;
+        if msg.wants {
+            self.watchers.insert(msg.session);
+        }
         self.members.insert(
             msg.session,
             Member {
@@ -410,6 +426,7 @@ impl Handler<Exit> for Workspace {
     type Result = ();
 
     fn handle(&mut self, msg: Exit, ctx: &mut Self::Context) {
+        self.watchers.remove(&msg.session);
         let Some(member) = self.members.remove(&msg.session) else {
             return;
         };

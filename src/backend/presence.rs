@@ -13,15 +13,9 @@ pub const PALETTE: [&str; 12] = [
     "#469990", "#800000", "#000075", "#808000",
 ];
 
-/// Picks the color index for a newcomer given the indices present users hold: the lowest free
+/// The color index for a newcomer, given how many present users hold each: the lowest free
 /// one, or with all taken, the lowest among the least used.
-pub fn pick_color(held: impl IntoIterator<Item = usize>) -> usize {
-    let mut uses = [0usize; PALETTE.len()];
-    for i in held {
-        if let Some(n) = uses.get_mut(i) {
-            *n += 1;
-        }
-    }
+fn least_used(uses: &[usize; PALETTE.len()]) -> usize {
     let least = uses.iter().copied().min().unwrap_or(0);
     uses.iter().position(|&n| n == least).unwrap_or(0)
 }
@@ -46,6 +40,9 @@ pub struct BoardPresence {
     users: HashMap<String, Present>,
     /// Next arrival number.
     next_order: u64,
+    /// How many present users hold each palette index, so that a newcomer's color costs the
+    /// same on a board of thousands (a tenant's workspace) as on one of two.
+    uses: [usize; PALETTE.len()],
     /// The revision of this board's last transition.
     pub last_rev: u64,
 }
@@ -69,7 +66,8 @@ impl BoardPresence {
                 joined: None,
             };
         }
-        let color = pick_color(self.users.values().map(|p| p.color));
+        let color = least_used(&self.uses);
+        self.uses[color] += 1;
         let user = PresentUser {
             user_id: user_id.to_string(),
             user: info,
@@ -100,7 +98,11 @@ impl BoardPresence {
         if !present.sessions.remove(&session) || !present.sessions.is_empty() {
             return false;
         }
-        self.users.remove(user_id);
+        if let Some(gone) = self.users.remove(user_id) {
+            if let Some(n) = self.uses.get_mut(gone.color) {
+                *n = n.saturating_sub(1);
+            }
+        }
         true
     }
 
@@ -205,6 +207,15 @@ mod tests {
         UserInfo::default()
     }
 
+    /// The color index a newcomer gets, given the indices present users hold.
+    fn pick_color(held: impl IntoIterator<Item = usize>) -> usize {
+        let mut uses = [0usize; PALETTE.len()];
+        for i in held {
+            uses[i] += 1;
+        }
+        least_used(&uses)
+    }
+
     #[test]
     fn colors_are_the_lowest_free_index() {
         assert_eq!(pick_color([]), 0);
@@ -226,6 +237,23 @@ mod tests {
         assert!(!board.depart(SessionId(1), "ann"));
         assert!(board.depart(SessionId(2), "ann"));
         assert!(board.is_empty());
+    }
+
+    #[test]
+    fn colors_follow_what_is_held_through_arrivals_and_departures() {
+        let mut board = BoardPresence::default();
+        let colors: Vec<String> = (0..13)
+            .map(|n| board.arrive(SessionId(n), &format!("u{n}"), info()).color)
+            .collect();
+        // All twelve taken: the thirteenth shares the first.
+        assert_eq!(colors[12], PALETTE[0]);
+        board.depart(SessionId(1), "u1");
+        assert_eq!(board.arrive(SessionId(20), "v", info()).color, PALETTE[1]);
+        // A second session of a present user holds nothing more.
+        board.arrive(SessionId(21), "u2", info());
+        // u0 leaves: index 0 is held once again, like every other, so it is the lowest.
+        board.depart(SessionId(0), "u0");
+        assert_eq!(board.arrive(SessionId(22), "w", info()).color, PALETTE[0]);
     }
 
     #[test]
