@@ -102,6 +102,14 @@ fn gather<T>(
     }
 }
 
+/// Once request `id` of `board` has finished, a batch of the board at or before it has started:
+/// nothing may join it any more.
+fn forget_started<T>(batches: &mut HashMap<BoardKey, Gathering<T>>, board: &BoardKey, id: u64) {
+    if batches.get(board).is_some_and(|batch| batch.request <= id) {
+        batches.remove(board);
+    }
+}
+
 impl Presence {
     /// Runs `work` once every earlier request of `board` has finished.
     fn in_lane<T: 'static>(
@@ -129,21 +137,8 @@ impl Presence {
             out
         };
         Box::pin(run.into_actor(self).map(move |out, presence, _| {
-            // A batch at or before this request has started: none to join.
-            if presence
-                .arrivals
-                .get(&board)
-                .is_some_and(|batch| batch.request <= id)
-            {
-                presence.arrivals.remove(&board);
-            }
-            if presence
-                .departures
-                .get(&board)
-                .is_some_and(|batch| batch.request <= id)
-            {
-                presence.departures.remove(&board);
-            }
+            forget_started(&mut presence.arrivals, &board, id);
+            forget_started(&mut presence.departures, &board, id);
             // The last request of the board: nothing waits on the lane any more.
             if presence
                 .lanes
