@@ -51,9 +51,7 @@ struct Member {
     /// The board it is on.
     board: String,
     out: Recipient<Outbound>,
-    /// It asked for the workspace frames.
-    wants: bool,
-    /// It has had its `workspace.snapshot` (when it wants one): transitions may follow.
+    /// It has had its `workspace.snapshot` (when it is a watcher): transitions may follow.
     ready: bool,
     /// Its mailbox overflowed: nothing more is sent.
     lagged: bool,
@@ -223,7 +221,8 @@ impl Workspace {
     fn start_views(&mut self, sessions: Vec<SessionId>) {
         let mut snapshot = None;
         for sid in sessions {
-            let Some(wants) = self.members.get(&sid).map(|m| m.wants && !m.lagged) else {
+            let watches = self.watchers.contains(&sid);
+            let Some(wants) = self.members.get(&sid).map(|m| watches && !m.lagged) else {
                 continue;
             };
             if wants && snapshot.is_none() {
@@ -332,7 +331,6 @@ impl Handler<Enter> for Workspace {
                 info: msg.info,
                 board: msg.board,
                 out: msg.out,
-                wants: msg.wants,
                 ready: false,
                 lagged: false,
                 registered: false,
