@@ -42,7 +42,8 @@ pub(super) fn unreachable() -> BackendError {
 
 // In Redis mode a board's operations go in batches, one batch of a board in flight at a time:
 // what arrives meanwhile waits in the board's lane and goes with the next batch, so that a busy
-// board costs one read and one script call per batch instead of per operation.
+// board costs one script call per batch instead of per operation (and, unless the instance's
+// last commit of the board left what the batch reads, one read).
 impl Handler<Append> for Broker {
     type Result = ResponseFuture<Result<Appended, BackendError>>;
 
@@ -85,18 +86,19 @@ impl Broker {
     /// Commits `batch` (operations of one board) as a task of its own: a future spawned on the
     /// broker's context would be polled at every wake-up of the broker, with all others in
     /// flight. When it is answered, the board's lane sends its next batch.
-    fn commit_batch(&self, batch: Lane, ctx: &mut Context<Self>) {
+    fn commit_batch(&mut self, batch: Lane, ctx: &mut Context<Self>) {
         let Backend::Redis(redis) = &self.backend else {
             return;
         };
         let redis = RedisBackend::clone(redis);
         let me = ctx.address();
+        let Some(board) = batch.first().map(|(a, _)| a.board.clone()) else {
+            return;
+        };
+        let mut cache = self.read_caches.remove(&board).unwrap_or_default();
         actix::spawn(async move {
             let (appends, senders): (Vec<Append>, Vec<_>) = batch.into_iter().unzip();
-            let Some(board) = appends.first().map(|a| a.board.clone()) else {
-                return;
-            };
-            let answers = redis.append_batch(&board, &appends).await;
+            let answers = redis.append_batch(&board, &appends, &mut cache).await;
             let mut unanswered = false;
             for (answer, tx) in answers.into_iter().zip(senders) {
                 match &answer {
@@ -111,20 +113,31 @@ impl Broker {
             if unanswered {
                 me.do_send(Unanswered);
             }
-            me.do_send(BatchDone(board));
+            me.do_send(BatchDone(board, cache));
         });
     }
 }
 
+/// Boards whose [`ReadCache`] a broker keeps at most; a board past it takes the place of
+/// another.
+const CACHED_BOARDS: usize = 1024;
+
 /// A board's batch of operations was answered: the next one may go.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct BatchDone(BoardKey);
+struct BatchDone(BoardKey, ReadCache);
 
 impl Handler<BatchDone> for Broker {
     type Result = ();
 
-    fn handle(&mut self, BatchDone(board): BatchDone, ctx: &mut Self::Context) {
+    fn handle(&mut self, BatchDone(board, cache): BatchDone, ctx: &mut Self::Context) {
+        if self.read_caches.len() >= CACHED_BOARDS {
+            let other = self.read_caches.keys().next().cloned();
+            if let Some(other) = other {
+                self.read_caches.remove(&other);
+            }
+        }
+        self.read_caches.insert(board.clone(), cache);
         let Some(lane) = self.lanes.get_mut(&board) else {
             return;
         };

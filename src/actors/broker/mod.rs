@@ -29,7 +29,7 @@ use crate::backend::embedded::memory::MemoryStore;
 use crate::backend::embedded::sqlite::{Flushed, Store};
 use crate::backend::embedded::{Embedded, Request};
 use crate::backend::redis::{
-    decode_board_message, Conn, Outgoing, RedisBackend, LEASE, LEASE_TICK,
+    decode_board_message, Conn, Outgoing, ReadCache, RedisBackend, LEASE, LEASE_TICK,
 };
 pub use crate::backend::{Append, AppendCustom, GetCatchup};
 
@@ -154,6 +154,9 @@ pub struct Broker {
     /// Redis mode: per board with a batch of durable operations in flight, those waiting for
     /// the next batch, at most `LANE_BOUND`.
     lanes: HashMap<BoardKey, durable::Lane>,
+    /// Redis mode: per board, what this instance's last commit left of its items and cells,
+    /// for at most `CACHED_BOARDS` boards; taken out while a batch of the board is in flight.
+    read_caches: HashMap<BoardKey, ReadCache>,
 }
 
 impl Broker {
@@ -234,6 +237,7 @@ impl Broker {
             publishing: false,
             hooks: None,
             lanes: HashMap::new(),
+            read_caches: HashMap::new(),
         }
     }
 

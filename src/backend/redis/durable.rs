@@ -9,14 +9,20 @@ impl RedisBackend {
     /// events with one script call (and one read before it) for the whole batch; an answer
     /// per operation, in order. A retry of an operation answered before (same `key`) gets that
     /// answer again, applied or refused.
-    pub async fn append_batch(
+    ///
+    /// `cache` holds what this instance's own commits left of the board's items and cells;
+    /// when it holds everything a batch reads, the read is skipped (the script's
+    /// compare-and-set still judges every operation on the stored texts).
+    pub(crate) async fn append_batch(
         &self,
         board: &BoardKey,
         batch: &[Append],
+        cache: &mut ReadCache,
     ) -> Vec<Result<Appended, BackendError>> {
         let mut answers: Vec<Option<Result<Appended, BackendError>>> =
             batch.iter().map(|_| None).collect();
-        if let Err(e) = self.commit_batch(board, batch, &mut answers).await {
+        if let Err(e) = self.commit_batch(board, batch, &mut answers, cache).await {
+            cache.clear();
             for answer in answers.iter_mut().filter(|a| a.is_none()) {
                 *answer = Some(Err(e.clone()));
             }
@@ -52,37 +58,31 @@ impl RedisBackend {
         board: &BoardKey,
         batch: &[Append],
         answers: &mut [Option<Result<Appended, BackendError>>],
+        cache: &mut ReadCache,
     ) -> Result<(), BackendError> {
         let keys = self.board(board);
-        let (items_key, ops_key) = (keys.key("items"), keys.key("ops"));
-        let mut conn = self.conn();
         let mut todo: Vec<usize> = (0..batch.len()).collect();
         let mut conflicts = 0;
         while !todo.is_empty() && conflicts < COMMIT_TRIES {
-            // What the rules need, and the answers to earlier tries, in one round trip.
-            let mut read = redis::pipe();
-            for &i in &todo {
-                let append = &batch[i];
-                let item_id = append.op.item_id();
-                read.hget(&items_key, item_id)
-                    .hget(
-                        keys.key(&format!("v:{item_id}")),
-                        append.op.column_id().unwrap_or_default(),
-                    )
-                    .hget(
-                        &ops_key,
-                        append.key.as_ref().map_or("", |k| k.field.as_str()),
-                    );
+            // From the cache when every operation stages on what it holds; anything else
+            // (a refusal, an item it does not hold) is judged on the board as read.
+            if let Some((view, staged)) = cache.stage(batch, &todo) {
+                let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
+                let replies = self.commit(board, &keys, &ops).await?;
+                let mut again = Vec::new();
+                self.take_replies(&keys, batch, &staged, replies, answers, &mut again)
+                    .await;
+                if again.is_empty() {
+                    cache.absorb(view);
+                } else {
+                    cache.clear();
+                    conflicts += 1;
+                }
+                todo = again;
+                continue;
             }
-            let stored: Vec<Option<String>> =
-                read.query_async(&mut conn).await.map_err(unavailable)?;
-            if stored.len() != todo.len() * 3 {
-                return Err(bad_data(format!(
-                    "{} answers to {} reads",
-                    stored.len(),
-                    todo.len() * 3
-                )));
-            }
+            cache.clear();
+            let stored = self.read(&keys, batch, &todo).await?;
             let mut stored = stored.into_iter();
             // Each operation is judged on the state the ones before it in the batch leave. A
             // refusal is final only when it was judged on the board as read: after an operation
@@ -92,11 +92,7 @@ impl RedisBackend {
             let mut staged: Vec<(usize, Staged)> = Vec::new();
             let mut deferred = Vec::new();
             for &i in &todo {
-                let (item, cell, record) = (
-                    stored.next().flatten(),
-                    stored.next().flatten(),
-                    stored.next().flatten(),
-                );
+                let (item, cell, record) = stored.next().unwrap_or_default();
                 let append = &batch[i];
                 let key = append.key.as_ref();
                 if !deferred.is_empty() {
@@ -123,31 +119,100 @@ impl RedisBackend {
             let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
             let replies = self.commit(board, &keys, &ops).await?;
             let mut again = Vec::new();
-            for ((i, op), reply) in staged.iter().zip(replies) {
-                let key = batch[*i].key.as_ref();
-                answers[*i] = Some(match reply {
-                    CommitReply::Seq(seq) => Ok(Appended {
-                        seq,
-                        version: op.version,
-                        replayed: false,
-                    }),
-                    CommitReply::Earlier(outcome) => replayed(outcome),
-                    CommitReply::Retry => {
-                        again.push(*i);
-                        continue;
-                    }
-                    CommitReply::Refused(refusal) => {
-                        Err(self.remember_refusal(&keys, key, refusal).await)
-                    }
-                });
-            }
+            let all_applied = self
+                .take_replies(&keys, batch, &staged, replies, answers, &mut again)
+                .await;
             if !again.is_empty() {
                 conflicts += 1;
+            }
+            if all_applied && deferred.is_empty() {
+                cache.absorb(view);
             }
             again.extend(deferred);
             todo = again;
         }
         Ok(())
+    }
+
+    /// What the rules need of each operation of `todo`, and the answer to an earlier try of
+    /// it, in one round trip: (item, cell, record) per operation.
+    async fn read(
+        &self,
+        keys: &BoardKeys,
+        batch: &[Append],
+        todo: &[usize],
+    ) -> Result<Vec<(Option<String>, Option<String>, Option<String>)>, BackendError> {
+        let (items_key, ops_key) = (keys.key("items"), keys.key("ops"));
+        let mut read = redis::pipe();
+        for &i in todo {
+            let append = &batch[i];
+            let item_id = append.op.item_id();
+            read.hget(&items_key, item_id)
+                .hget(
+                    keys.key(&format!("v:{item_id}")),
+                    append.op.column_id().unwrap_or_default(),
+                )
+                .hget(
+                    &ops_key,
+                    append.key.as_ref().map_or("", |k| k.field.as_str()),
+                );
+        }
+        let stored: Vec<Option<String>> = read
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if stored.len() != todo.len() * 3 {
+            return Err(bad_data(format!(
+                "{} answers to {} reads",
+                stored.len(),
+                todo.len() * 3
+            )));
+        }
+        let mut stored = stored.into_iter();
+        Ok(todo
+            .iter()
+            .map(|_| {
+                (
+                    stored.next().flatten(),
+                    stored.next().flatten(),
+                    stored.next().flatten(),
+                )
+            })
+            .collect())
+    }
+
+    /// Answers the staged operations from the script's replies; those to try again go to
+    /// `again`. True when every one was applied.
+    async fn take_replies(
+        &self,
+        keys: &BoardKeys,
+        batch: &[Append],
+        staged: &[(usize, Staged)],
+        replies: Vec<CommitReply>,
+        answers: &mut [Option<Result<Appended, BackendError>>],
+        again: &mut Vec<usize>,
+    ) -> bool {
+        let mut all_applied = true;
+        for ((i, op), reply) in staged.iter().zip(replies) {
+            let key = batch[*i].key.as_ref();
+            all_applied &= matches!(reply, CommitReply::Seq(_));
+            answers[*i] = Some(match reply {
+                CommitReply::Seq(seq) => Ok(Appended {
+                    seq,
+                    version: op.version,
+                    replayed: false,
+                }),
+                CommitReply::Earlier(outcome) => replayed(outcome),
+                CommitReply::Retry => {
+                    again.push(*i);
+                    continue;
+                }
+                CommitReply::Refused(refusal) => {
+                    Err(self.remember_refusal(keys, key, refusal).await)
+                }
+            });
+        }
+        all_applied
     }
 
     /// Runs the commit script over the staged operations of a board; a reply per operation.
@@ -621,6 +686,86 @@ impl BatchView {
         if let Some(column) = column {
             self.cells
                 .insert((item_id.to_string(), column.to_string()), cell);
+        }
+    }
+}
+
+/// What a board's items and cells held after this instance's last commit of the board, so
+/// that the next batch of the board need not read them first. It may be stale (another
+/// instance wrote since): the commit script compares every text an operation was staged on
+/// with the stored one and answers `retry` when they differ, which clears the cache; a
+/// refusal is never judged on it.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    items: HashMap<String, Option<String>>,
+    cells: HashMap<(String, String), Option<String>>,
+    /// Bytes of the ids and texts held, kept within [`CACHE_BYTES`].
+    bytes: usize,
+}
+
+/// Bytes of ids and texts a board's [`ReadCache`] holds at most; past it, it is emptied.
+const CACHE_BYTES: usize = 16 * 1024;
+
+impl ReadCache {
+    pub(crate) fn clear(&mut self) {
+        *self = ReadCache::default();
+    }
+
+    /// The operations of `todo` staged on what the cache holds, with the view they leave;
+    /// `None` when it lacks an item or cell one of them reads, or when one is refused.
+    fn stage(&self, batch: &[Append], todo: &[usize]) -> Option<(BatchView, Vec<(usize, Staged)>)> {
+        let mut view = BatchView::default();
+        let mut staged = Vec::with_capacity(todo.len());
+        for &i in todo {
+            let append = &batch[i];
+            let item_id = append.op.item_id();
+            let item = self.items.get(item_id)?.clone();
+            let cell = match append.op.column_id() {
+                Some(column) => self
+                    .cells
+                    .get(&(item_id.to_string(), column.to_string()))?
+                    .clone(),
+                None => None,
+            };
+            match stage(append, &mut view, (item, cell)) {
+                Ok(Ok(op)) => staged.push((i, op)),
+                _ => return None,
+            }
+        }
+        Some((view, staged))
+    }
+
+    /// Takes in what a batch whose every operation was applied left of the items and cells
+    /// it touched.
+    fn absorb(&mut self, view: BatchView) {
+        let size = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        let mut bytes = self.bytes;
+        if !view.deleted.is_empty() {
+            self.cells.retain(|(item, column), text| {
+                let keep = !view.deleted.contains(item);
+                if !keep {
+                    bytes = bytes.saturating_sub(item.len() + column.len() + size(text));
+                }
+                keep
+            });
+        }
+        for (id, text) in view.items {
+            let id_len = id.len();
+            bytes += id_len + size(&text);
+            if let Some(old) = self.items.insert(id, text) {
+                bytes = bytes.saturating_sub(id_len + size(&old));
+            }
+        }
+        for (at, text) in view.cells {
+            let at_len = at.0.len() + at.1.len();
+            bytes += at_len + size(&text);
+            if let Some(old) = self.cells.insert(at, text) {
+                bytes = bytes.saturating_sub(at_len + size(&old));
+            }
+        }
+        self.bytes = bytes;
+        if self.bytes > CACHE_BYTES {
+            self.clear();
         }
     }
 }

@@ -49,6 +49,7 @@ mod reply;
 mod webhook;
 
 pub use self::conn::Conn;
+pub(crate) use self::durable::ReadCache;
 pub(crate) use self::pubsub::{decode_board_message, Outgoing};
 use self::reply::*;
 
