@@ -109,19 +109,23 @@ for i = 1, (#ARGV - 10) / OP_ARGS do
       end
     end
     local seq = redis.call('INCR', KEYS[2])
+    -- Formatted as an integer once: a number concatenated is formatted as a float each time.
+    local n = string.format('%d', seq)
     local ack = ARGV[a + 9]
-    local frame = ARGV[a + 8] .. seq .. '}'
-    redis.call('XADD', KEYS[3], seq .. '-1', 'f', frame, 'a', ack)
+    local frame = ARGV[a + 8] .. n .. '}'
+    redis.call('XADD', KEYS[3], n .. '-1', 'f', frame, 'a', ack)
     logged = logged + #frame
     if record ~= '' then
       redis.call('HSET', KEYS[8], record,
-        digest .. '\n{"seq":' .. seq .. ',"version":' .. ARGV[a + 12] .. '}')
-      redis.call('ZADD', KEYS[9], now, record)
+        digest .. '\n{"seq":' .. n .. ',"version":' .. ARGV[a + 12] .. '}')
+      redis.call('ZADD', KEYS[9], ARGV[6], record)
       recorded = true
     end
-    hook(KEYS[11], KEYS[12], KEYS[13], ARGV[10], now,
-      string.sub(frame, 1, -2) .. ',"at":' .. ARGV[6] .. '}')
-    events[#events + 1] = '{"Durable":{"seq":' .. seq .. ',"frame":' .. cjson.encode(frame) ..
+    if HOOK_CAP > 0 then
+      hook(KEYS[11], KEYS[12], KEYS[13], ARGV[10], now,
+        string.sub(frame, 1, -2) .. ',"at":' .. ARGV[6] .. '}')
+    end
+    events[#events + 1] = '{"Durable":{"seq":' .. n .. ',"frame":' .. cjson.encode(frame) ..
       ',"ack":' .. ack .. ',"epoch":"' .. epoch .. '"}}'
     answers[i] = seq
   end
