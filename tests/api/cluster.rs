@@ -919,6 +919,34 @@ async fn a_board_s_next_batch_is_staged_on_what_its_last_commit_left() {
     assert!(reads < 4 * OPS, "{reads} HGETs for {OPS} operations");
 }
 
+// A session joining a board where 30 users are present gets their colors, statuses and
+// arrival order from one read of each presence hash, not three reads per user.
+#[actix_web::test]
+async fn a_board_s_listing_reads_each_presence_hash_once() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let mut present = vec![];
+    for n in 0..30 {
+        present.push(app.join("crowd", &format!("u{n}")).await.0);
+    }
+    let before = command_calls(&redis, "hget");
+    let (_late, snapshot) = app.join("crowd", "late").await;
+    let reads = command_calls(&redis, "hget") - before;
+    let users = snapshot["payload"]["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(users.len(), 31, "{snapshot}");
+    assert!(
+        users
+            .iter()
+            .all(|u| u["color"].as_str().is_some_and(|c| c.starts_with('#'))),
+        "{snapshot}"
+    );
+    assert!(reads < 30, "{reads} HGETs for one arrival among 30 users");
+}
+
 // What an instance's last commit left is a guess, never a judgement: another instance changed
 // the item or the cell since, and the operation is judged on what the store holds, whether the
 // guess would have refused it (a stale version, an item it saw deleted) or applied it.

@@ -100,18 +100,27 @@ local function purge(inst, keep)
   end
 end
 
--- {rev, {user, info, color, status, order, ...}}
+-- A hash as a table.
+local function hash(key)
+  local flat, t = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+-- {rev, {user, info, color, status, order, ...}}; each hash is read once, whatever the number
+-- of users.
 local function listing()
   local rev = tonumber(redis.call('GET', K[7]) or '0')
   local out = {}
   local infos = redis.call('HGETALL', K[2])
+  local colors, statuses, orders = hash(K[3]), hash(K[4]), hash(K[6])
   for i = 1, #infos, 2 do
     local uid = infos[i]
     out[#out + 1] = uid
     out[#out + 1] = infos[i + 1]
-    out[#out + 1] = redis.call('HGET', K[3], uid) or '0'
-    out[#out + 1] = redis.call('HGET', K[4], uid) or 'active'
-    out[#out + 1] = redis.call('HGET', K[6], uid) or '0'
+    out[#out + 1] = colors[uid] or '0'
+    out[#out + 1] = statuses[uid] or 'active'
+    out[#out + 1] = orders[uid] or '0'
   end
   return {rev, out}
 end
