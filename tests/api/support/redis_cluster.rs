@@ -37,6 +37,19 @@ impl RedisCluster {
     /// Starts six nodes (a short `cluster-node-timeout`, so a dead master's replica takes over
     /// within seconds), creates the cluster and waits until every node says it is ok.
     pub fn start() -> RedisCluster {
+        // A port found free can be taken before its node binds it (another test's client may
+        // get it as its own port): such a node exits at once, and the cluster starts again on
+        // other ports.
+        for _ in 0..3 {
+            if let Some(cluster) = Self::launch() {
+                return cluster;
+            }
+        }
+        panic!("a node did not start, three times");
+    }
+
+    /// Starts the nodes and creates the cluster; `None` when a node exited before answering.
+    fn launch() -> Option<RedisCluster> {
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 6 {
             let port = free_node_port();
@@ -70,10 +83,18 @@ impl RedisCluster {
                 }
             })
             .collect();
-        let cluster = RedisCluster { nodes, dir };
+        let mut cluster = RedisCluster { nodes, dir };
         let deadline = std::time::Instant::now() + WAIT;
-        for node in &cluster.nodes {
-            while cluster.cli(node.port, &["PING"]).trim() != "PONG" {
+        for n in 0..cluster.nodes.len() {
+            let port = cluster.nodes[n].port;
+            while cluster.cli(port, &["PING"]).trim() != "PONG" {
+                let exited = cluster.nodes[n]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited {
+                    return None;
+                }
                 assert!(std::time::Instant::now() < deadline, "a node did not start");
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -91,7 +112,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         cluster.wait_ok();
-        cluster
+        Some(cluster)
     }
 
     /// Runs `redis-cli -p PORT ARGS`; its output.
