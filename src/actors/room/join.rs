@@ -134,12 +134,16 @@ impl Handler<Join> for Room {
         };
         let broker = self.broker.clone();
         let subscribed = self.subscribed.clone();
-        let work = async move {
+        // The catch-up is read once the board's channel is subscribed (no event falls between
+        // the two), and meanwhile the arrival is on its way: in Redis mode, a new board's first
+        // session waits for two round trips, not three.
+        let catchup = async move {
             if let Some(subscribed) = subscribed {
                 subscribed.await;
             }
-            (arrived.await, broker.send(catchup).await)
+            broker.send(catchup).await
         };
+        let work = futures_util::future::join(arrived, catchup);
         ctx.spawn(
             work.into_actor(self)
                 .map(move |result, room, ctx| match result {
