@@ -6,13 +6,11 @@ use crate::backend::Append;
 
 impl RedisBackend {
     /// Applies durable operations of one board in order, sequencing and publishing their
-    /// events with one script call (and one read before it) for the whole batch; an answer
-    /// per operation, in order. A retry of an operation answered before (same `key`) gets that
-    /// answer again, applied or refused.
-    ///
-    /// `cache` holds what this instance's own commits left of the board's items and cells;
-    /// when it holds everything a batch reads, the read is skipped (the script's
-    /// compare-and-set still judges every operation on the stored texts).
+    /// events with one script call for the whole batch (and one read before it, unless
+    /// `cache` holds what the batch reads); an answer per operation, in order. A retry of an
+    /// operation answered before (same `key`) gets that answer again, applied or refused. The
+    /// script's compare-and-set judges every operation on the stored texts, whether staged on
+    /// the cache or on the read.
     pub(crate) async fn append_batch(
         &self,
         board: &BoardKey,
@@ -70,12 +68,17 @@ impl RedisBackend {
                 let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
                 let replies = self.commit(board, &keys, &ops).await?;
                 let mut again = Vec::new();
-                self.take_replies(&keys, batch, &staged, replies, answers, &mut again)
+                let all_applied = self
+                    .take_replies(&keys, batch, &staged, replies, answers, &mut again)
                     .await;
-                if again.is_empty() {
+                // An operation refused or answered from its record left the board otherwise
+                // than staged.
+                if all_applied {
                     cache.absorb(view);
                 } else {
                     cache.clear();
+                }
+                if !again.is_empty() {
                     conflicts += 1;
                 }
                 todo = again;
@@ -707,6 +710,7 @@ pub(crate) struct ReadCache {
 const CACHE_BYTES: usize = 16 * 1024;
 
 impl ReadCache {
+    /// Forgets everything: the next batch reads.
     pub(crate) fn clear(&mut self) {
         *self = ReadCache::default();
     }
