@@ -27,20 +27,33 @@ pub fn free_port() -> u16 {
 impl RedisServer {
     /// Starts `redis-server` (persistence on, so a restart keeps the data) and waits for PING.
     pub fn start() -> RedisServer {
-        Self::start_on(free_port())
+        Self::start_free(true)
     }
 
     /// Starts `redis-server` without persistence: a restart loses everything.
     pub fn start_forgetful() -> RedisServer {
-        Self::start_with(free_port(), false)
+        Self::start_free(false)
     }
 
     /// Starts `redis-server` on `port`.
     pub fn start_on(port: u16) -> RedisServer {
-        Self::start_with(port, true)
+        Self::start_with(port, true).expect("redis-server exited at once: is the port taken?")
     }
 
-    fn start_with(port: u16, persistent: bool) -> RedisServer {
+    /// On a free port. A port found free can be taken before the server binds it (another
+    /// test's client may get it as its own port): the server exits at once, and starts again
+    /// on another port.
+    fn start_free(persistent: bool) -> RedisServer {
+        for _ in 0..3 {
+            if let Some(server) = Self::start_with(free_port(), persistent) {
+                return server;
+            }
+        }
+        panic!("redis-server exited at once, three times");
+    }
+
+    /// `None` when the server exited before answering.
+    fn start_with(port: u16, persistent: bool) -> Option<RedisServer> {
         let dir =
             std::env::temp_dir().join(format!("boardcast-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -50,11 +63,11 @@ impl RedisServer {
             dir,
             persistent,
         };
-        server.spawn();
-        server
+        server.spawn().then_some(server)
     }
 
-    fn spawn(&self) {
+    /// Starts the process; false when it exited before answering PING.
+    fn spawn(&self) -> bool {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -78,12 +91,22 @@ impl RedisServer {
         *self.child.lock().expect("lock") = Some(child);
         let deadline = std::time::Instant::now() + WAIT;
         while !self.answers() {
+            let exited = self
+                .child
+                .lock()
+                .expect("lock")
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// Whether it answers PING.
@@ -136,7 +159,7 @@ impl RedisServer {
 
     /// Starts it again on the same port with the same data.
     pub fn restart(&self) {
-        self.spawn();
+        assert!(self.spawn(), "redis-server exited at once on restart");
     }
 }
 
