@@ -64,57 +64,13 @@ impl RedisBackend {
         while !todo.is_empty() && conflicts < COMMIT_TRIES {
             // From the cache when every operation stages on what it holds; anything else
             // (a refusal, an item it does not hold) is judged on the board as read.
-            if let Some((view, staged)) = cache.stage(batch, &todo) {
-                let ops: Vec<&Staged> = staged.iter().map(|(_, op)| op).collect();
-                let replies = self.commit(board, &keys, &ops).await?;
-                let mut again = Vec::new();
-                let all_applied = self
-                    .take_replies(&keys, batch, &staged, replies, answers, &mut again)
-                    .await;
-                // An operation refused or answered from its record left the board otherwise
-                // than staged.
-                if all_applied {
-                    cache.absorb(view);
-                } else {
+            let (view, staged, deferred) = match cache.stage(batch, &todo) {
+                Some((view, staged)) => (view, staged, Vec::new()),
+                None => {
                     cache.clear();
+                    self.stage_read(&keys, batch, &todo, answers).await?
                 }
-                if !again.is_empty() {
-                    conflicts += 1;
-                }
-                todo = again;
-                continue;
-            }
-            cache.clear();
-            let stored = self.read(&keys, batch, &todo).await?;
-            let mut stored = stored.into_iter();
-            // Each operation is judged on the state the ones before it in the batch leave. A
-            // refusal is final only when it was judged on the board as read: after an operation
-            // staged before it, whose commit may still fail, it waits for the next round with
-            // the operations after it.
-            let mut view = BatchView::default();
-            let mut staged: Vec<(usize, Staged)> = Vec::new();
-            let mut deferred = Vec::new();
-            for &i in &todo {
-                let (item, cell, record) = stored.next().unwrap_or_default();
-                let append = &batch[i];
-                let key = append.key.as_ref();
-                if !deferred.is_empty() {
-                    deferred.push(i);
-                    continue;
-                }
-                if let Some(outcome) = key.and_then(|k| earlier_answer(k, record.as_deref())) {
-                    answers[i] = Some(replayed(outcome));
-                    continue;
-                }
-                match stage(append, &mut view, (item, cell)) {
-                    Ok(Ok(op)) => staged.push((i, op)),
-                    Ok(Err(_)) if !staged.is_empty() => deferred.push(i),
-                    Ok(Err(refusal)) => {
-                        answers[i] = Some(Err(self.remember_refusal(&keys, key, refusal).await))
-                    }
-                    Err(e) => answers[i] = Some(Err(e)),
-                }
-            }
+            };
             // Nothing staged means nothing deferred either: every operation is answered.
             if staged.is_empty() {
                 break;
@@ -125,16 +81,61 @@ impl RedisBackend {
             let all_applied = self
                 .take_replies(&keys, batch, &staged, replies, answers, &mut again)
                 .await;
+            // An operation refused or answered from its record left the board otherwise than
+            // staged.
+            if all_applied {
+                cache.absorb(view);
+            } else {
+                cache.clear();
+            }
             if !again.is_empty() {
                 conflicts += 1;
-            }
-            if all_applied && deferred.is_empty() {
-                cache.absorb(view);
             }
             again.extend(deferred);
             todo = again;
         }
         Ok(())
+    }
+
+    /// Reads what the operations of `todo` need and stages them on it: the view they leave,
+    /// those staged, and those deferred to the next round. Each operation is judged on the
+    /// state the ones before it in the batch leave. A refusal is final (and answered here, as
+    /// is a retry answered from its record) only when it was judged on the board as read:
+    /// after an operation staged before it, whose commit may still fail, it waits for the
+    /// next round with the operations after it.
+    async fn stage_read(
+        &self,
+        keys: &BoardKeys,
+        batch: &[Append],
+        todo: &[usize],
+        answers: &mut [Option<Result<Appended, BackendError>>],
+    ) -> Result<(BatchView, Vec<(usize, Staged)>, Vec<usize>), BackendError> {
+        let mut stored = self.read(keys, batch, todo).await?.into_iter();
+        let mut view = BatchView::default();
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        let mut deferred = Vec::new();
+        for &i in todo {
+            let (item, cell, record) = stored.next().unwrap_or_default();
+            let append = &batch[i];
+            let key = append.key.as_ref();
+            if !deferred.is_empty() {
+                deferred.push(i);
+                continue;
+            }
+            if let Some(outcome) = key.and_then(|k| earlier_answer(k, record.as_deref())) {
+                answers[i] = Some(replayed(outcome));
+                continue;
+            }
+            match stage(append, &mut view, (item, cell)) {
+                Ok(Ok(op)) => staged.push((i, op)),
+                Ok(Err(_)) if !staged.is_empty() => deferred.push(i),
+                Ok(Err(refusal)) => {
+                    answers[i] = Some(Err(self.remember_refusal(keys, key, refusal).await))
+                }
+                Err(e) => answers[i] = Some(Err(e)),
+            }
+        }
+        Ok((view, staged, deferred))
     }
 
     /// What the rules need of each operation of `todo`, and the answer to an earlier try of
