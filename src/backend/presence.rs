@@ -2,7 +2,7 @@
 //! and a board's presence in memory (the embedded mode's; Redis keeps the same in hashes and
 //! applies the same rule in `redis/lua/presence.lua`, with the palette passed in).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::event::{PresentUser, SessionId, UserInfo};
 use crate::protocol::Status;
@@ -27,8 +27,10 @@ struct Present {
     user: PresentUser,
     /// Index into [`PALETTE`].
     color: usize,
-    /// Open sessions of this user on the board, on any instance.
-    sessions: HashSet<SessionId>,
+    /// Open sessions of this user on the board, on any instance: a few at most
+    /// (`MAX_SESSIONS_PER_USER`), so a list, not a hash set (a set costs over 100 bytes more
+    /// for each present user, twice per connection: its board and its workspace).
+    sessions: Vec<SessionId>,
     /// Arrival order, so listings are stable.
     order: u64,
 }
@@ -60,7 +62,9 @@ impl BoardPresence {
     /// Records a session of `user_id`.
     pub fn arrive(&mut self, session: SessionId, user_id: &str, info: UserInfo) -> Arrival {
         if let Some(present) = self.users.get_mut(user_id) {
-            present.sessions.insert(session);
+            if !present.sessions.contains(&session) {
+                present.sessions.push(session);
+            }
             return Arrival {
                 color: present.user.color.clone(),
                 joined: None,
@@ -80,7 +84,7 @@ impl BoardPresence {
             Present {
                 user: user.clone(),
                 color,
-                sessions: HashSet::from([session]),
+                sessions: vec![session],
                 order: self.next_order,
             },
         );
@@ -95,7 +99,11 @@ impl BoardPresence {
         let Some(present) = self.users.get_mut(user_id) else {
             return false;
         };
-        if !present.sessions.remove(&session) || !present.sessions.is_empty() {
+        let Some(at) = present.sessions.iter().position(|s| *s == session) else {
+            return false;
+        };
+        present.sessions.swap_remove(at);
+        if !present.sessions.is_empty() {
             return false;
         }
         if let Some(gone) = self.users.remove(user_id) {
@@ -282,6 +290,15 @@ mod tests {
             })
             .collect();
         assert_eq!(listed, [("bob", vec!["b1"]), ("ann", vec!["b1", "b2"])]);
+    }
+
+    #[test]
+    fn a_session_arriving_twice_is_held_once() {
+        let mut board = BoardPresence::default();
+        board.arrive(SessionId(1), "ann", info());
+        board.arrive(SessionId(1), "ann", info());
+        assert!(board.depart(SessionId(1), "ann"));
+        assert!(board.is_empty());
     }
 
     #[test]
