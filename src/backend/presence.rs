@@ -27,9 +27,9 @@ struct Present {
     user: PresentUser,
     /// Index into [`PALETTE`].
     color: usize,
-    /// Open sessions of this user on the board, on any instance: a few at most
-    /// (`MAX_SESSIONS_PER_USER`), so a list, not a hash set (a set costs over 100 bytes more
-    /// for each present user, twice per connection: its board and its workspace).
+    /// Open sessions of this user on the board: a few at most (`MAX_SESSIONS_PER_USER`), so a
+    /// list, not a hash set (a set cost about 70 bytes more for each present user, twice per
+    /// connection: its board and its workspace).
     sessions: Vec<SessionId>,
     /// Arrival order, so listings are stable.
     order: u64,
