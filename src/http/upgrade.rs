@@ -8,6 +8,7 @@
 //! read buffer exists only while bytes are being read, and what the session writes goes
 //! straight to the socket.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -164,20 +165,24 @@ async fn run(
 /// the client reads the close frame. A write that waits longer than `write_timeout` (a client
 /// that stopped reading) ends the session at once: while a write waits, the session is not
 /// polled, so none of its timers could end it.
-async fn pump<S>(tcp: Rc<TcpStream>, output: S, write_timeout: Duration)
+///
+/// Not an `async fn`: one keeps its arguments apart from the locals they move into, and the
+/// output (the session actor and its WebSocket context, about 1 KiB) would be held twice in
+/// every connection's task. An `async move` block uses what it captured in place.
+#[allow(clippy::manual_async_fn)]
+fn pump<S>(tcp: Rc<TcpStream>, mut output: S, write_timeout: Duration) -> impl Future<Output = ()>
 where
-    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+    S: Stream<Item = Result<Bytes, actix_web::Error>> + Unpin,
 {
-    let written = {
-        // Pinned in this task's own state (moving it into a callee would store it twice).
-        let output = std::pin::pin!(output);
-        write_out(&tcp, output, write_timeout).await
-        // The output is dropped here, which stops the session if it still runs.
-    };
-    shutdown(&tcp);
-    match written {
-        Ok(()) => linger(&tcp).await,
-        Err(err) => log::debug!("WebSocket write failed: {err}"),
+    async move {
+        let written = write_out(&tcp, &mut output, write_timeout).await;
+        // Dropping the output stops the session if it still runs.
+        drop(output);
+        shutdown(&tcp);
+        match written {
+            Ok(()) => linger(&tcp).await,
+            Err(err) => log::debug!("WebSocket write failed: {err}"),
+        }
     }
 }
 
@@ -198,13 +203,9 @@ async fn linger(tcp: &TcpStream) {
 }
 
 /// Writes what the session sends until it ends or the socket fails.
-async fn write_out<S>(
-    tcp: &TcpStream,
-    mut output: Pin<&mut S>,
-    write_timeout: Duration,
-) -> io::Result<()>
+async fn write_out<S>(tcp: &TcpStream, output: &mut S, write_timeout: Duration) -> io::Result<()>
 where
-    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+    S: Stream<Item = Result<Bytes, actix_web::Error>> + Unpin,
 {
     while let Some(chunk) = output.next().await {
         let mut bytes = chunk.map_err(|err| io::Error::other(err.to_string()))?;
@@ -305,5 +306,37 @@ impl Stream for SocketInput {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands for a session's output: a stream of a known size.
+    struct Heavy {
+        _weight: [u8; 1024],
+    }
+
+    impl Stream for Heavy {
+        type Item = Result<Bytes, actix_web::Error>;
+
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(None)
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_connection_s_task_holds_its_session_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let tcp = Rc::new(TcpStream::from_std(client).unwrap());
+        let task = pump(tcp, Heavy { _weight: [0; 1024] }, Duration::from_secs(1));
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size < 2 * 1024,
+            "the task is {size} bytes for an output of 1024"
+        );
     }
 }
