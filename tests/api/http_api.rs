@@ -193,6 +193,22 @@ async fn a_user_event_reaches_every_tab_of_the_user_on_every_board(mode) {
     // The same user id in another tenant hears nothing: its next frame answers its ping.
     other_tenant.send_type("ping", json!({})).await;
     assert_eq!(other_tenant.next_frame().await["type"], "pong");
+    // A tab that closes stops hearing; the user's other tab still does.
+    let (mut watcher, _) = app.join("b1", "bob").await;
+    on_b1.leave().await;
+    watcher.next_of("presence.leave").await;
+    let (status, _) = app
+        .post(
+            "/api/users/ann/events",
+            Some(&server_token()),
+            &json!({"type":"notice.sent","payload":{"m":"again"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        on_b2.next_frame().await,
+        json!({"type":"notice.sent","payload":{"m":"again"}})
+    );
 }
 }
 

@@ -309,7 +309,10 @@ impl Handler<SubscribeUser> for Broker {
         let key = (msg.tenant, msg.user_id);
         let sessions = self.users.entry(key.clone()).or_default();
         let first = sessions.is_empty();
-        sessions.insert(msg.session, msg.out);
+        match sessions.iter_mut().find(|(id, _)| *id == msg.session) {
+            Some((_, out)) => *out = msg.out,
+            None => sessions.push((msg.session, msg.out)),
+        }
         if let (true, Some(redis)) = (first, self.redis()) {
             let channel = redis.user_channel(&key.0, &key.1);
             self.channels
@@ -342,7 +345,7 @@ impl Handler<UnsubscribeUser> for Broker {
         let Some(sessions) = self.users.get_mut(&key) else {
             return;
         };
-        sessions.remove(&msg.session);
+        sessions.retain(|(id, _)| *id != msg.session);
         if !sessions.is_empty() {
             return;
         }

@@ -118,14 +118,19 @@ struct RoomEntry {
     resync: Recipient<Resync>,
 }
 
+/// A user's sessions on this instance, each with where its user events go.
+type UserSessions = Vec<(SessionId, Recipient<Outbound>)>;
+
 /// The broker actor.
 pub struct Broker {
     /// Where durable state, sequence numbers, replay logs and presence live.
     backend: Backend,
     /// This instance's room per board.
     rooms: HashMap<BoardKey, RoomEntry>,
-    /// This instance's sessions per (tenant, user), for user events.
-    users: HashMap<(String, String), HashMap<SessionId, Recipient<Outbound>>>,
+    /// This instance's sessions per (tenant, user), for user events: a few each at most
+    /// (`MAX_SESSIONS_PER_USER`), so a list, not a map (one cost about 120 bytes more for
+    /// every connection).
+    users: HashMap<(String, String), UserSessions>,
     /// Redis channels subscribed, by name.
     channels: HashMap<String, Channel>,
     /// Whether the backend answers (`/readyz`); shared with the HTTP layer.
@@ -257,7 +262,7 @@ impl Broker {
             return;
         };
         let frame = WireFrame::from(frame);
-        for out in sessions.values() {
+        for (_, out) in sessions {
             if let Err(SendError::Full(_)) = out.try_send(Outbound::Aside(frame.clone())) {
                 // A session too slow to take it must not silently miss it.
                 out.do_send(Outbound::Lagged);
