@@ -20,19 +20,43 @@ fn least_used(uses: &[usize; PALETTE.len()]) -> usize {
     uses.iter().position(|&n| n == least).unwrap_or(0)
 }
 
-/// A present user and the sessions that keep them present.
+/// A present user and the sessions that keep them present; the user id is its key. Only what
+/// cannot be derived is kept (the color as its index, no second copy of the id): every
+/// connection holds one of these on its board and one in its workspace.
 #[derive(Debug)]
 struct Present {
-    /// What others see.
-    user: PresentUser,
-    /// Index into [`PALETTE`].
-    color: usize,
+    /// Name and avatar.
+    info: UserInfo,
     /// Open sessions of this user on the board: a few at most (`MAX_SESSIONS_PER_USER`), so a
-    /// list, not a hash set (a set cost about 70 bytes more for each present user, twice per
-    /// connection: its board and its workspace).
+    /// list, not a hash set.
     sessions: Vec<SessionId>,
     /// Arrival order, so listings are stable.
     order: u64,
+    /// Index into [`PALETTE`].
+    color: usize,
+    /// Active or idle.
+    status: Status,
+}
+
+impl Present {
+    /// The user as others see them.
+    fn user(&self, user_id: &str) -> PresentUser {
+        PresentUser {
+            user_id: user_id.to_string(),
+            user: self.info.clone(),
+            color: color_name(self.color),
+            status: self.status,
+        }
+    }
+}
+
+/// The `#rrggbb` of a palette index.
+fn color_name(index: usize) -> String {
+    PALETTE
+        .get(index)
+        .copied()
+        .unwrap_or(PALETTE[0])
+        .to_string()
 }
 
 /// Presence of one board.
@@ -66,28 +90,22 @@ impl BoardPresence {
                 present.sessions.push(session);
             }
             return Arrival {
-                color: present.user.color.clone(),
+                color: color_name(present.color),
                 joined: None,
             };
         }
         let color = least_used(&self.uses);
         self.uses[color] += 1;
-        let user = PresentUser {
-            user_id: user_id.to_string(),
-            user: info,
-            color: PALETTE[color].to_string(),
+        self.next_order += 1;
+        let present = Present {
+            info,
+            sessions: vec![session],
+            order: self.next_order,
+            color,
             status: Status::Active,
         };
-        self.next_order += 1;
-        self.users.insert(
-            user_id.to_string(),
-            Present {
-                user: user.clone(),
-                color,
-                sessions: vec![session],
-                order: self.next_order,
-            },
-        );
+        let user = present.user(user_id);
+        self.users.insert(user_id.to_string(), present);
         Arrival {
             color: user.color.clone(),
             joined: Some(user),
@@ -118,7 +136,7 @@ impl BoardPresence {
     pub fn set_status(&mut self, user_id: &str, status: Status) -> bool {
         match self.users.get_mut(user_id) {
             Some(present) => {
-                present.user.status = status;
+                present.status = status;
                 true
             }
             None => false,
@@ -127,9 +145,9 @@ impl BoardPresence {
 
     /// Present users in arrival order.
     pub fn users(&self) -> Vec<PresentUser> {
-        let mut present: Vec<&Present> = self.users.values().collect();
-        present.sort_by_key(|p| p.order);
-        present.into_iter().map(|p| p.user.clone()).collect()
+        let mut present: Vec<(&String, &Present)> = self.users.iter().collect();
+        present.sort_by_key(|(_, p)| p.order);
+        present.into_iter().map(|(id, p)| p.user(id)).collect()
     }
 
     /// Whether nobody is present.
