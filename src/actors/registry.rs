@@ -15,14 +15,16 @@ use actix::prelude::*;
 
 use crate::actors::broker::{Broker, Unsubscribe};
 use crate::actors::presence::{Depart, Presence};
-use crate::actors::room::{CloseAll, Join, Outbound, Room, RoomSettings};
+use crate::actors::room::{CloseAll, Join, Outbound, Outlet, Room, RoomSettings};
 use crate::actors::workspace::{Enter, Workspace};
 use crate::event::{BoardKey, SessionId};
 use crate::protocol::close;
 
 /// A running actor and the joins sent to it.
 struct Entry<A: Actor> {
-    addr: Addr<A>,
+    /// Shared with every session that joined: each clone of an actix address allocates its
+    /// own parking state (about 80 bytes), and a session holds its room's and its workspace's.
+    addr: Arc<Addr<A>>,
     /// Its id, to tell it from a later one of the same key.
     id: u64,
     /// Joins forwarded to it.
@@ -51,7 +53,7 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
 
     /// Sends `join` to the actor of `key`, starting it with `start` (which gives the actor and
     /// its id) if needed.
-    fn join<M>(&self, key: &K, start: impl FnOnce() -> (A, u64), join: M) -> Addr<A>
+    fn join<M>(&self, key: &K, start: impl FnOnce() -> (A, u64), join: M) -> Arc<Addr<A>>
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -62,7 +64,7 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
         let entry = map.entry(key.clone()).or_insert_with(|| {
             let (actor, id) = start();
             Entry {
-                addr: actor.start(),
+                addr: Arc::new(actor.start()),
                 id,
                 joins: 0,
             }
@@ -70,11 +72,11 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
         entry.joins += 1;
         // Sent under the lock, so the count never runs behind the actor's mailbox.
         entry.addr.do_send(join);
-        entry.addr.clone()
+        Arc::clone(&entry.addr)
     }
 
     fn get(&self, key: &K) -> Option<Addr<A>> {
-        self.lock().get(key).map(|e| e.addr.clone())
+        self.lock().get(key).map(|e| Addr::clone(&e.addr))
     }
 
     fn release(&self, key: &K, id: u64, joins_seen: u64) -> bool {
@@ -98,7 +100,7 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
 }
 
 /// A session a stopped room or workspace still held: its id, its user, its mailbox.
-pub type Left = (SessionId, String, Recipient<Outbound>);
+pub type Left = (SessionId, String, Outlet);
 
 /// Rooms of this instance by board, and workspaces by tenant.
 pub struct Registry {
@@ -134,7 +136,7 @@ impl Registry {
     }
 
     /// Sends `join` to the board's room, starting the room if needed; returns the room.
-    pub fn join(self: &Arc<Self>, key: &BoardKey, join: Join) -> Addr<Room> {
+    pub fn join(self: &Arc<Self>, key: &BoardKey, join: Join) -> Arc<Addr<Room>> {
         let start = || {
             let room = Room::new(
                 key.clone(),
@@ -150,7 +152,7 @@ impl Registry {
     }
 
     /// Sends `enter` to the tenant's workspace, starting it if needed; returns the workspace.
-    pub fn enter(self: &Arc<Self>, tenant: &str, enter: Enter) -> Addr<Workspace> {
+    pub fn enter(self: &Arc<Self>, tenant: &str, enter: Enter) -> Arc<Addr<Workspace>> {
         let start = || {
             let workspace = Workspace::new(
                 tenant,
@@ -272,7 +274,7 @@ mod tests {
         key: &BoardKey,
     ) -> (Addr<Room>, Arc<StdMutex<Vec<Outbound>>>) {
         let seen = Arc::new(StdMutex::new(vec![]));
-        let out = Probe(Arc::clone(&seen)).start().recipient();
+        let out = Arc::new(Probe(Arc::clone(&seen)).start().recipient());
         let join = Join {
             session: SessionId::random(),
             user_id: "ann".into(),
@@ -281,7 +283,7 @@ mod tests {
             last_seq: None,
             epoch: None,
         };
-        (registry.join(key, join), seen)
+        (Addr::clone(&registry.join(key, join)), seen)
     }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {

@@ -16,7 +16,9 @@ use bytestring::ByteString;
 
 use crate::actors::broker::{Append, SubscribeUser, UnsubscribeUser};
 use crate::actors::presence::SetStatus;
-use crate::actors::room::{Join, Leave, MoveCursor, Outbound, ReplayedAck, Room, SetTyping};
+use crate::actors::room::{
+    Join, Leave, MoveCursor, Outbound, Outlet, ReplayedAck, Room, SetTyping,
+};
 use crate::actors::workspace::{Enter, Exit, Workspace};
 use crate::auth::{Identity, Role};
 use crate::backend::ops::OpKey;
@@ -64,9 +66,9 @@ pub struct Session {
     /// Instance-wide actors and settings.
     shared: Shared,
     /// The board's room, known from `started` on.
-    room: Option<Addr<Room>>,
+    room: Option<Arc<Addr<Room>>>,
     /// The tenant's workspace, known from `started` on.
-    workspace: Option<Addr<Workspace>>,
+    workspace: Option<Arc<Addr<Workspace>>>,
     /// The board's first frame (its snapshot or resume) went out.
     board_started: bool,
     /// Frames from outside the board waiting for the board's first frame; at most
@@ -436,6 +438,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.config.session_queue);
+        let out: Outlet = Arc::new(ctx.address().recipient());
         let room = self.shared.registry.join(
             &self.key,
             Join {
@@ -445,7 +448,7 @@ impl Actor for Session {
                     name: self.identity.name.clone(),
                     avatar: self.identity.avatar.clone(),
                 },
-                out: ctx.address().recipient(),
+                out: Arc::clone(&out),
                 last_seq: self.joining.resume.0,
                 epoch: self.joining.resume.1.take(),
             },
@@ -461,7 +464,7 @@ impl Actor for Session {
                     avatar: self.identity.avatar.clone(),
                 },
                 board: self.key.board.clone(),
-                out: ctx.address().recipient(),
+                out: Arc::clone(&out),
                 wants: self.joining.workspace,
             },
         );
@@ -470,7 +473,7 @@ impl Actor for Session {
             tenant: self.identity.tenant.clone(),
             user_id: self.identity.user_id.clone(),
             session: self.id,
-            out: ctx.address().recipient(),
+            out,
         });
         metrics::SESSIONS_OPENED.inc();
         self.heartbeat(ctx);

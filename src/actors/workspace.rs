@@ -28,7 +28,7 @@ use bytestring::ByteString;
 use crate::actors::broker::{subscribe, Broker, Resync, Subscription};
 use crate::actors::presence::{Arrive, Depart, Presence, SyncBoard};
 use crate::actors::registry::Registry;
-use crate::actors::room::Outbound;
+use crate::actors::room::{Outbound, Outlet};
 use crate::backend::presence::Local;
 use crate::event::{BoardEvent, BoardKey, PresentUser, SessionId, UserInfo};
 use crate::frames;
@@ -50,7 +50,7 @@ struct Member {
     info: UserInfo,
     /// The board it is on.
     board: String,
-    out: Recipient<Outbound>,
+    out: Outlet,
     /// It has had its `workspace.snapshot` (when it is a watcher): transitions may follow.
     ready: bool,
     /// Its mailbox overflowed: nothing more is sent.
@@ -311,7 +311,7 @@ pub struct Enter {
     pub info: UserInfo,
     /// The board it is on.
     pub board: String,
-    pub out: Recipient<Outbound>,
+    pub out: Outlet,
     /// It asked for the workspace frames (`workspace=1`).
     pub wants: bool,
 }

@@ -299,7 +299,7 @@ pub struct SubscribeUser {
     pub tenant: String,
     pub user_id: String,
     pub session: SessionId,
-    pub out: Recipient<Outbound>,
+    pub out: Outlet,
 }
 
 impl Handler<SubscribeUser> for Broker {

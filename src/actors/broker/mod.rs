@@ -18,7 +18,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use crate::actors::room::Outbound;
+use crate::actors::room::{Outbound, Outlet};
 use crate::actors::webhook::Hook;
 use crate::backend::BackendError;
 use crate::board::BoardLimits;
@@ -119,7 +119,7 @@ struct RoomEntry {
 }
 
 /// A user's sessions on this instance, each with where its user events go.
-type UserSessions = Vec<(SessionId, Recipient<Outbound>)>;
+type UserSessions = Vec<(SessionId, Outlet)>;
 
 /// The broker actor.
 pub struct Broker {

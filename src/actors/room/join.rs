@@ -89,7 +89,7 @@ pub struct Join {
     pub user_id: String,
     /// Name and avatar.
     pub info: UserInfo,
-    pub out: Recipient<Outbound>,
+    pub out: Outlet,
     /// The last seq its client saw, when it resumes.
     pub last_seq: Option<u64>,
     /// The epoch of that seq, when its client gave it.

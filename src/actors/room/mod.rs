@@ -42,8 +42,8 @@ mod join;
 mod mirror;
 mod sequencer;
 
-pub use self::delivery::Outbound;
 use self::delivery::{keep_aside, Member, Order, SlowCursors};
+pub use self::delivery::{Outbound, Outlet};
 pub use self::durable::ReplayedAck;
 use self::ephemeral::{Cursor, Typing};
 pub use self::ephemeral::{MoveCursor, SetTyping};
