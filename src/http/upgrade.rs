@@ -202,60 +202,76 @@ async fn linger(tcp: &TcpStream) {
     }
 }
 
-/// Writes what the session sends until it ends or the socket fails.
-async fn write_out<S>(tcp: &TcpStream, output: &mut S, write_timeout: Duration) -> io::Result<()>
+/// Writes what the session sends until it ends or the socket fails. Not an `async fn`, for the
+/// reason given at [`pump`]: its state is part of every connection's task.
+#[allow(clippy::manual_async_fn)]
+fn write_out<'a, S>(
+    tcp: &'a TcpStream,
+    output: &'a mut S,
+    write_timeout: Duration,
+) -> impl Future<Output = io::Result<()>> + 'a
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>> + Unpin,
 {
-    while let Some(chunk) = output.next().await {
-        let mut bytes = chunk.map_err(|err| io::Error::other(err.to_string()))?;
-        // Let the other tasks of this thread run once before writing: frames that reach the
-        // session meanwhile leave in the same write. Idle, this costs a few microseconds;
-        // under load it turns many small writes into a few larger ones.
-        tokio::task::yield_now().await;
-        if let Some(more) = output.next().now_or_never() {
-            match more {
-                Some(more) => {
-                    let more = more.map_err(|err| io::Error::other(err.to_string()))?;
-                    let mut joined = BytesMut::with_capacity(bytes.len() + more.len());
-                    joined.extend_from_slice(&bytes);
-                    joined.extend_from_slice(&more);
-                    bytes = joined.freeze();
-                }
-                None => {
-                    write_all(tcp, &bytes, write_timeout).await?;
-                    return Ok(());
+    async move {
+        while let Some(chunk) = output.next().await {
+            let mut bytes = chunk.map_err(|err| io::Error::other(err.to_string()))?;
+            // Let the other tasks of this thread run once before writing: frames that reach the
+            // session meanwhile leave in the same write. Idle, this costs a few microseconds;
+            // under load it turns many small writes into a few larger ones.
+            tokio::task::yield_now().await;
+            if let Some(more) = output.next().now_or_never() {
+                match more {
+                    Some(more) => {
+                        let more = more.map_err(|err| io::Error::other(err.to_string()))?;
+                        let mut joined = BytesMut::with_capacity(bytes.len() + more.len());
+                        joined.extend_from_slice(&bytes);
+                        joined.extend_from_slice(&more);
+                        bytes = joined.freeze();
+                    }
+                    None => {
+                        write_all(tcp, &bytes, write_timeout).await?;
+                        return Ok(());
+                    }
                 }
             }
+            write_all(tcp, &bytes, write_timeout).await?;
         }
-        write_all(tcp, &bytes, write_timeout).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Writes all of `bytes`, waiting while the socket's send buffer is full, for `timeout` at
-/// most from the first wait (a write that never waits reads no clock).
-async fn write_all(tcp: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    let mut deadline = None;
-    while !bytes.is_empty() {
-        match tcp.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            // Boxed, so that only a connection that waits holds a timer: the task's state is
-            // what every idle connection pays for.
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let deadline =
-                    *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
-                Box::pin(tokio::time::timeout_at(deadline, tcp.writable()))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")
-                    })??
+/// most from the first wait (a write that never waits reads no clock). Not an `async fn`, as
+/// [`write_out`].
+#[allow(clippy::manual_async_fn)]
+fn write_all<'a>(
+    tcp: &'a TcpStream,
+    mut bytes: &'a [u8],
+    timeout: Duration,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    async move {
+        let mut deadline = None;
+        while !bytes.is_empty() {
+            match tcp.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                // Boxed, so that only a connection that waits holds a timer: the task's state is
+                // what every idle connection pays for.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+                    Box::pin(tokio::time::timeout_at(deadline, tcp.writable()))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")
+                        })??
+                }
+                Err(err) => return Err(err),
             }
-            Err(err) => return Err(err),
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Ends the sending side so that the peer reads a clean end of stream.
