@@ -61,8 +61,10 @@ pub struct Session {
     key: BoardKey,
     /// Who it speaks for; replaced by `auth.refresh`.
     identity: Identity,
-    /// Its resume point, and whether it wants the workspace frames.
-    joining: Joining,
+    /// Its resume point, and whether it wants the workspace frames; taken when it starts.
+    /// Boxed, as are the other fields few sessions use for long: the session lives inline in
+    /// its connection's task, which every idle connection pays for.
+    joining: Option<Box<Joining>>,
     /// Instance-wide actors and settings.
     shared: Shared,
     /// The board's room, known from `started` on.
@@ -73,7 +75,8 @@ pub struct Session {
     board_started: bool,
     /// Frames from outside the board waiting for the board's first frame; at most
     /// `SESSION_QUEUE`, past which the session closes with 4009.
-    aside: VecDeque<WireFrame>,
+    #[allow(clippy::box_collection)]
+    aside: Option<Box<VecDeque<WireFrame>>>,
     /// When the client last sent anything, pongs included.
     last_seen: Instant,
     /// When the server last pinged.
@@ -88,7 +91,7 @@ pub struct Session {
     encoding: Encoding,
     /// A fragmented message being reassembled, and whether it is binary; `None` between
     /// messages.
-    fragments: Option<(bool, Vec<u8>)>,
+    fragments: Option<Box<(bool, Vec<u8>)>>,
     /// Durable operations waiting for those in flight, in the order the client sent them.
     durable_queue: VecDeque<(Option<String>, DurableOp)>,
     /// Durable operations in flight.
@@ -115,14 +118,14 @@ impl Session {
             id: SessionId::random(),
             key,
             identity,
-            joining,
+            joining: Some(Box::new(joining)),
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
             abuse: AbuseWindow::new(config.rate_per_sec, now),
             shared,
             room: None,
             workspace: None,
             board_started: false,
-            aside: VecDeque::new(),
+            aside: None,
             last_seen: now,
             last_ping: now,
             expiry: None,
@@ -405,17 +408,17 @@ impl Session {
         let max = self.shared.config.max_message_bytes;
         let (bytes, last) = match item {
             actix_http::ws::Item::FirstText(b) => {
-                self.fragments = Some((false, Vec::new()));
+                self.fragments = Some(Box::new((false, Vec::new())));
                 (b, false)
             }
             actix_http::ws::Item::FirstBinary(b) => {
-                self.fragments = Some((true, Vec::new()));
+                self.fragments = Some(Box::new((true, Vec::new())));
                 (b, false)
             }
             actix_http::ws::Item::Continue(b) => (b, false),
             actix_http::ws::Item::Last(b) => (b, true),
         };
-        let Some((_, buf)) = self.fragments.as_mut() else {
+        let Some((_, buf)) = self.fragments.as_deref_mut() else {
             return self.error(
                 FrameError::bad_request(None, "continuation without a first frame"),
                 ctx,
@@ -426,7 +429,8 @@ impl Session {
             return self.close(close::TOO_BIG, "message too big", ctx);
         }
         if last {
-            if let Some((binary, buf)) = self.fragments.take() {
+            if let Some(fragments) = self.fragments.take() {
+                let (binary, buf) = *fragments;
                 self.on_message(binary, &buf, ctx);
             }
         }
@@ -439,6 +443,13 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.config.session_queue);
         let out: Outlet = Arc::new(ctx.address().recipient());
+        let (last_seq, epoch, wants) = match self.joining.take() {
+            Some(joining) => {
+                let Joining { resume, workspace } = *joining;
+                (resume.0, resume.1, workspace)
+            }
+            None => (None, None, false),
+        };
         let room = self.shared.registry.join(
             &self.key,
             Join {
@@ -449,8 +460,8 @@ impl Actor for Session {
                     avatar: self.identity.avatar.clone(),
                 },
                 out: Arc::clone(&out),
-                last_seq: self.joining.resume.0,
-                epoch: self.joining.resume.1.take(),
+                last_seq,
+                epoch,
             },
         );
         self.room = Some(room);
@@ -465,7 +476,7 @@ impl Actor for Session {
                 },
                 board: self.key.board.clone(),
                 out: Arc::clone(&out),
-                wants: self.joining.workspace,
+                wants,
             },
         );
         self.workspace = Some(workspace);
@@ -505,16 +516,17 @@ impl Handler<Outbound> for Session {
                 self.send_frame(&frame, ctx);
                 if !self.board_started {
                     self.board_started = true;
-                    for frame in std::mem::take(&mut self.aside) {
+                    for frame in self.aside.take().into_iter().flat_map(|aside| *aside) {
                         self.send_frame(&frame, ctx);
                     }
                 }
             }
             Outbound::Aside(frame) if self.board_started => self.send_frame(&frame, ctx),
             Outbound::Aside(frame) => {
-                self.aside.push_back(frame);
-                if self.aside.len() > self.shared.config.session_queue {
-                    self.aside.clear();
+                let aside = self.aside.get_or_insert_default();
+                aside.push_back(frame);
+                if aside.len() > self.shared.config.session_queue {
+                    self.aside = None;
                     self.close(close::TOO_SLOW, "too slow", ctx);
                 }
             }

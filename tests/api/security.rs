@@ -435,6 +435,34 @@ async fn a_flooding_client_reads_its_4008_every_time() {
 }
 
 #[actix_web::test]
+async fn a_message_sent_in_fragments_is_read_as_one() {
+    let app = spawn_app().await;
+    let (mut client, _) = app.join("b", "frag").await;
+    let pieces = [
+        (&br#"{"type":"pi"#[..], OpCode::Data(Data::Text), false),
+        (&br#"ng","payl"#[..], OpCode::Data(Data::Continue), false),
+        (&br#"oad":{}}"#[..], OpCode::Data(Data::Continue), true),
+    ];
+    for (bytes, opcode, last) in pieces {
+        client
+            .ws
+            .send(Message::Frame(Frame::message(bytes.to_vec(), opcode, last)))
+            .await
+            .expect("fragment");
+    }
+    assert_eq!(client.next_frame().await["type"], "pong");
+    // And again, so a second message starts afresh.
+    for (bytes, opcode, last) in pieces {
+        client
+            .ws
+            .send(Message::Frame(Frame::message(bytes.to_vec(), opcode, last)))
+            .await
+            .expect("fragment");
+    }
+    assert_eq!(client.next_frame().await["type"], "pong");
+}
+
+#[actix_web::test]
 async fn fragments_pings_and_pongs_count_towards_the_rate_limit() {
     let mut config = test_config();
     config.rate_per_sec = 2.0;
