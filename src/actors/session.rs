@@ -2,9 +2,9 @@
 //!
 //! It decodes and validates every frame, applies the rate limit, forwards typed commands to
 //! its room (ephemeral), the presence actor (status) or the broker (durable), writes what the
-//! room sends it, and runs the heartbeat and the token-expiry timer. One file, a little over
-//! the size the others keep to: every part works on the same socket state (its encoding, its
-//! limits, whether it is closing), and splitting it would pass that state around.
+//! room sends it, and runs one timer for the heartbeat and the token's expiry. One file, a
+//! little over the size the others keep to: every part works on the same socket state (its
+//! encoding, its limits, whether it is closing), and splitting it would pass that state around.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,8 +85,8 @@ pub struct Session {
     bucket: TokenBucket,
     /// Sustained-abuse detector.
     abuse: AbuseWindow,
-    /// The timer that closes the session at the token's expiry.
-    expiry: Option<SpawnHandle>,
+    /// The session's one timer: its next heartbeat tick or its token's expiry, the sooner.
+    timer: Option<SpawnHandle>,
     /// How its frames are encoded, both ways.
     encoding: Encoding,
     /// A fragmented message being reassembled, and whether it is binary; `None` between
@@ -128,7 +128,7 @@ impl Session {
             aside: None,
             last_seen: now,
             last_ping: now,
-            expiry: None,
+            timer: None,
             encoding,
             fragments: None,
             durable_queue: VecDeque::new(),
@@ -172,42 +172,54 @@ impl Session {
         }
     }
 
-    /// Closes the session with 4001 when the token expires.
-    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if let Some(handle) = self.expiry.take() {
-            ctx.cancel_future(handle);
-        }
+    /// How long until the token expires; zero once it has.
+    fn until_expiry(&self) -> Duration {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let wait = Duration::from_millis(
+        Duration::from_millis(
             self.identity
                 .exp
                 .saturating_mul(1000)
                 .saturating_sub(now_ms),
-        );
-        self.expiry = Some(ctx.run_later(wait, |session, ctx| {
-            session.close(close::TOKEN_EXPIRED, "token expired", ctx);
-        }));
+        )
     }
 
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Arms the session's timer for the sooner of its next heartbeat tick and its token's
+    /// expiry. One timer, not one for each: a timer is an allocation every idle connection
+    /// holds.
+    fn arm_timer(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
         let config = &self.shared.config;
         let tick = config
             .heartbeat_interval
             .min(config.client_timeout / 4)
             .max(Duration::from_millis(10));
-        ctx.run_interval(tick, |session, ctx| {
-            let now = Instant::now();
-            let config = &session.shared.config;
-            if now.duration_since(session.last_seen) >= config.client_timeout {
-                log::debug!("session {} timed out", session.id);
-                session.close(close::NORMAL, "client timeout", ctx);
-            } else if now.duration_since(session.last_ping) >= config.heartbeat_interval {
-                session.last_ping = now;
-                ctx.ping(b"");
-            }
-        });
+        let wait = tick.min(self.until_expiry());
+        self.timer = Some(ctx.run_later(wait, |session, ctx| session.on_timer(ctx)));
+    }
+
+    /// Closes the session with 4001 once its token expired, or with 1000 when its client has
+    /// been silent for `client_timeout`; else pings when a heartbeat is due, and arms the timer
+    /// again.
+    fn on_timer(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.timer = None;
+        if self.until_expiry().is_zero() {
+            return self.close(close::TOKEN_EXPIRED, "token expired", ctx);
+        }
+        let now = Instant::now();
+        let config = &self.shared.config;
+        if now.duration_since(self.last_seen) >= config.client_timeout {
+            log::debug!("session {} timed out", self.id);
+            return self.close(close::NORMAL, "client timeout", ctx);
+        }
+        if now.duration_since(self.last_ping) >= config.heartbeat_interval {
+            self.last_ping = now;
+            ctx.ping(b"");
+        }
+        self.arm_timer(ctx);
     }
 
     /// Counts a frame against the limits; false when the session was closed for abuse.
@@ -385,7 +397,7 @@ impl Session {
         match accepted {
             Some(identity) => {
                 self.identity = identity;
-                self.schedule_expiry(ctx);
+                self.arm_timer(ctx);
                 self.write(frames::ack_id(&id), ctx);
             }
             None => self.error(
@@ -487,8 +499,7 @@ impl Actor for Session {
             out,
         });
         metrics::SESSIONS_OPENED.inc();
-        self.heartbeat(ctx);
-        self.schedule_expiry(ctx);
+        self.arm_timer(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
