@@ -9,9 +9,12 @@
 //! `workspace.snapshot` once and then `workspace.online`/`workspace.offline`; every session
 //! gets the tenant's events from the HTTP API.
 //!
-//! Who is online is kept here: one listing when the workspace starts (the first arrival asks
-//! for it; later ones do not, as a tenant's listing grows with the tenant), then the
-//! transitions, each with its presence revision. A transition older than what is known is
+//! Who is online is kept here while it is of use: one listing when the first session that asked
+//! for the workspace frames arrives (later arrivals do not ask, as a tenant's listing grows
+//! with the tenant), then the transitions, each with its presence revision. Until then the
+//! transitions are not kept: a tenant whose sessions never ask pays nothing per online user
+//! here (about 0.17 KiB a user, with 19,000 users in one tenant). Once listed, the workspace
+//! keeps it until it stops, so a watcher reconnecting does not list the tenant again. A transition older than what is known is
 //! dropped; those that come before the listing wait for it. An arrival is answered with the
 //! revision its user's view must include, and its session gets its snapshot once the
 //! workspace has heard that far. After the backend was out of reach a fresh listing is told to
@@ -87,7 +90,8 @@ pub struct Workspace {
     rev: u64,
     /// `online` holds a listing: transitions apply to it.
     listed: bool,
-    /// An arrival asked for the listing and its answer is on the way.
+    /// An arrival asked for the listing and its answer is on the way. While neither this nor
+    /// `listed` holds, nobody watches and transitions are dropped.
     listing_asked: bool,
     /// Transitions heard before the listing came, at most [`EARLY_BOUND`].
     early: Vec<BoardEvent>,
@@ -250,6 +254,9 @@ impl Workspace {
 
     fn on_event(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
         match event {
+            // Nobody watches yet: the listing the first watcher asks for includes these.
+            BoardEvent::Joined { .. } | BoardEvent::Left { .. }
+                if !self.listed && !self.listing_asked => {}
             BoardEvent::Joined { .. } | BoardEvent::Left { .. } if !self.listed => {
                 if self.early.len() < EARLY_BOUND {
                     self.early.push(event);
@@ -365,7 +372,7 @@ impl Workspace {
                 })
             })
             .collect();
-        let listing = !self.listed && !self.listing_asked;
+        let listing = !self.listed && !self.listing_asked && !self.watchers.is_empty();
         self.listing_asked |= listing;
         self.arriving = true;
         // Queued now, before any later Depart of these sessions.
@@ -385,8 +392,14 @@ impl Workspace {
             ws.arriving = false;
             match result {
                 Ok(Ok(arrived)) => {
-                    ws.pending
-                        .extend(batch.iter().map(|sid| (*sid, arrived.rev)));
+                    // Only a watcher's view waits for anything.
+                    let watchers = &ws.watchers;
+                    ws.pending.extend(
+                        batch
+                            .iter()
+                            .filter(|sid| watchers.contains(sid))
+                            .map(|sid| (*sid, arrived.rev)),
+                    );
                     // A resync may have listed the workspace meanwhile, later than this.
                     if listing && !ws.listed {
                         ws.take_listing(arrived.rev, &arrived.users, ctx);
@@ -478,7 +491,9 @@ impl Handler<Resync> for Workspace {
             Ok(Ok((rev, users))) => {
                 // What came before the listing is in it.
                 ws.early.clear();
-                ws.take_listing(rev, &users, ctx);
+                if ws.listed || ws.listing_asked {
+                    ws.take_listing(rev, &users, ctx);
+                }
             }
             _ => log::warn!(
                 "workspace {}: presence not re-registered; the next resync tries again",

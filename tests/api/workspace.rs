@@ -103,6 +103,47 @@ async fn the_workspace_tells_first_and_last_sessions_of_a_tenant_only(mode) {
 }
 
 in_both_modes! {
+async fn a_watcher_coming_after_others_is_told_who_is_online_then_each_change(mode) {
+    let app = spawn_app_in(mode).await;
+    // Nobody watches the tenant while these come and go.
+    let (mut ann, _) = app.join("b1", "ann").await;
+    let (mut bob, _) = app.join("b2", "bob").await;
+    let (_cid, _) = app.join("b1", "cid").await;
+    bob.leave().await;
+    presence_until(&app, &server_token(), |u| {
+        u.as_array().is_some_and(|u| u.len() == 2)
+    })
+    .await;
+    let (mut watcher, _) = join_workspace(&app, "b3", &token("watcher")).await;
+    assert_eq!(
+        next_workspace(&mut watcher).await,
+        json!({"type":"workspace.snapshot","payload":{"users":[user("ann"), user("cid"), user("watcher")]}})
+    );
+    let (_dan, _) = app.join("b2", "dan").await;
+    assert_eq!(
+        next_workspace(&mut watcher).await,
+        json!({"type":"workspace.online","payload":user("dan")})
+    );
+    ann.leave().await;
+    assert_eq!(
+        next_workspace(&mut watcher).await,
+        json!({"type":"workspace.offline","payload":user("ann")})
+    );
+    // The next watcher, after the first left, is told the same view.
+    watcher.leave().await;
+    presence_until(&app, &server_token(), |u| {
+        u.as_array().is_some_and(|u| u.len() == 2)
+    })
+    .await;
+    let (mut second, _) = join_workspace(&app, "b1", &token("eve")).await;
+    assert_eq!(
+        next_workspace(&mut second).await,
+        json!({"type":"workspace.snapshot","payload":{"users":[user("cid"), user("dan"), user("eve")]}})
+    );
+}
+}
+
+in_both_modes! {
 async fn workspaces_of_two_tenants_never_meet(mode) {
     let app = spawn_app_in(mode).await;
     let (mut acme, _) = join_workspace(&app, "b", &tenant_token("ann", "acme")).await;
