@@ -200,4 +200,14 @@ pub enum BoardEvent {
         /// The user to remove.
         user_id: String,
     },
+    /// A frame for every session of one user of the tenant (`POST /api/users/{user}/events`).
+    /// It crosses Redis on the tenant's workspace channel, which every instance with a session
+    /// of the tenant hears already, and the broker hands it to the user's sessions; no room or
+    /// workspace gets it.
+    ToUser {
+        /// The user.
+        user_id: String,
+        /// The encoded frame.
+        frame: ByteString,
+    },
 }

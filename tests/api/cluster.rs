@@ -318,6 +318,10 @@ on_one_redis_and_a_cluster! {
     let (mut bob, _) = nodes[0].app().join("b", "bob").await;
     let (mut ann_a, _) = nodes[0].app().join("b", "ann").await;
     let (mut ann_b, _) = nodes[1].app().join("other", "ann").await;
+    // The same user id in another tenant.
+    let mut acme = claims("ann");
+    acme.tenant = Some("acme".into());
+    let (mut acme_ann, _) = nodes[0].app().join_with("b", &sign(&acme)).await;
     bob.next_of("presence.join").await;
     let (status, _) = nodes[1]
         .app()
@@ -330,6 +334,27 @@ on_one_redis_and_a_cluster! {
     assert_eq!(status, 202);
     assert_eq!(ann_a.next_frame().await["type"], "notice.sent");
     assert_eq!(ann_b.next_frame().await["type"], "notice.sent");
+    acme_ann.send_type("ping", json!({})).await;
+    assert_eq!(acme_ann.next_frame().await["type"], "pong");
+    // User events cross on the tenant's workspace channel: no channel per user. The instances
+    // listen on their boards' and tenants' workspaces' channels only.
+    if let Running::Single(redis) = &_redis {
+        let mut channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query(&mut redis.connection())
+            .expect("PUBSUB CHANNELS");
+        channels.sort();
+        assert_eq!(
+            channels,
+            [
+                "bc:{*|acme}:ch",
+                "bc:{*|default}:ch",
+                "bc:{b|acme}:ch",
+                "bc:{b|default}:ch",
+                "bc:{other|default}:ch"
+            ]
+        );
+    }
     let (status, _) = nodes[1]
         .app()
         .post(

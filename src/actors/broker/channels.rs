@@ -1,4 +1,5 @@
-//! Board and user channels: rooms and sessions subscribing, events published for every
+//! Board channels and user events: rooms subscribing, sessions listening for their user's
+//! events (which cross Redis on the tenant's workspace channel), events published for every
 //! instance, and what Redis pushes back.
 
 use super::durable::unreachable;
@@ -52,17 +53,14 @@ impl Broker {
             return;
         };
         let Some(redis) = self.redis() else { return };
-        let board = match wanted {
-            Channel::Board(board) => Some(board.clone()),
-            Channel::User(..) => None,
-        };
+        let board = wanted.clone();
         log::info!("{channel} moved to another redis node: listening there");
         ctx.spawn(
             subscribe_channel(redis, channel.clone())
                 .into_actor(self)
                 .map(move |result, broker, ctx| match result {
                     Ok(()) => {
-                        if let Some(room) = board.and_then(|b| broker.rooms.get(&b)) {
+                        if let Some(room) = broker.rooms.get(&board) {
                             room.resync.do_send(Resync);
                         }
                     }
@@ -77,7 +75,7 @@ impl Broker {
         );
     }
 
-    /// A pub/sub message: delivered to the board's room or the user's sessions.
+    /// A pub/sub message: delivered to the board's room, or a user event to the user's sessions.
     fn message(&mut self, push: ::redis::PushInfo) {
         let mut data = push.data.into_iter();
         let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
@@ -90,18 +88,16 @@ impl Broker {
             return;
         };
         let Some(redis) = self.redis() else { return };
-        match self.channels.get(&channel) {
-            Some(Channel::Board(board)) => {
-                for event in decode_board_message(redis.instance(), &payload) {
-                    self.deliver(board, event);
+        let Some(board) = self.channels.get(&channel) else {
+            return;
+        };
+        for event in decode_board_message(redis.instance(), &payload) {
+            match event {
+                BoardEvent::ToUser { user_id, frame } if board.is_workspace() => {
+                    self.deliver_user(&board.tenant, &user_id, frame)
                 }
+                event => self.deliver(board, event),
             }
-            Some(Channel::User(tenant, user)) => {
-                if let Ok(frame) = ByteString::try_from(payload) {
-                    self.deliver_user(tenant.clone(), user.clone(), frame);
-                }
-            }
-            None => {}
         }
     }
 }
@@ -148,8 +144,7 @@ impl Handler<Subscribe> for Broker {
             None => Box::pin(async { Ok(()) }),
             Some(redis) => {
                 let channel = redis.board_channel(&msg.board);
-                self.channels
-                    .insert(channel.clone(), Channel::Board(msg.board.clone()));
+                self.channels.insert(channel.clone(), msg.board.clone());
                 Box::pin(subscribe_channel(redis, channel))
             }
         }
@@ -305,24 +300,14 @@ pub struct SubscribeUser {
 impl Handler<SubscribeUser> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: SubscribeUser, ctx: &mut Self::Context) {
-        let key = (msg.tenant, msg.user_id);
-        let sessions = self.users.entry(key.clone()).or_default();
-        let first = sessions.is_empty();
+    fn handle(&mut self, msg: SubscribeUser, _: &mut Self::Context) {
+        let sessions = self
+            .users
+            .entry(user_key(&msg.tenant, &msg.user_id))
+            .or_insert_with(|| Vec::with_capacity(1));
         match sessions.iter_mut().find(|(id, _)| *id == msg.session) {
             Some((_, out)) => *out = msg.out,
             None => sessions.push((msg.session, msg.out)),
-        }
-        if let (true, Some(redis)) = (first, self.redis()) {
-            let channel = redis.user_channel(&key.0, &key.1);
-            self.channels
-                .insert(channel.clone(), Channel::User(key.0, key.1));
-            ctx.spawn(
-                async move {
-                    let _ = subscribe_channel(redis, channel).await;
-                }
-                .into_actor(self),
-            );
         }
     }
 }
@@ -340,18 +325,14 @@ pub struct UnsubscribeUser {
 impl Handler<UnsubscribeUser> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: UnsubscribeUser, ctx: &mut Self::Context) {
-        let key = (msg.tenant, msg.user_id);
+    fn handle(&mut self, msg: UnsubscribeUser, _: &mut Self::Context) {
+        let key = user_key(&msg.tenant, &msg.user_id);
         let Some(sessions) = self.users.get_mut(&key) else {
             return;
         };
         sessions.retain(|(id, _)| *id != msg.session);
-        if !sessions.is_empty() {
-            return;
-        }
-        self.users.remove(&key);
-        if let Some(redis) = self.redis() {
-            self.leave_channel(redis.user_channel(&key.0, &key.1), ctx);
+        if sessions.is_empty() {
+            self.users.remove(&key);
         }
     }
 }
@@ -371,19 +352,21 @@ impl Handler<PublishUser> for Broker {
     type Result = ResponseFuture<Result<(), BackendError>>;
 
     fn handle(&mut self, msg: PublishUser, _: &mut Self::Context) -> Self::Result {
+        // This instance's sessions of the user get it at once, whatever the state of Redis.
+        self.deliver_user(&msg.tenant, &msg.user_id, msg.frame.clone());
         match self.redis() {
-            None => {
-                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
-                Box::pin(async { Ok(()) })
-            }
+            None => Box::pin(async { Ok(()) }),
             Some(_) if !self.ready.load(Ordering::Relaxed) => {
-                // This instance's own sessions of the user still get it; the others cannot.
-                self.deliver_user(msg.tenant, msg.user_id, msg.frame);
                 Box::pin(async { Err(unreachable()) })
             }
             Some(redis) => Box::pin(async move {
+                let event = BoardEvent::ToUser {
+                    user_id: msg.user_id,
+                    frame: msg.frame,
+                };
+                // Marked as delivered here: this instance skips it when it comes back.
                 redis
-                    .publish_user(&msg.tenant, &msg.user_id, &msg.frame)
+                    .publish(&BoardKey::workspace(msg.tenant), &event, true)
                     .await
             }),
         }

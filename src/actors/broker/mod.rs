@@ -1,13 +1,13 @@
 //! The broker actor: the one door between this instance's actors and the shared world.
 //!
 //! Rooms subscribe to their board's channel; presence and rooms publish on it; sessions append
-//! durable operations and rooms read snapshots and replays through it; sessions listen on their
-//! user's channel. This module is that interface, as the actor's messages, over the two
+//! durable operations and rooms read snapshots and replays through it; sessions listen for their
+//! user's events. This module is that interface, as the actor's messages, over the two
 //! backends of [`crate::backend`]: the embedded one (one instance, boards in SQLite) and Redis
 //! (any number of instances sharing one Redis).
 //!
 //! This file holds the actor, its rooms and its liveness work; its messages are split by job:
-//! board and user [`channels`], and [`durable`] operations.
+//! board [`channels`] and user events, and [`durable`] operations.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,14 +50,6 @@ enum Backend {
     Embedded(Box<Embedded>),
     /// In Redis (scale-out mode).
     Redis(Box<RedisBackend>),
-}
-
-/// What a Redis channel this instance listens on is for.
-enum Channel {
-    /// A board's events.
-    Board(BoardKey),
-    /// A user's events.
-    User(String, String),
 }
 
 /// Redis pub/sub messages on their way to the broker, bounded (`REDIS_PUSH_BACKLOG`). Past the
@@ -121,18 +113,25 @@ struct RoomEntry {
 /// A user's sessions on this instance, each with where its user events go.
 type UserSessions = Vec<(SessionId, Outlet)>;
 
+/// The key of a user's sessions in the broker's `users`: tenant and user id in one allocation,
+/// the tenant's length first, so that no two pairs make the same key.
+fn user_key(tenant: &str, user_id: &str) -> Box<str> {
+    format!("{}:{tenant}{user_id}", tenant.len()).into_boxed_str()
+}
+
 /// The broker actor.
 pub struct Broker {
     /// Where durable state, sequence numbers, replay logs and presence live.
     backend: Backend,
     /// This instance's room per board.
     rooms: HashMap<BoardKey, RoomEntry>,
-    /// This instance's sessions per (tenant, user), for user events: a few each at most
+    /// This instance's sessions per user ([`user_key`]), for user events: a few each at most
     /// (`MAX_SESSIONS_PER_USER`), so a list, not a map (one cost about 120 bytes more for
     /// every connection).
-    users: HashMap<(String, String), UserSessions>,
-    /// Redis channels subscribed, by name.
-    channels: HashMap<String, Channel>,
+    users: HashMap<Box<str>, UserSessions>,
+    /// Redis channels subscribed, by name, with the board (or workspace) each is for. User
+    /// events cross on their tenant's workspace channel: no channel per user.
+    channels: HashMap<String, BoardKey>,
     /// Whether the backend answers (`/readyz`); shared with the HTTP layer.
     ready: Arc<AtomicBool>,
     /// When the backend last came back; dead instances are swept only a lease after it.
@@ -257,8 +256,8 @@ impl Broker {
         }
     }
 
-    fn deliver_user(&self, tenant: String, user_id: String, frame: ByteString) {
-        let Some(sessions) = self.users.get(&(tenant, user_id)) else {
+    fn deliver_user(&self, tenant: &str, user_id: &str, frame: ByteString) {
+        let Some(sessions) = self.users.get(&user_key(tenant, user_id)) else {
             return;
         };
         let frame = WireFrame::from(frame);

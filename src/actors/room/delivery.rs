@@ -133,7 +133,7 @@ pub(super) fn keep_aside(
 pub enum Outbound {
     /// A frame to write, in the session's encoding.
     Frame(WireFrame),
-    /// A frame from outside the board (its workspace, its user's channel): written once the
+    /// A frame from outside the board (its workspace, its user's events): written once the
     /// board's first frame went out, so a session always starts with its snapshot.
     Aside(WireFrame),
     /// The session's mailbox overflowed and it missed events: close with 4009.

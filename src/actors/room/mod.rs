@@ -304,6 +304,8 @@ impl Room {
                     ));
                 }
             }
+            // The broker hands these to the user's sessions; none reaches a room.
+            BoardEvent::ToUser { .. } => {}
         }
     }
 }

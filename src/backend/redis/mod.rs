@@ -1,5 +1,6 @@
 //! The Redis backend: board state, sequence numbers, replay logs and presence in Redis, and
-//! board and user channels over its pub/sub, so that any number of instances act as one.
+//! board channels over its pub/sub (a tenant's user events on its workspace's), so that any
+//! number of instances act as one.
 //!
 //! Layout of the keys, all under `REDIS_PREFIX` (default `bc`), with the board part in `{}` so
 //! a board's keys stay together under Redis Cluster:
@@ -14,9 +15,8 @@
 //! | `P:{board\|tenant}:sizes` | hash | item id → bytes of the item and its values |
 //! | `P:{board\|tenant}:bytes` | string | bytes of all items and values |
 //! | `P:{board\|tenant}:p:*` | hashes | presence: sessions, info, color, status, count, order, rev, places |
-//! | `P:{*\|tenant}:*` | | the tenant's workspace: presence of all its sessions, and its channel |
+//! | `P:{*\|tenant}:*` | | the tenant's workspace: presence of all its sessions, and its channel (which also carries the tenant's user events) |
 //! | `P:{board\|tenant}:ch` | channel | the board's events |
-//! | `P:user:{tenant\|user}` | channel | events for one user |
 //! | `P:instances` | sorted set | instance id → lease expiry (ms) |
 //! | `P:instance:ID:boards` | set | boards where instance ID may have sessions now |
 //! | `P:{board\|tenant}:p:inst` | hash | instance id → its sessions on the board |
@@ -289,11 +289,6 @@ impl RedisBackend {
     /// The pub/sub channel of a board.
     pub fn board_channel(&self, board: &BoardKey) -> String {
         self.board(board).key("ch")
-    }
-
-    /// The pub/sub channel of a user.
-    pub fn user_channel(&self, tenant: &str, user_id: &str) -> String {
-        format!("{}:user:{{{tenant}|{user_id}}}", self.prefix)
     }
 
     /// Boards whose webhook outbox is due, by when: one set, or on a cluster one per slot

@@ -1,4 +1,4 @@
-//! Board and user channels: what is published on them, and how a board message reads.
+//! Board channels: what is published on them, and how a board message reads.
 
 use super::*;
 
@@ -92,19 +92,6 @@ impl RedisBackend {
             .ignore();
         }
         pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(unavailable)
-    }
-
-    /// Publishes a frame on a user's channel.
-    pub async fn publish_user(
-        &self,
-        tenant: &str,
-        user_id: &str,
-        frame: &str,
-    ) -> Result<(), BackendError> {
-        self.publish_command(&self.user_channel(tenant, user_id), frame)
-            .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
     }
