@@ -252,7 +252,7 @@ mod tests {
     use super::*;
     use crate::actors::room::{Crash, Outbound};
     use crate::board::BoardLimits;
-    use crate::event::{SessionId, UserInfo};
+    use crate::event::SessionId;
 
     /// Records what a room sends one session.
     struct Probe(Arc<StdMutex<Vec<Outbound>>>);
@@ -278,7 +278,7 @@ mod tests {
         let join = Join {
             session: SessionId::random(),
             user_id: "ann".into(),
-            info: UserInfo::default(),
+            info: Arc::default(),
             out,
             last_seq: None,
             epoch: None,

@@ -462,15 +462,17 @@ impl Actor for Session {
             }
             None => (None, None, false),
         };
+        // One copy of the name and avatar for the room, the workspace and presence.
+        let info = Arc::new(UserInfo {
+            name: self.identity.name.clone(),
+            avatar: self.identity.avatar.clone(),
+        });
         let room = self.shared.registry.join(
             &self.key,
             Join {
                 session: self.id,
                 user_id: self.identity.user_id.clone(),
-                info: UserInfo {
-                    name: self.identity.name.clone(),
-                    avatar: self.identity.avatar.clone(),
-                },
+                info: Arc::clone(&info),
                 out: Arc::clone(&out),
                 last_seq,
                 epoch,
@@ -482,10 +484,7 @@ impl Actor for Session {
             Enter {
                 session: self.id,
                 user_id: self.identity.user_id.clone(),
-                info: UserInfo {
-                    name: self.identity.name.clone(),
-                    avatar: self.identity.avatar.clone(),
-                },
+                info,
                 board: self.key.board.clone(),
                 out: Arc::clone(&out),
                 wants,

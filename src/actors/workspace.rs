@@ -49,8 +49,8 @@ const ARRIVAL_BATCH: usize = 500;
 /// One session of the tenant on this instance.
 struct Member {
     user_id: String,
-    /// Name and avatar.
-    info: UserInfo,
+    /// Name and avatar, shared with the session's other holders.
+    info: Arc<UserInfo>,
     /// The board it is on.
     board: String,
     out: Outlet,
@@ -314,8 +314,8 @@ impl Actor for Workspace {
 pub struct Enter {
     pub session: SessionId,
     pub user_id: String,
-    /// Name and avatar.
-    pub info: UserInfo,
+    /// Name and avatar, shared with the session's other holders.
+    pub info: Arc<UserInfo>,
     /// The board it is on.
     pub board: String,
     pub out: Outlet,

@@ -3,6 +3,7 @@
 //! applies the same rule in `redis/lua/presence.lua`, with the palette passed in).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::event::{PresentUser, SessionId, UserInfo};
 use crate::protocol::Status;
@@ -15,25 +16,27 @@ pub const PALETTE: [&str; 12] = [
 
 /// The color index for a newcomer, given how many present users hold each: the lowest free
 /// one, or with all taken, the lowest among the least used.
-fn least_used(uses: &[usize; PALETTE.len()]) -> usize {
+fn least_used(uses: &[usize; PALETTE.len()]) -> u8 {
     let least = uses.iter().copied().min().unwrap_or(0);
-    uses.iter().position(|&n| n == least).unwrap_or(0)
+    let index = uses.iter().position(|&n| n == least).unwrap_or(0);
+    u8::try_from(index).unwrap_or(0)
 }
 
 /// A present user and the sessions that keep them present; the user id is its key. Only what
-/// cannot be derived is kept (the color as its index, no second copy of the id): every
-/// connection holds one of these on its board and one in its workspace.
+/// cannot be derived is kept (the color as its index, no second copy of the id, the name and
+/// avatar shared with the session's other holders): every connection holds one of these on its
+/// board and one in its workspace.
 #[derive(Debug)]
 struct Present {
     /// Name and avatar.
-    info: UserInfo,
+    info: Arc<UserInfo>,
     /// Open sessions of this user on the board: a few at most (`MAX_SESSIONS_PER_USER`), so a
     /// list, not a hash set.
     sessions: Vec<SessionId>,
     /// Arrival order, so listings are stable.
     order: u64,
     /// Index into [`PALETTE`].
-    color: usize,
+    color: u8,
     /// Active or idle.
     status: Status,
 }
@@ -43,7 +46,7 @@ impl Present {
     fn user(&self, user_id: &str) -> PresentUser {
         PresentUser {
             user_id: user_id.to_string(),
-            user: self.info.clone(),
+            user: UserInfo::clone(&self.info),
             color: color_name(self.color),
             status: self.status,
         }
@@ -51,9 +54,9 @@ impl Present {
 }
 
 /// The `#rrggbb` of a palette index.
-fn color_name(index: usize) -> String {
+fn color_name(index: u8) -> String {
     PALETTE
-        .get(index)
+        .get(usize::from(index))
         .copied()
         .unwrap_or(PALETTE[0])
         .to_string()
@@ -63,7 +66,7 @@ fn color_name(index: usize) -> String {
 #[derive(Debug, Default)]
 pub struct BoardPresence {
     /// Present users by id.
-    users: HashMap<String, Present>,
+    users: HashMap<Box<str>, Present>,
     /// Next arrival number.
     next_order: u64,
     /// How many present users hold each palette index, so that a newcomer's color costs the
@@ -84,7 +87,7 @@ pub struct Arrival {
 
 impl BoardPresence {
     /// Records a session of `user_id`.
-    pub fn arrive(&mut self, session: SessionId, user_id: &str, info: UserInfo) -> Arrival {
+    pub fn arrive(&mut self, session: SessionId, user_id: &str, info: Arc<UserInfo>) -> Arrival {
         if let Some(present) = self.users.get_mut(user_id) {
             if !present.sessions.contains(&session) {
                 present.sessions.push(session);
@@ -95,7 +98,9 @@ impl BoardPresence {
             };
         }
         let color = least_used(&self.uses);
-        self.uses[color] += 1;
+        if let Some(n) = self.uses.get_mut(usize::from(color)) {
+            *n += 1;
+        }
         self.next_order += 1;
         let present = Present {
             info,
@@ -105,7 +110,7 @@ impl BoardPresence {
             status: Status::Active,
         };
         let user = present.user(user_id);
-        self.users.insert(user_id.to_string(), present);
+        self.users.insert(user_id.into(), present);
         Arrival {
             color: user.color.clone(),
             joined: Some(user),
@@ -125,7 +130,7 @@ impl BoardPresence {
             return false;
         }
         if let Some(gone) = self.users.remove(user_id) {
-            if let Some(n) = self.uses.get_mut(gone.color) {
+            if let Some(n) = self.uses.get_mut(usize::from(gone.color)) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -145,7 +150,7 @@ impl BoardPresence {
 
     /// Present users in arrival order.
     pub fn users(&self) -> Vec<PresentUser> {
-        let mut present: Vec<(&String, &Present)> = self.users.iter().collect();
+        let mut present: Vec<(&Box<str>, &Present)> = self.users.iter().collect();
         present.sort_by_key(|(_, p)| p.order);
         present.into_iter().map(|(id, p)| p.user(id)).collect()
     }
@@ -182,8 +187,8 @@ pub fn color_of(users: &[PresentUser], user_id: Option<&str>) -> String {
 pub struct Local {
     pub session: SessionId,
     pub user_id: String,
-    /// Name and avatar.
-    pub info: UserInfo,
+    /// Name and avatar, shared with the session's other holders.
+    pub info: Arc<UserInfo>,
     /// In a workspace, the board the session is on.
     pub place: Option<String>,
 }
@@ -229,8 +234,8 @@ pub fn online_users(
 mod tests {
     use super::*;
 
-    fn info() -> UserInfo {
-        UserInfo::default()
+    fn info() -> Arc<UserInfo> {
+        Arc::default()
     }
 
     /// The color index a newcomer gets, given the indices present users hold.
@@ -239,7 +244,7 @@ mod tests {
         for i in held {
             uses[i] += 1;
         }
-        least_used(&uses)
+        usize::from(least_used(&uses))
     }
 
     #[test]

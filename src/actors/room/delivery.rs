@@ -3,6 +3,7 @@
 //! and cursor frames kept aside for mailboxes that are full.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -163,12 +164,14 @@ pub(super) enum Order {
 pub(super) struct Member {
     pub(super) user_id: String,
     /// Its user's name and avatar, to register it again after an outage.
-    pub(super) info: UserInfo,
+    pub(super) info: Arc<UserInfo>,
     pub(super) out: Outlet,
     /// Frames waiting for room in its mailbox, in order: from its join on, those that arrive
     /// while its snapshot is being made; then its first frame (snapshot or resume) and replayed
-    /// events go in front, and the queue drains as the session reads. `None` once live.
-    pub(super) queue: Option<VecDeque<(Order, WireFrame)>>,
+    /// events go in front, and the queue drains as the session reads. `None` once live; boxed,
+    /// as every idle member of every board would otherwise hold its empty room.
+    #[allow(clippy::box_collection)]
+    pub(super) queue: Option<Box<VecDeque<(Order, WireFrame)>>>,
     /// Its first frame is queued: the queue may drain.
     pub(super) ready: bool,
     /// Frames queued since its join that are not part of its catch-up, bounded by the
@@ -206,7 +209,7 @@ mod tests {
         let (tx, rx) = channel::<Stuck>(capacity);
         let member = Member {
             user_id: "bob".into(),
-            info: UserInfo::default(),
+            info: Arc::default(),
             out: std::sync::Arc::new(Addr::new(tx).recipient()),
             queue: None,
             ready: true,
@@ -289,7 +292,7 @@ mod tests {
         let (mut member, _mailbox) = stuck_member(16);
         member.rev_floor = 5;
         member.seq_floor = 7;
-        member.queue = Some(VecDeque::new());
+        member.queue = Some(Box::default());
         let frame = frame("{}");
         member.deliver(frame.clone(), Order::Rev(5), false, 100);
         member.deliver(frame.clone(), Order::Seq(7), false, 100);
@@ -298,7 +301,7 @@ mod tests {
         let kept: Vec<_> = member
             .queue
             .iter()
-            .flatten()
+            .flat_map(|queue| queue.iter())
             .map(|(o, _)| format!("{o:?}"))
             .collect();
         assert_eq!(kept, ["Seq(8)", "Rev(6)"]);
@@ -308,11 +311,11 @@ mod tests {
     fn a_queue_larger_than_the_mailbox_drains_as_the_session_reads() {
         use futures_util::StreamExt;
         let (mut member, mut mailbox) = stuck_member(4);
-        member.queue = Some(
+        member.queue = Some(Box::new(
             (1..=20)
                 .map(|n| (Order::Seq(n), frame(&n.to_string())))
                 .collect(),
-        );
+        ));
         member.seq_floor = 2;
         let mut received = vec![];
         let mut rounds = 0;
@@ -334,7 +337,7 @@ mod tests {
     #[test]
     fn live_frames_queued_behind_a_catch_up_are_bounded() {
         let (mut member, _mailbox) = stuck_member(4);
-        member.queue = Some(VecDeque::new());
+        member.queue = Some(Box::default());
         for n in 1..=3 {
             member.deliver(frame(&n.to_string()), Order::Seq(n), false, 3);
         }

@@ -71,7 +71,7 @@ impl Room {
         member.seq_floor = seq;
         // The first frames go in front of what arrived meanwhile; all of it reaches the
         // session at the pace it reads (a replay may be far larger than its mailbox).
-        let queue = member.queue.get_or_insert_with(VecDeque::new);
+        let queue = member.queue.get_or_insert_with(Box::default);
         for frame in first.into_iter().rev() {
             queue.push_front((Order::None, WireFrame::from(frame)));
         }
@@ -87,8 +87,8 @@ impl Room {
 pub struct Join {
     pub session: SessionId,
     pub user_id: String,
-    /// Name and avatar.
-    pub info: UserInfo,
+    /// Name and avatar, shared with the session's other holders.
+    pub info: Arc<UserInfo>,
     pub out: Outlet,
     /// The last seq its client saw, when it resumes.
     pub last_seq: Option<u64>,
@@ -108,7 +108,7 @@ impl Handler<Join> for Room {
                 user_id: msg.user_id.clone(),
                 info: msg.info.clone(),
                 out: msg.out,
-                queue: Some(VecDeque::new()),
+                queue: Some(Box::default()),
                 ready: false,
                 held: 0,
                 lagged: false,

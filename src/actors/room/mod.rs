@@ -13,7 +13,7 @@
 //! member, the [`join`] (and its first frame), [`ephemeral`] cursors and typing, [`durable`]
 //! events in order (with the [`sequencer`]), and the presence [`mirror`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -128,13 +128,12 @@ impl MemoryPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::UserInfo;
 
     fn local(session: u64, user: &str) -> Vec<Local> {
         vec![Local {
             session: SessionId(session),
             user_id: user.into(),
-            info: UserInfo::default(),
+            info: std::sync::Arc::default(),
             place: None,
         }]
     }
