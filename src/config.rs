@@ -169,6 +169,14 @@ fn random_secret() -> Vec<u8> {
 }
 
 impl Config {
+    /// How often each session looks at its heartbeat and its client's silence: the heartbeat
+    /// interval, or a quarter of the client timeout when that is sooner (10 ms at least).
+    pub fn heartbeat_tick(&self) -> Duration {
+        self.heartbeat_interval
+            .min(self.client_timeout / 4)
+            .max(Duration::from_millis(10))
+    }
+
     /// The bounds of every board, from `MAX_ITEMS`, `MAX_ITEM_BYTES`, `MAX_BOARD_BYTES`,
     /// `REPLAY_EVENTS` and `REPLAY_BYTES`.
     pub fn board_limits(&self) -> crate::board::BoardLimits {

@@ -159,6 +159,7 @@ impl Application {
         let settings = RoomSettings {
             backlog_bound: config.session_queue * 4,
             shared: config.redis_url.is_some(),
+            heartbeat_tick: config.heartbeat_tick(),
         };
         let registry = Registry::new(presence.clone(), broker.clone(), settings);
         let listener =

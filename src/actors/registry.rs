@@ -112,7 +112,7 @@ pub struct Registry {
     presence: Addr<Presence>,
     /// Given to new rooms and workspaces.
     broker: Addr<Broker>,
-    /// Given to new rooms.
+    /// Given to new rooms (and the heartbeat tick to workspaces).
     settings: RoomSettings,
     /// The instance is shutting down: rooms stopping with sessions in them are expected.
     stopping: std::sync::atomic::AtomicBool,
@@ -159,6 +159,7 @@ impl Registry {
                 Arc::clone(self),
                 self.presence.clone(),
                 self.broker.clone(),
+                self.settings.heartbeat_tick,
             );
             let id = workspace.id();
             (workspace, id)
@@ -313,6 +314,7 @@ mod tests {
         let settings = RoomSettings {
             backlog_bound: 16,
             shared: false,
+            heartbeat_tick: std::time::Duration::from_secs(25),
         };
         let registry = Registry::new(presence, broker, settings);
         let key = BoardKey::new("t", "b");

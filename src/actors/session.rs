@@ -2,7 +2,8 @@
 //!
 //! It decodes and validates every frame, applies the rate limit, forwards typed commands to
 //! its room (ephemeral), the presence actor (status) or the broker (durable), writes what the
-//! room sends it, and runs one timer for the heartbeat and the token's expiry. One file, a
+//! room sends it, and pings, times out and expires on the heartbeat tick its workspace sends it
+//! (a timer of its own only when its token expires before the next tick). One file, a
 //! little over the size the others keep to: every part works on the same socket state (its
 //! encoding, its limits, whether it is closing), and splitting it would pass that state around.
 
@@ -85,7 +86,7 @@ pub struct Session {
     bucket: TokenBucket,
     /// Sustained-abuse detector.
     abuse: AbuseWindow,
-    /// The session's one timer: its next heartbeat tick or its token's expiry, the sooner.
+    /// The timer for its token's expiry, armed only when that comes before the next tick.
     timer: Option<SpawnHandle>,
     /// How its frames are encoded, both ways.
     encoding: Encoding,
@@ -185,27 +186,26 @@ impl Session {
         )
     }
 
-    /// Arms the session's timer for the sooner of its next heartbeat tick and its token's
-    /// expiry. One timer, not one for each: a timer is an allocation every idle connection
-    /// holds.
+    /// Arms a timer for the token's expiry when it comes before the next heartbeat tick. The
+    /// heartbeat itself needs none: the session's workspace sends [`Outbound::Tick`] to each
+    /// of its sessions every tick, so an idle session holds no timer (about 110 bytes each).
     fn arm_timer(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
-        let config = &self.shared.config;
-        let tick = config
-            .heartbeat_interval
-            .min(config.client_timeout / 4)
-            .max(Duration::from_millis(10));
-        let wait = tick.min(self.until_expiry());
-        self.timer = Some(ctx.run_later(wait, |session, ctx| session.on_timer(ctx)));
+        let until = self.until_expiry();
+        if until <= self.shared.config.heartbeat_tick() {
+            self.timer = Some(ctx.run_later(until, |session, ctx| {
+                session.timer = None;
+                session.on_tick(ctx);
+            }));
+        }
     }
 
     /// Closes the session with 4001 once its token expired, or with 1000 when its client has
-    /// been silent for `client_timeout`; else pings when a heartbeat is due, and arms the timer
-    /// again.
-    fn on_timer(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        self.timer = None;
+    /// been silent for `client_timeout`; else pings when a heartbeat is due, and arms the
+    /// expiry's timer when the expiry is near.
+    fn on_tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.until_expiry().is_zero() {
             return self.close(close::TOKEN_EXPIRED, "token expired", ctx);
         }
@@ -219,7 +219,9 @@ impl Session {
             self.last_ping = now;
             ctx.ping(b"");
         }
-        self.arm_timer(ctx);
+        if self.timer.is_none() {
+            self.arm_timer(ctx);
+        }
     }
 
     /// Counts a frame against the limits; false when the session was closed for abuse.
@@ -542,6 +544,7 @@ impl Handler<Outbound> for Session {
             }
             Outbound::Lagged => self.close(close::TOO_SLOW, "too slow", ctx),
             Outbound::Close(code, reason) => self.close(code, &reason, ctx),
+            Outbound::Tick => self.on_tick(ctx),
         }
     }
 }

@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -45,6 +46,9 @@ static NEXT_WORKSPACE_ID: AtomicU64 = AtomicU64::new(1);
 const EARLY_BOUND: usize = 10_000;
 /// Most sessions registered in one step (one script, in Redis).
 const ARRIVAL_BATCH: usize = 500;
+/// The members are told [`Outbound::Tick`] in this many groups (by session id), one group at a
+/// time spread over the heartbeat tick, so that a tenant's sessions do not all ping at once.
+const TICK_GROUPS: u64 = 16;
 
 /// One session of the tenant on this instance.
 struct Member {
@@ -104,6 +108,10 @@ pub struct Workspace {
     arriving: bool,
     /// Resolves once the workspace's channel is heard; arrivals wait for it.
     subscribed: Option<Subscription>,
+    /// How often each member is told [`Outbound::Tick`].
+    heartbeat_tick: Duration,
+    /// The group of members told next.
+    tick_group: u64,
 }
 
 impl Workspace {
@@ -113,6 +121,7 @@ impl Workspace {
         registry: Arc<Registry>,
         presence: Addr<Presence>,
         broker: Addr<Broker>,
+        heartbeat_tick: Duration,
     ) -> Self {
         Workspace {
             tenant: tenant.to_string(),
@@ -134,6 +143,21 @@ impl Workspace {
             queued: vec![],
             arriving: false,
             subscribed: None,
+            heartbeat_tick,
+            tick_group: 0,
+        }
+    }
+
+    /// Tells the next group of members to look at their heartbeat. A member whose mailbox is
+    /// full misses this tick (it is busy; what fills its mailbox closes it if it stays so).
+    fn tick(&mut self) {
+        let groups = tick_groups(self.heartbeat_tick);
+        self.tick_group = (self.tick_group + 1) % groups;
+        let group = self.tick_group;
+        for (sid, member) in &self.members {
+            if sid.0 % groups == group {
+                let _ = member.out.try_send(Outbound::Tick);
+            }
         }
     }
 
@@ -282,6 +306,13 @@ impl Workspace {
     }
 }
 
+/// How many groups of members a heartbeat tick is spread over: one every 10 ms at most, and at
+/// most [`TICK_GROUPS`].
+fn tick_groups(tick: Duration) -> u64 {
+    let tens_of_ms = (tick.as_millis() / 10).max(1);
+    u64::try_from(tens_of_ms).map_or(TICK_GROUPS, |n| n.min(TICK_GROUPS))
+}
+
 /// Writes `frame` into a member's mailbox without blocking; a full one closes it with 4009.
 fn deliver(member: &mut Member, frame: WireFrame) {
     if let Err(SendError::Full(_)) = member.out.try_send(Outbound::Aside(frame)) {
@@ -296,6 +327,8 @@ impl Actor for Workspace {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(0); // 0: unbounded; its senders are bounded sessions
         self.subscribed = Some(subscribe(&self.broker, self.key.clone(), self.id, ctx));
+        let every = self.heartbeat_tick / tick_groups(self.heartbeat_tick) as u32;
+        ctx.run_interval(every, |ws, _| ws.tick());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -500,5 +533,20 @@ impl Handler<Resync> for Workspace {
                 ws.tenant
             ),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_is_spread_over_groups_of_at_least_ten_milliseconds() {
+        let groups = |ms| tick_groups(Duration::from_millis(ms));
+        assert_eq!(groups(1), 1);
+        assert_eq!(groups(10), 1);
+        assert_eq!(groups(55), 5);
+        assert_eq!(groups(375), TICK_GROUPS);
+        assert_eq!(groups(25_000), TICK_GROUPS);
     }
 }

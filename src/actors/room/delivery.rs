@@ -141,6 +141,10 @@ pub enum Outbound {
     Lagged,
     /// Close with this code and reason (kicks, failures).
     Close(u16, String),
+    /// Time to look at the heartbeat, the client's silence and the token's expiry; sent by the
+    /// session's workspace to each of its sessions once every heartbeat tick, so that an idle
+    /// session holds no timer of its own.
+    Tick,
 }
 
 /// Where a session's frames go: one recipient, shared by its room, its workspace and the

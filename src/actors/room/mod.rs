@@ -66,6 +66,9 @@ pub struct RoomSettings {
     pub backlog_bound: usize,
     /// Other instances exist (Redis mode): local events are also published for them.
     pub shared: bool,
+    /// How often a workspace tells each of its sessions to look at its heartbeat
+    /// ([`crate::config::Config::heartbeat_tick`]).
+    pub heartbeat_tick: std::time::Duration,
 }
 
 /// The room actor. See the module documentation.
