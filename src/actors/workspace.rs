@@ -14,12 +14,16 @@
 //! with the tenant), then the transitions, each with its presence revision. Until then the
 //! transitions are not kept: a tenant whose sessions never ask pays nothing per online user
 //! here (about 0.17 KiB a user, with 19,000 users in one tenant). Once listed, the workspace
-//! keeps it until it stops, so a watcher reconnecting does not list the tenant again. A transition older than what is known is
-//! dropped; those that come before the listing wait for it. An arrival is answered with the
-//! revision its user's view must include, and its session gets its snapshot once the
-//! workspace has heard that far. After the backend was out of reach a fresh listing is told to
-//! the sessions as the difference. Frames go with `try_send` into the session's mailbox; a
-//! session whose mailbox is full closes with 4009, as on a board.
+//! keeps it until it stops, so a watcher reconnecting does not list the tenant again. A
+//! transition older than what is known is dropped; those that come before the listing wait for
+//! it. An arrival is answered with the revision its user's view must include, and its session
+//! gets its snapshot once the workspace has heard that far. After the backend was out of reach
+//! a fresh listing is told to the sessions as the difference. Frames go with `try_send` into
+//! the session's mailbox; a session whose mailbox is full closes with 4009, as on a board.
+//!
+//! The workspace is also its sessions' clock: every heartbeat tick each of them is told
+//! [`Outbound::Tick`] (in groups spread over the tick) and pings, times out its client or ends
+//! at its token's expiry, so that an idle session holds no timer of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
