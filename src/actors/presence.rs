@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
@@ -260,7 +261,7 @@ impl Handler<Arrive> for Presence {
                                 result.clone()
                             };
                             let Some(all) = all else { break };
-                            let first = sessions.first().map(|s| s.user_id.as_str());
+                            let first = sessions.first().map(|s| &*s.user_id);
                             let _ = answer.send(all.map(|all| Arrived {
                                 color: color_of(&all.users, first),
                                 users: all.users,
@@ -308,7 +309,7 @@ pub struct Depart {
     pub board: BoardKey,
     /// The session that ended.
     pub session: SessionId,
-    pub user_id: String,
+    pub user_id: Arc<str>,
 }
 
 impl Handler<Depart> for Presence {

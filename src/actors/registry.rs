@@ -100,7 +100,7 @@ impl<K: Eq + Hash + Clone, A: Actor<Context = Context<A>>> Hosts<K, A> {
 }
 
 /// A session a stopped room or workspace still held: its id, its user, its mailbox.
-pub type Left = (SessionId, String, Outlet);
+pub type Left = (SessionId, Arc<str>, Outlet);
 
 /// Rooms of this instance by board, and workspaces by tenant.
 pub struct Registry {

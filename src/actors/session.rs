@@ -464,7 +464,8 @@ impl Actor for Session {
             }
             None => (None, None, false),
         };
-        // One copy of the name and avatar for the room, the workspace and presence.
+        // One copy of the user id, name and avatar for the room, the workspace and presence.
+        let user_id: Arc<str> = Arc::from(self.identity.user_id.as_str());
         let info = Arc::new(UserInfo {
             name: self.identity.name.clone(),
             avatar: self.identity.avatar.clone(),
@@ -473,7 +474,7 @@ impl Actor for Session {
             &self.key,
             Join {
                 session: self.id,
-                user_id: self.identity.user_id.clone(),
+                user_id: Arc::clone(&user_id),
                 info: Arc::clone(&info),
                 out: Arc::clone(&out),
                 last_seq,
@@ -485,7 +486,7 @@ impl Actor for Session {
             &self.key.tenant,
             Enter {
                 session: self.id,
-                user_id: self.identity.user_id.clone(),
+                user_id,
                 info,
                 board: self.key.board.clone(),
                 out: Arc::clone(&out),

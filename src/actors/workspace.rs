@@ -56,7 +56,8 @@ const TICK_GROUPS: u64 = 16;
 
 /// One session of the tenant on this instance.
 struct Member {
-    user_id: String,
+    /// Its user, shared with the session's other holders.
+    user_id: Arc<str>,
     /// Name and avatar, shared with the session's other holders.
     info: Arc<UserInfo>,
     /// The board it is on.
@@ -350,7 +351,8 @@ impl Actor for Workspace {
 #[rtype(result = "()")]
 pub struct Enter {
     pub session: SessionId,
-    pub user_id: String,
+    /// The user id, shared with the session's other holders.
+    pub user_id: Arc<str>,
     /// Name and avatar, shared with the session's other holders.
     pub info: Arc<UserInfo>,
     /// The board it is on.

@@ -65,8 +65,8 @@ fn color_name(index: u8) -> String {
 /// Presence of one board.
 #[derive(Debug, Default)]
 pub struct BoardPresence {
-    /// Present users by id.
-    users: HashMap<Box<str>, Present>,
+    /// Present users by id (the id shared with the session's other holders).
+    users: HashMap<Arc<str>, Present>,
     /// Next arrival number.
     next_order: u64,
     /// How many present users hold each palette index, so that a newcomer's color costs the
@@ -87,8 +87,13 @@ pub struct Arrival {
 
 impl BoardPresence {
     /// Records a session of `user_id`.
-    pub fn arrive(&mut self, session: SessionId, user_id: &str, info: Arc<UserInfo>) -> Arrival {
-        if let Some(present) = self.users.get_mut(user_id) {
+    pub fn arrive(
+        &mut self,
+        session: SessionId,
+        user_id: &Arc<str>,
+        info: Arc<UserInfo>,
+    ) -> Arrival {
+        if let Some(present) = self.users.get_mut(&**user_id) {
             if !present.sessions.contains(&session) {
                 present.sessions.push(session);
             }
@@ -110,7 +115,7 @@ impl BoardPresence {
             status: Status::Active,
         };
         let user = present.user(user_id);
-        self.users.insert(user_id.into(), present);
+        self.users.insert(Arc::clone(user_id), present);
         Arrival {
             color: user.color.clone(),
             joined: Some(user),
@@ -150,7 +155,7 @@ impl BoardPresence {
 
     /// Present users in arrival order.
     pub fn users(&self) -> Vec<PresentUser> {
-        let mut present: Vec<(&Box<str>, &Present)> = self.users.iter().collect();
+        let mut present: Vec<(&Arc<str>, &Present)> = self.users.iter().collect();
         present.sort_by_key(|(_, p)| p.order);
         present.into_iter().map(|(id, p)| p.user(id)).collect()
     }
@@ -186,7 +191,8 @@ pub fn color_of(users: &[PresentUser], user_id: Option<&str>) -> String {
 #[derive(Debug, Clone)]
 pub struct Local {
     pub session: SessionId,
-    pub user_id: String,
+    /// The user id, shared with the session's other holders.
+    pub user_id: Arc<str>,
     /// Name and avatar, shared with the session's other holders.
     pub info: Arc<UserInfo>,
     /// In a workspace, the board the session is on.
@@ -260,9 +266,9 @@ mod tests {
     #[test]
     fn a_second_session_is_no_transition_and_keeps_the_color() {
         let mut board = BoardPresence::default();
-        let first = board.arrive(SessionId(1), "ann", info());
+        let first = board.arrive(SessionId(1), &"ann".into(), info());
         assert!(first.joined.is_some());
-        let second = board.arrive(SessionId(2), "ann", info());
+        let second = board.arrive(SessionId(2), &"ann".into(), info());
         assert_eq!(second.joined, None);
         assert_eq!(second.color, first.color);
         assert!(!board.depart(SessionId(1), "ann"));
@@ -274,34 +280,44 @@ mod tests {
     fn colors_follow_what_is_held_through_arrivals_and_departures() {
         let mut board = BoardPresence::default();
         let colors: Vec<String> = (0..13)
-            .map(|n| board.arrive(SessionId(n), &format!("u{n}"), info()).color)
+            .map(|n| {
+                board
+                    .arrive(SessionId(n), &format!("u{n}").into(), info())
+                    .color
+            })
             .collect();
         // All twelve taken: the thirteenth shares the first.
         assert_eq!(colors[12], PALETTE[0]);
         board.depart(SessionId(1), "u1");
-        assert_eq!(board.arrive(SessionId(20), "v", info()).color, PALETTE[1]);
+        assert_eq!(
+            board.arrive(SessionId(20), &"v".into(), info()).color,
+            PALETTE[1]
+        );
         // A second session of a present user holds nothing more.
-        board.arrive(SessionId(21), "u2", info());
+        board.arrive(SessionId(21), &"u2".into(), info());
         // u0 leaves: index 0 is held once again, like every other, so it is the lowest.
         board.depart(SessionId(0), "u0");
-        assert_eq!(board.arrive(SessionId(22), "w", info()).color, PALETTE[0]);
+        assert_eq!(
+            board.arrive(SessionId(22), &"w".into(), info()).color,
+            PALETTE[0]
+        );
     }
 
     #[test]
     fn a_freed_color_is_reused() {
         let mut board = BoardPresence::default();
-        let ann = board.arrive(SessionId(1), "ann", info()).color;
-        let bob = board.arrive(SessionId(2), "bob", info()).color;
+        let ann = board.arrive(SessionId(1), &"ann".into(), info()).color;
+        let bob = board.arrive(SessionId(2), &"bob".into(), info()).color;
         assert_ne!(ann, bob);
         board.depart(SessionId(1), "ann");
-        assert_eq!(board.arrive(SessionId(3), "cid", info()).color, ann);
+        assert_eq!(board.arrive(SessionId(3), &"cid".into(), info()).color, ann);
     }
 
     #[test]
     fn online_users_list_each_board_once_in_order() {
         let mut ws = BoardPresence::default();
-        ws.arrive(SessionId(1), "bob", info());
-        ws.arrive(SessionId(2), "ann", info());
+        ws.arrive(SessionId(1), &"bob".into(), info());
+        ws.arrive(SessionId(2), &"ann".into(), info());
         let places = [("ann", "b2"), ("bob", "b1"), ("ann", "b1"), ("ann", "b2")]
             .map(|(u, b)| (u.to_string(), b.to_string()));
         let online = online_users(ws.users(), places);
@@ -318,8 +334,8 @@ mod tests {
     #[test]
     fn a_session_arriving_twice_is_held_once() {
         let mut board = BoardPresence::default();
-        board.arrive(SessionId(1), "ann", info());
-        board.arrive(SessionId(1), "ann", info());
+        board.arrive(SessionId(1), &"ann".into(), info());
+        board.arrive(SessionId(1), &"ann".into(), info());
         assert!(board.depart(SessionId(1), "ann"));
         assert!(board.is_empty());
     }
@@ -327,7 +343,7 @@ mod tests {
     #[test]
     fn departing_twice_is_harmless() {
         let mut board = BoardPresence::default();
-        board.arrive(SessionId(1), "ann", info());
+        board.arrive(SessionId(1), &"ann".into(), info());
         assert!(board.depart(SessionId(1), "ann"));
         assert!(!board.depart(SessionId(1), "ann"));
     }

@@ -166,7 +166,8 @@ pub(super) enum Order {
 
 /// A local session of the board.
 pub(super) struct Member {
-    pub(super) user_id: String,
+    /// Its user, shared with the session's other holders.
+    pub(super) user_id: Arc<str>,
     /// Its user's name and avatar, to register it again after an outage.
     pub(super) info: Arc<UserInfo>,
     pub(super) out: Outlet,

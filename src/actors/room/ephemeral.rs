@@ -42,8 +42,8 @@ impl Room {
             origin,
         });
     }
-    pub(super) fn flush_cursor(&mut self, user_id: String, ctx: &mut Context<Self>) {
-        let Some(cursor) = self.cursors.get_mut(&user_id) else {
+    pub(super) fn flush_cursor(&mut self, user_id: Arc<str>, ctx: &mut Context<Self>) {
+        let Some(cursor) = self.cursors.get_mut(&*user_id) else {
             return;
         };
         cursor.flush_scheduled = false;
@@ -109,10 +109,20 @@ impl Handler<MoveCursor> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: MoveCursor, ctx: &mut Self::Context) {
-        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
+        let Some(user_id) = self
+            .members
+            .get(&msg.session)
+            .map(|m| Arc::clone(&m.user_id))
+        else {
             return;
         };
-        let cursor = self.cursors.entry(user_id.clone()).or_default();
+        // The user's cursor state, made at their first move (no allocation at the next ones).
+        if !self.cursors.contains_key(&*user_id) {
+            self.cursors.insert(user_id.to_string(), Cursor::default());
+        }
+        let Some(cursor) = self.cursors.get_mut(&*user_id) else {
+            return;
+        };
         cursor.last = msg.position;
         match cursor
             .throttle
@@ -143,7 +153,11 @@ impl Handler<SetTyping> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: SetTyping, ctx: &mut Self::Context) {
-        let Some(user_id) = self.members.get(&msg.session).map(|m| m.user_id.clone()) else {
+        let Some(user_id) = self
+            .members
+            .get(&msg.session)
+            .map(|m| m.user_id.to_string())
+        else {
             return;
         };
         let origin = msg.session;

@@ -24,8 +24,7 @@ impl Room {
                 cursor: self.cursors.get(&user.user_id).and_then(|c| c.last),
             })
             .collect();
-        let me =
-            json!({"userId": member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
+        let me = json!({"userId": &*member.user_id, "sessionId": sid.to_string(), "color": arrived.color});
         let seq = catchup.seq();
         self.sequencer.know(seq);
         if self.settings.shared {
@@ -86,7 +85,8 @@ impl Room {
 #[rtype(result = "()")]
 pub struct Join {
     pub session: SessionId,
-    pub user_id: String,
+    /// The user id, shared with the session's other holders.
+    pub user_id: Arc<str>,
     /// Name and avatar, shared with the session's other holders.
     pub info: Arc<UserInfo>,
     pub out: Outlet,

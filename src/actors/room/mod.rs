@@ -300,7 +300,7 @@ impl Room {
             } => self.on_durable(seq, frame, ack, &epoch, ctx),
             BoardEvent::Broadcast { frame } => self.fan_out(&frame, Order::None, None, None, ctx),
             BoardEvent::Kick { user_id } => {
-                for member in self.members.values().filter(|m| m.user_id == user_id) {
+                for member in self.members.values().filter(|m| *m.user_id == *user_id) {
                     member.out.do_send(Outbound::Close(
                         close::KICKED,
                         "removed from the board".into(),

@@ -71,7 +71,7 @@ impl RedisBackend {
         self.hint_due(board).await;
         self.undo_if_retired(board).await?;
         let (rev, users) = listing(reply)?;
-        let color = color_of(&users, sessions.first().map(|s| s.user_id.as_str()));
+        let color = color_of(&users, sessions.first().map(|s| &*s.user_id));
         Ok(Arrived { color, users, rev })
     }
 
@@ -207,7 +207,7 @@ impl RedisBackend {
 fn push_sessions(inv: &mut redis::ScriptInvocation<'_>, sessions: &[Local]) {
     for local in sessions {
         inv.arg(local.session.0.to_string())
-            .arg(&local.user_id)
+            .arg(&*local.user_id)
             .arg(info_json(&local.info))
             .arg(local.place.as_deref().unwrap_or_default());
     }
