@@ -42,6 +42,16 @@ impl Room {
             origin,
         });
     }
+
+    /// The user's cursor state, made at their first move: the moves after it, local or from
+    /// another instance, look it up without allocating a key. `None` never happens.
+    pub(super) fn cursor_state(&mut self, user_id: &str) -> Option<&mut Cursor> {
+        if !self.cursors.contains_key(user_id) {
+            self.cursors.insert(user_id.to_string(), Cursor::default());
+        }
+        self.cursors.get_mut(user_id)
+    }
+
     pub(super) fn flush_cursor(&mut self, user_id: Arc<str>, ctx: &mut Context<Self>) {
         let Some(cursor) = self.cursors.get_mut(&*user_id) else {
             return;
@@ -116,11 +126,7 @@ impl Handler<MoveCursor> for Room {
         else {
             return;
         };
-        // The user's cursor state, made at their first move (no allocation at the next ones).
-        if !self.cursors.contains_key(&*user_id) {
-            self.cursors.insert(user_id.to_string(), Cursor::default());
-        }
-        let Some(cursor) = self.cursors.get_mut(&*user_id) else {
+        let Some(cursor) = self.cursor_state(&user_id) else {
             return;
         };
         cursor.last = msg.position;

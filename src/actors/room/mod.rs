@@ -279,7 +279,9 @@ impl Room {
                 position,
                 origin,
             } => {
-                self.cursors.entry(user_id.clone()).or_default().last = position;
+                if let Some(cursor) = self.cursor_state(&user_id) {
+                    cursor.last = position;
+                }
                 let frame = frames::cursor_move(&user_id, position);
                 self.fan_out(&frame, Order::None, Some(origin), Some(&user_id), ctx);
             }
