@@ -972,6 +972,28 @@ async fn a_board_s_listing_reads_each_presence_hash_once() {
     assert!(reads < 30, "{reads} HGETs for one arrival among 30 users");
 }
 
+// A workspace shows who is online and where, never a color: its users get no color entry in
+// Redis (about 60 bytes an online user of the tenant, and a command at each arrival), while
+// the board they are on keeps theirs.
+#[actix_web::test]
+async fn a_workspace_keeps_no_colors_in_redis() {
+    let (redis, nodes) = cluster(1, &[]);
+    ready(&nodes).await;
+    let app = nodes[0].app();
+    let (_ann, _) = app.join("b", "ann").await;
+    let (_bob, _) = app.join("b", "bob").await;
+    let mut conn = redis.connection();
+    let mut hlen =
+        |key: &str| -> usize { redis::cmd("HLEN").arg(key).query(&mut conn).expect("HLEN") };
+    let deadline = Instant::now() + WAIT;
+    while hlen("bc:{*|default}:p:sessions") < 2 {
+        assert!(Instant::now() < deadline, "the workspace never had both");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hlen("bc:{b|default}:p:color"), 2);
+    assert_eq!(hlen("bc:{*|default}:p:color"), 0);
+}
+
 // What an instance's last commit left is a guess, never a judgement: another instance changed
 // the item or the cell since, and the operation is judged on what the store holds, whether the
 // guess would have refused it (a stale version, an item it saw deleted) or applied it.

@@ -17,12 +17,12 @@
 -- A tenant's workspace is kept by these same scripts, as a board that holds every session of
 -- the tenant; there each session also records the board it is on (KEYS[11]).
 --
--- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index),
---       4 status, 5 count (user -> sessions), 6 order (user -> arrival number), 7 rev counter,
---       8 board channel, 9 sessions per instance (instance -> count), 10 fences (instance ->
---       the token of the sweep it re-registered after), 11 places (sid -> the board a
---       workspace session is on), 12 webhook outbox, 13 its counter, 14 boards due for webhook
---       delivery (a board's joins and leaves go there; a workspace's do not)
+-- KEYS: 1 sessions (sid -> "instance|user"), 2 info (user -> JSON), 3 color (user -> index; a
+--       board's only), 4 status, 5 count (user -> sessions), 6 order (user -> arrival number),
+--       7 rev counter, 8 board channel, 9 sessions per instance (instance -> count), 10 fences
+--       (instance -> the token of the sweep it re-registered after), 11 places (sid -> the
+--       board a workspace session is on), 12 webhook outbox, 13 its counter, 14 boards due for
+--       webhook delivery (a board's joins and leaves go there; a workspace's do not)
 -- ARGV: 1..12 the palette (empty for a workspace), 13 the fence registrations carry ('' =
 --       none), 14 this board as the due set holds it, 15 now (ms), then the entry point's own
 --       arguments from 16 on.
@@ -61,7 +61,8 @@ local function join_one(sid, inst, uid, info, place)
     for i = 1, 11 do if uses[i] < uses[best] then best = i end end
   end
   local rev = redis.call('INCR', K[7])
-  redis.call('HSET', K[3], uid, best)
+  -- A workspace's users are not drawn: they keep no color (the listing answers the first).
+  if palette[1] ~= '' then redis.call('HSET', K[3], uid, best) end
   redis.call('HSET', K[2], uid, info)
   redis.call('HSET', K[4], uid, 'active')
   redis.call('HSET', K[6], uid, rev)
