@@ -49,7 +49,8 @@ local function join_one(sid, inst, uid, info, place)
   redis.call('HINCRBY', K[9], inst, 1)
   if redis.call('HINCRBY', K[5], uid, 1) > 1 then return end
   redis.call('PERSIST', K[7])
-  -- A workspace (no palette given) has no colors: its users are not drawn.
+  -- A workspace (no palette given) has no colors: its users are not drawn and keep none (its
+  -- listing answers the first).
   local best = 0
   if palette[1] ~= '' then
     local uses = {}
@@ -59,10 +60,9 @@ local function join_one(sid, inst, uid, info, place)
       uses[i] = (uses[i] or 0) + 1
     end
     for i = 1, 11 do if uses[i] < uses[best] then best = i end end
+    redis.call('HSET', K[3], uid, best)
   end
   local rev = redis.call('INCR', K[7])
-  -- A workspace's users are not drawn: they keep no color (the listing answers the first).
-  if palette[1] ~= '' then redis.call('HSET', K[3], uid, best) end
   redis.call('HSET', K[2], uid, info)
   redis.call('HSET', K[4], uid, 'active')
   redis.call('HSET', K[6], uid, rev)
