@@ -24,21 +24,72 @@ fn least_used(uses: &[usize; PALETTE.len()]) -> u8 {
 
 /// A present user and the sessions that keep them present; the user id is its key. Only what
 /// cannot be derived is kept (the color as its index, no second copy of the id, the name and
-/// avatar shared with the session's other holders): every connection holds one of these on its
-/// board and one in its workspace.
+/// avatar shared with the session's other holders, the first session inline): every connection
+/// holds one of these on its board and one in its workspace, 32 bytes beside its key.
 #[derive(Debug)]
 struct Present {
     /// Name and avatar.
     info: Arc<UserInfo>,
-    /// Open sessions of this user on the board: a few at most (`MAX_SESSIONS_PER_USER`), so a
-    /// list, not a hash set.
-    sessions: Vec<SessionId>,
-    /// Arrival order, so listings are stable.
-    order: u64,
+    /// The sessions that keep this user on the board.
+    sessions: Sessions,
+    /// Arrival order, so listings are stable; renumbered before it would wrap.
+    order: u32,
     /// Index into [`PALETTE`].
     color: u8,
     /// Active or idle.
     status: Status,
+}
+
+/// Open sessions of one user on a board: one for most users, a few at most
+/// (`MAX_SESSIONS_PER_USER`) for the rest, so the first is inline and the others, when there
+/// are any, in a list on the heap.
+#[derive(Debug)]
+struct Sessions {
+    first: SessionId,
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<SessionId>>>,
+}
+
+impl Sessions {
+    fn one(session: SessionId) -> Self {
+        Sessions {
+            first: session,
+            more: None,
+        }
+    }
+
+    fn contains(&self, session: SessionId) -> bool {
+        self.first == session || self.more.as_ref().is_some_and(|m| m.contains(&session))
+    }
+
+    /// Adds `session` unless it is held already.
+    fn add(&mut self, session: SessionId) {
+        if !self.contains(session) {
+            self.more.get_or_insert_with(Box::default).push(session);
+        }
+    }
+
+    /// Whether `session` is the only one held.
+    fn only(&self, session: SessionId) -> bool {
+        self.first == session && self.more.is_none()
+    }
+
+    /// Removes `session`, which is held and not the only one.
+    fn remove(&mut self, session: SessionId) {
+        let Some(more) = self.more.as_mut() else {
+            return;
+        };
+        if self.first == session {
+            if let Some(next) = more.pop() {
+                self.first = next;
+            }
+        } else if let Some(at) = more.iter().position(|s| *s == session) {
+            more.swap_remove(at);
+        }
+        if more.is_empty() {
+            self.more = None;
+        }
+    }
 }
 
 impl Present {
@@ -67,8 +118,8 @@ fn color_name(index: u8) -> String {
 pub struct BoardPresence {
     /// Present users by id (the id shared with the session's other holders).
     users: HashMap<Arc<str>, Present>,
-    /// Next arrival number.
-    next_order: u64,
+    /// The last arrival number given.
+    next_order: u32,
     /// How many present users hold each palette index, so that a newcomer's color costs the
     /// same on a board of thousands (a tenant's workspace) as on one of two.
     uses: [usize; PALETTE.len()],
@@ -94,9 +145,7 @@ impl BoardPresence {
         info: Arc<UserInfo>,
     ) -> Arrival {
         if let Some(present) = self.users.get_mut(&**user_id) {
-            if !present.sessions.contains(&session) {
-                present.sessions.push(session);
-            }
+            present.sessions.add(session);
             return Arrival {
                 color: color_name(present.color),
                 joined: None,
@@ -106,10 +155,13 @@ impl BoardPresence {
         if let Some(n) = self.uses.get_mut(usize::from(color)) {
             *n += 1;
         }
+        if self.next_order == u32::MAX {
+            self.renumber();
+        }
         self.next_order += 1;
         let present = Present {
             info,
-            sessions: vec![session],
+            sessions: Sessions::one(session),
             order: self.next_order,
             color,
             status: Status::Active,
@@ -127,11 +179,11 @@ impl BoardPresence {
         let Some(present) = self.users.get_mut(user_id) else {
             return false;
         };
-        let Some(at) = present.sessions.iter().position(|s| *s == session) else {
+        if !present.sessions.contains(session) {
             return false;
-        };
-        present.sessions.swap_remove(at);
-        if !present.sessions.is_empty() {
+        }
+        if !present.sessions.only(session) {
+            present.sessions.remove(session);
             return false;
         }
         if let Some(gone) = self.users.remove(user_id) {
@@ -158,6 +210,19 @@ impl BoardPresence {
         let mut present: Vec<(&Arc<str>, &Present)> = self.users.iter().collect();
         present.sort_by_key(|(_, p)| p.order);
         present.into_iter().map(|(id, p)| p.user(id)).collect()
+    }
+
+    /// Numbers the present users 1, 2, ... in their arrival order, so that arrival numbers
+    /// never wrap (a board would need four billion arrivals with someone present throughout).
+    fn renumber(&mut self) {
+        let mut present: Vec<&mut Present> = self.users.values_mut().collect();
+        present.sort_by_key(|p| p.order);
+        let mut order = 0;
+        for p in present {
+            order += 1;
+            p.order = order;
+        }
+        self.next_order = order;
     }
 
     /// Whether nobody is present.
@@ -338,6 +403,46 @@ mod tests {
         board.arrive(SessionId(1), &"ann".into(), info());
         assert!(board.depart(SessionId(1), "ann"));
         assert!(board.is_empty());
+    }
+
+    #[test]
+    fn a_user_stays_until_the_last_of_several_sessions_departs() {
+        for order in [[1, 2, 3], [3, 2, 1], [2, 1, 3], [2, 3, 1]] {
+            let mut board = BoardPresence::default();
+            for n in 1..=3 {
+                board.arrive(SessionId(n), &"ann".into(), info());
+            }
+            assert!(!board.depart(SessionId(9), "ann"), "not one of hers");
+            let left: Vec<bool> = order
+                .iter()
+                .map(|&n| board.depart(SessionId(n), "ann"))
+                .collect();
+            assert_eq!(
+                left,
+                [false, false, true],
+                "departing in the order {order:?}"
+            );
+            assert!(board.is_empty());
+        }
+    }
+
+    #[test]
+    fn arrival_numbers_are_renumbered_before_they_wrap() {
+        let mut board = BoardPresence::default();
+        board.arrive(SessionId(1), &"ann".into(), info());
+        board.arrive(SessionId(2), &"bob".into(), info());
+        board.next_order = u32::MAX - 1;
+        board.arrive(SessionId(3), &"cid".into(), info());
+        board.arrive(SessionId(4), &"dan".into(), info());
+        let listed: Vec<String> = board.users().into_iter().map(|u| u.user_id).collect();
+        assert_eq!(listed, ["ann", "bob", "cid", "dan"]);
+        assert_eq!(board.next_order, 4);
+    }
+
+    #[test]
+    fn a_present_user_costs_32_bytes_beside_its_key() {
+        // Every connection holds two; see `Present`.
+        assert_eq!(std::mem::size_of::<Present>(), 32);
     }
 
     #[test]
