@@ -196,7 +196,7 @@ impl Presence {
         }
         self.broker.do_send(Publish {
             board: board.clone(),
-            event,
+            events: vec![event],
             delivered_locally: false,
         });
     }

@@ -219,13 +219,13 @@ impl Handler<Unsubscribe> for Broker {
     }
 }
 
-/// An event for every room of a board, on every instance.
+/// Events for every room of a board, on every instance.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
     pub board: BoardKey,
-    /// What happened.
-    pub event: BoardEvent,
+    /// What happened, in order.
+    pub events: Vec<BoardEvent>,
     /// The publishing room has delivered it to its own sessions already; only other
     /// instances need it.
     pub delivered_locally: bool,
@@ -238,22 +238,27 @@ impl Handler<Publish> for Broker {
         match self.redis() {
             None => {
                 if !msg.delivered_locally {
-                    self.deliver(&msg.board, msg.event);
+                    for event in msg.events {
+                        self.deliver(&msg.board, event);
+                    }
                 }
             }
             Some(_) => {
                 // Ephemeral events are best effort: past the bound (Redis slower than the
                 // rooms, or out of reach) they are dropped; the local sessions have them already,
                 // and a dropped cursor move is superseded by the next.
-                if self.outgoing.len() >= self.publish_backlog {
-                    crate::metrics::PUBLISH_DROPPED.inc();
-                    return;
+                let room = self.publish_backlog.saturating_sub(self.outgoing.len());
+                let dropped = msg.events.len().saturating_sub(room);
+                if dropped > 0 {
+                    crate::metrics::PUBLISH_DROPPED.add(dropped as u64);
                 }
-                self.outgoing.push(Outgoing {
-                    board: msg.board,
-                    event: msg.event,
-                    from_here: msg.delivered_locally,
-                });
+                for event in msg.events.into_iter().take(room) {
+                    self.outgoing.push(Outgoing {
+                        board: msg.board.clone(),
+                        event,
+                        from_here: msg.delivered_locally,
+                    });
+                }
                 self.publish_outgoing(ctx);
             }
         }

@@ -36,11 +36,14 @@ impl Room {
     ) {
         let frame = frames::cursor_move(user_id, position);
         self.fan_out(&frame, Order::None, Some(origin), Some(user_id), ctx);
-        self.publish(BoardEvent::Cursor {
-            user_id: user_id.to_string(),
-            position,
-            origin,
-        });
+        self.publish(
+            BoardEvent::Cursor {
+                user_id: user_id.to_string(),
+                position,
+                origin,
+            },
+            ctx,
+        );
     }
 
     /// The user's cursor state, made at their first move: the moves after it, local or from
@@ -170,16 +173,19 @@ impl Handler<SetTyping> for Room {
         match msg.cell {
             Some((item_id, column_id)) => {
                 self.typing_started(&user_id, &item_id, &column_id, Some(origin), ctx);
-                self.publish(BoardEvent::TypingStarted {
-                    user_id,
-                    item_id,
-                    column_id,
-                    origin,
-                });
+                self.publish(
+                    BoardEvent::TypingStarted {
+                        user_id,
+                        item_id,
+                        column_id,
+                        origin,
+                    },
+                    ctx,
+                );
             }
             None => {
                 self.typing_stopped(&user_id, Some(origin), ctx);
-                self.publish(BoardEvent::TypingStopped { user_id, origin });
+                self.publish(BoardEvent::TypingStopped { user_id, origin }, ctx);
             }
         }
     }

@@ -116,6 +116,9 @@ pub struct Room {
     subscribed: Option<Subscription>,
     /// Settings shared by the instance's rooms.
     settings: RoomSettings,
+    /// Events of this turn of the mailbox for other instances, sent to the broker as one
+    /// message when the turn ends (see [`Room::publish`]); empty between turns.
+    unpublished: Vec<BoardEvent>,
 }
 
 impl Room {
@@ -145,6 +148,7 @@ impl Room {
             epoch: String::new(),
             verified_at: None,
             present: HashMap::new(),
+            unpublished: Vec::new(),
             subscribed: None,
             settings,
         }
@@ -235,13 +239,29 @@ impl Room {
 
     /// Publishes an event this room has delivered to its own sessions, for other instances;
     /// with none (embedded mode) there is nothing to do.
-    fn publish(&self, event: BoardEvent) {
+    /// Publishes an event, delivered here already, for the board's rooms on other instances.
+    /// The events of one turn of the mailbox go to the broker together when it ends: the
+    /// broker runs on another thread, and one message a turn instead of one an event spares
+    /// it (and Redis) most of the wake-ups. Bounded by what one turn handles.
+    fn publish(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
         if !self.settings.shared {
+            return;
+        }
+        if self.unpublished.is_empty() {
+            // Spawned items run after the mailbox is drained, in the same poll.
+            ctx.spawn(fut::ready(()).map(|(), room: &mut Room, _| room.send_unpublished()));
+        }
+        self.unpublished.push(event);
+    }
+
+    /// Hands this turn's events to the broker.
+    fn send_unpublished(&mut self) {
+        if self.unpublished.is_empty() {
             return;
         }
         self.broker.do_send(Publish {
             board: self.key.clone(),
-            event,
+            events: std::mem::take(&mut self.unpublished),
             delivered_locally: true,
         });
     }
@@ -324,6 +344,7 @@ impl Actor for Room {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.send_unpublished();
         let left = self
             .members
             .drain()
