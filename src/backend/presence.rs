@@ -119,7 +119,7 @@ pub struct BoardPresence {
     /// Present users by id (the id shared with the session's other holders).
     users: HashMap<Arc<str>, Present>,
     /// The last arrival number given.
-    next_order: u32,
+    last_order: u32,
     /// How many present users hold each palette index, so that a newcomer's color costs the
     /// same on a board of thousands (a tenant's workspace) as on one of two.
     uses: [usize; PALETTE.len()],
@@ -155,14 +155,14 @@ impl BoardPresence {
         if let Some(n) = self.uses.get_mut(usize::from(color)) {
             *n += 1;
         }
-        if self.next_order == u32::MAX {
+        if self.last_order == u32::MAX {
             self.renumber();
         }
-        self.next_order += 1;
+        self.last_order += 1;
         let present = Present {
             info,
             sessions: Sessions::one(session),
-            order: self.next_order,
+            order: self.last_order,
             color,
             status: Status::Active,
         };
@@ -222,7 +222,7 @@ impl BoardPresence {
             order += 1;
             p.order = order;
         }
-        self.next_order = order;
+        self.last_order = order;
     }
 
     /// Whether nobody is present.
@@ -431,12 +431,12 @@ mod tests {
         let mut board = BoardPresence::default();
         board.arrive(SessionId(1), &"ann".into(), info());
         board.arrive(SessionId(2), &"bob".into(), info());
-        board.next_order = u32::MAX - 1;
+        board.last_order = u32::MAX - 1;
         board.arrive(SessionId(3), &"cid".into(), info());
         board.arrive(SessionId(4), &"dan".into(), info());
         let listed: Vec<String> = board.users().into_iter().map(|u| u.user_id).collect();
         assert_eq!(listed, ["ann", "bob", "cid", "dan"]);
-        assert_eq!(board.next_order, 4);
+        assert_eq!(board.last_order, 4);
     }
 
     #[test]

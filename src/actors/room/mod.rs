@@ -238,11 +238,10 @@ impl Room {
     }
 
     /// Publishes an event this room has delivered to its own sessions, for other instances;
-    /// with none (embedded mode) there is nothing to do.
-    /// Publishes an event, delivered here already, for the board's rooms on other instances.
-    /// The events of one turn of the mailbox go to the broker together when it ends: the
-    /// broker runs on another thread, and one message a turn instead of one an event spares
-    /// it (and Redis) most of the wake-ups. Bounded by what one turn handles.
+    /// with none (embedded mode) there is nothing to do. The events of one turn of the mailbox
+    /// go to the broker together when it ends: the broker runs on another thread, and one
+    /// message a turn instead of one an event spares it most of the wake-ups. As many as the
+    /// turn made; what waits in the broker after that is bounded by `REDIS_PUBLISH_BACKLOG`.
     fn publish(&mut self, event: BoardEvent, ctx: &mut Context<Self>) {
         if !self.settings.shared {
             return;
