@@ -534,6 +534,11 @@ impl Handler<Outbound> for Session {
                     }
                 }
             }
+            Outbound::Cursors(frames) => {
+                for (_, frame) in frames {
+                    Handler::<Outbound>::handle(self, Outbound::Frame(frame), ctx);
+                }
+            }
             Outbound::Aside(frame) if self.board_started => self.send_frame(&frame, ctx),
             Outbound::Aside(frame) => {
                 let aside = self.aside.get_or_insert_default();

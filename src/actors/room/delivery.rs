@@ -63,6 +63,23 @@ impl Member {
         }
     }
 
+    /// Delivers a turn's cursor frames (each with its user) as one message. Those that do not
+    /// go (a full mailbox, or a member whose join is not finished) come back, to be kept
+    /// aside like a single deferred cursor frame; none for a member that lagged.
+    pub(super) fn deliver_cursors(&mut self, frames: CursorFrames) -> CursorFrames {
+        if self.lagged {
+            return Vec::new();
+        }
+        if self.queue.is_some() {
+            return frames;
+        }
+        match self.out.try_send(Outbound::Cursors(frames)) {
+            Err(SendError::Full(Outbound::Cursors(frames))) => frames,
+            // Sent, or closed: the session is gone and its Leave is on the way.
+            _ => Vec::new(),
+        }
+    }
+
     /// Moves queued frames into its mailbox while there is room, once its join is finished;
     /// true while frames remain. When the queue empties the member goes live.
     pub(super) fn drain(&mut self) -> bool {
@@ -134,6 +151,9 @@ pub(super) fn keep_aside(
 pub enum Outbound {
     /// A frame to write, in the session's encoding.
     Frame(WireFrame),
+    /// Cursor frames of one turn of the room, each with its user, written in order; at most
+    /// `TURN_CURSORS` of them.
+    Cursors(CursorFrames),
     /// A frame from outside the board (its workspace, its user's events): written once the
     /// board's first frame went out, so a session always starts with its snapshot.
     Aside(WireFrame),
@@ -146,6 +166,9 @@ pub enum Outbound {
     /// session holds no timer of its own.
     Tick,
 }
+
+/// Cursor frames, each with the user whose move it is.
+pub type CursorFrames = Vec<(Arc<str>, WireFrame)>;
 
 /// Where a session's frames go: one recipient, shared by its room, its workspace and the
 /// broker. Each clone of an actix address allocates its own parking state (about 110 bytes with
@@ -289,6 +312,47 @@ mod tests {
         assert!(
             slow.get(&sid).is_none_or(|kept| !kept.contains_key("ann")),
             "the older move must not be retried after the newer one"
+        );
+    }
+
+    #[test]
+    fn a_turn_of_cursor_frames_goes_as_one_message_or_comes_back_whole() {
+        use futures_util::StreamExt;
+        let turn = |from: u32| -> CursorFrames {
+            (from..from + 3)
+                .map(|x| (Arc::from(format!("u{x}")), cursor(x)))
+                .collect()
+        };
+        let (mut member, mut mailbox) = stuck_member(2);
+        let mut sent = 0;
+        let kept = loop {
+            assert!(sent < 10, "the mailbox never filled");
+            let kept = member.deliver_cursors(turn(3 * sent));
+            if !kept.is_empty() {
+                break kept;
+            }
+            sent += 1;
+        };
+        let users: Vec<&str> = kept.iter().map(|(u, _)| &**u).collect();
+        let expected: Vec<String> = (3 * sent..3 * sent + 3).map(|x| format!("u{x}")).collect();
+        assert_eq!(users, expected, "a full mailbox gives the whole turn back");
+        assert!(!member.lagged, "cursor frames never lag a session");
+        let mut messages = 0;
+        while mailbox.next().now_or_never().flatten().is_some() {
+            messages += 1;
+        }
+        assert_eq!(messages, sent, "each turn that went is one message");
+
+        member.queue = Some(Box::default());
+        assert_eq!(
+            member.deliver_cursors(turn(6)).len(),
+            3,
+            "a joining member waits"
+        );
+        member.lagged = true;
+        assert!(
+            member.deliver_cursors(turn(9)).is_empty(),
+            "a lagged one gets none"
         );
     }
 

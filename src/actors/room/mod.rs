@@ -42,7 +42,7 @@ mod join;
 mod mirror;
 mod sequencer;
 
-use self::delivery::{keep_aside, Member, Order, SlowCursors};
+use self::delivery::{keep_aside, CursorFrames, Member, Order, SlowCursors};
 pub use self::delivery::{Outbound, Outlet};
 pub use self::durable::ReplayedAck;
 use self::ephemeral::{Cursor, Typing};
@@ -52,6 +52,10 @@ use self::sequencer::{Sequenced, Sequencer};
 
 /// How often cursor frames kept aside for full mailboxes are retried.
 const SLOW_RETRY: Duration = Duration::from_millis(50);
+/// Cursor frames a turn of the room gathers at most before sending them. A session's queue
+/// holds `SESSION_QUEUE` messages, one of which may be such a batch: this bounds what a slow
+/// session holds (README, "How it is built").
+const TURN_CURSORS: usize = 32;
 /// How often a session's queue (its snapshot or replay, then what came meanwhile) is moved
 /// into its mailbox while the mailbox is full: often enough that a client reading at full
 /// speed is never waiting on it.
@@ -119,6 +123,9 @@ pub struct Room {
     /// Events of this turn of the mailbox for other instances, sent to the broker as one
     /// message when the turn ends (see [`Room::publish`]); empty between turns.
     unpublished: Vec<BoardEvent>,
+    /// Cursor frames of this turn of the mailbox, with their user and the session they came
+    /// from, sent to each member as one message when the turn ends (see [`Room::fan_out`]).
+    turn_cursors: Vec<(Arc<str>, Option<SessionId>, WireFrame)>,
 }
 
 impl Room {
@@ -149,6 +156,7 @@ impl Room {
             verified_at: None,
             present: HashMap::new(),
             unpublished: Vec::new(),
+            turn_cursors: Vec::new(),
             subscribed: None,
             settings,
         }
@@ -182,7 +190,9 @@ impl Room {
         self.schedule_retry(ctx);
     }
 
-    /// Sends `frame` to every member but `except`: the same bytes for all.
+    /// Sends `frame` to every member but `except`: the same bytes for all. A cursor frame
+    /// (`cursor_of` its user) waits for the end of the mailbox's turn and goes with the turn's
+    /// other cursor frames, one message per member; any other frame sends those first.
     fn fan_out(
         &mut self,
         frame: &ByteString,
@@ -191,14 +201,64 @@ impl Room {
         cursor_of: Option<&str>,
         ctx: &mut Context<Self>,
     ) {
-        let bound = self.settings.backlog_bound;
         let frame = WireFrame::from(frame.clone());
+        if let Some(user) = cursor_of {
+            if self.turn_cursors.is_empty() {
+                ctx.spawn(fut::ready(()).map(|(), room: &mut Room, ctx| room.send_cursors(ctx)));
+            }
+            self.turn_cursors.push((Arc::from(user), except, frame));
+            if self.turn_cursors.len() >= TURN_CURSORS {
+                self.send_cursors(ctx);
+            }
+            return;
+        }
+        // What the turn's cursors are waiting for goes first: a member's frames stay in order.
+        self.send_cursors(ctx);
+        let bound = self.settings.backlog_bound;
         for (sid, member) in &mut self.members {
             if Some(*sid) == except {
                 continue;
             }
             let delivery = member.deliver(frame.clone(), order, cursor_of.is_some(), bound);
             keep_aside(&mut self.slow_cursors, *sid, member, delivery, cursor_of);
+        }
+        self.schedule_retry(ctx);
+    }
+
+    /// Sends each member the cursor frames of this turn but its own, as one message. What
+    /// does not fit is kept aside as a single deferred cursor frame would be.
+    fn send_cursors(&mut self, ctx: &mut Context<Self>) {
+        if self.turn_cursors.is_empty() {
+            return;
+        }
+        let turn = std::mem::take(&mut self.turn_cursors);
+        for (sid, member) in &mut self.members {
+            let frames: CursorFrames = turn
+                .iter()
+                .filter(|(_, origin, _)| *origin != Some(*sid))
+                .map(|(user, _, frame)| (Arc::clone(user), frame.clone()))
+                .collect();
+            if frames.is_empty() {
+                continue;
+            }
+            let kept = member.deliver_cursors(frames);
+            if member.lagged {
+                self.slow_cursors.remove(sid);
+            } else if kept.is_empty() {
+                // Newer moves went through: older ones kept aside must not follow.
+                if let Some(slow) = self.slow_cursors.get_mut(sid) {
+                    for (user, origin, _) in &turn {
+                        if *origin != Some(*sid) {
+                            slow.remove(&**user);
+                        }
+                    }
+                }
+            } else {
+                let slow = self.slow_cursors.entry(*sid).or_default();
+                for (user, frame) in kept {
+                    slow.insert(user.to_string(), frame);
+                }
+            }
         }
         self.schedule_retry(ctx);
     }
