@@ -219,8 +219,9 @@ impl Room {
             if Some(*sid) == except {
                 continue;
             }
-            let delivery = member.deliver(frame.clone(), order, cursor_of.is_some(), bound);
-            keep_aside(&mut self.slow_cursors, *sid, member, delivery, cursor_of);
+            // Not a cursor frame: it is never deferred, only lags a member it cannot reach.
+            let delivery = member.deliver(frame.clone(), order, false, bound);
+            keep_aside(&mut self.slow_cursors, *sid, member, delivery, None);
         }
         self.schedule_retry(ctx);
     }
